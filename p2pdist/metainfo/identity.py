@@ -1,0 +1,56 @@
+"""SMS package identity: PackageID (site code + 5 hex digits) and SourceVersion."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from p2pdist.errors import MetainfoError
+
+PACKAGE_ID_RE = re.compile(r"^[A-Z0-9]{3}[0-9A-F]{5}$")
+
+
+def normalize_package_id(text: str) -> str:
+    """Upper-case and check a PackageID such as ``PS100012``; ValueError explains a bad one."""
+    package_id = text.strip().upper()
+    if not PACKAGE_ID_RE.match(package_id):
+        raise ValueError(f"{text!r} is not a PackageID (3-character site code + 5 hex digits, e.g. PS100012)")
+    return package_id
+
+
+def looks_like_package_id(text: str) -> bool:
+    return bool(PACKAGE_ID_RE.match(text.strip().upper()))
+
+
+@dataclass(frozen=True, order=True)
+class PackageIdentity:
+    """Which SMS package and which SourceVersion a torrent carries; one torrent per pair."""
+
+    package_id: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if not PACKAGE_ID_RE.match(self.package_id):
+            raise MetainfoError(f"package id {self.package_id!r} is not a PackageID")
+        if not 0 <= self.version < 2**31:
+            raise MetainfoError(f"package version {self.version} out of range")
+
+    def to_bencode(self) -> dict[bytes, object]:
+        return {b"package": self.package_id.encode(), b"version": self.version}
+
+    @classmethod
+    def from_bencode(cls, value: object) -> PackageIdentity:
+        if not isinstance(value, dict):
+            raise MetainfoError("info.p2pdist is not a dictionary")
+        package = value.get(b"package")
+        version = value.get(b"version")
+        if not isinstance(package, bytes) or not isinstance(version, int):
+            raise MetainfoError("info.p2pdist needs a string 'package' and an integer 'version'")
+        try:
+            package_id = package.decode("ascii")
+        except UnicodeDecodeError:
+            raise MetainfoError("info.p2pdist.package is not ASCII") from None
+        return cls(package_id, version)
+
+    def __str__(self) -> str:
+        return f"{self.package_id} v{self.version}"

@@ -1,0 +1,144 @@
+"""Ed25519 signatures that tie a torrent to the site's repository.
+
+The signature covers a small canonical message, the info-hash plus the package identity, and
+lives in a top-level ``p2pdist`` dictionary outside ``info``, so stock clients load the torrent
+unchanged and the info-hash does not depend on who signed it. The agent trusts a torrent only if
+``verify_signature`` returns VALID for one of its configured keys; everything else is a reason
+to refuse, never a warning.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from p2pdist import bencode
+from p2pdist.errors import LocalError, SignatureError
+from p2pdist.metainfo.identity import PackageIdentity
+from p2pdist.metainfo.model import Metainfo, Signature, reencode
+
+SCHEME = b"p2pdist-ed25519-v1"
+
+
+class SignatureStatus(enum.Enum):
+    VALID = "valid"
+    UNSIGNED = "unsigned"
+    NO_PACKAGE = "signed torrent carries no package identity"
+    UNTRUSTED_KEY = "signed by a key that is not trusted"
+    BAD_SIGNATURE = "signature does not verify (torrent modified or forged)"
+
+
+def signing_message(info_hash: bytes, package: PackageIdentity) -> bytes:
+    """The exact bytes that are signed; canonical bencoding leaves no ambiguity."""
+    return bencode.encode(
+        {
+            b"info-hash": info_hash,
+            b"package": package.package_id,
+            b"scheme": SCHEME,
+            b"version": package.version,
+        }
+    )
+
+
+def raw_public_key(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_fingerprint(public_key: bytes) -> str:
+    """A short printable name for a key (hex of its first 8 bytes)."""
+    return public_key[:8].hex()
+
+
+def sign_torrent(meta: Metainfo, private_key: Ed25519PrivateKey) -> bytes:
+    """Torrent bytes for ``meta`` with a signature block added; the info bytes are untouched."""
+    if meta.info.package is None:
+        raise LocalError("only torrents with a package identity (--pkg, --version) can be signed")
+    message = signing_message(meta.info_hash, meta.info.package)
+    signature = Signature(raw_public_key(private_key.public_key()), private_key.sign(message))
+    return reencode(meta, signature=signature)
+
+
+def verify_signature(meta: Metainfo, trusted_keys: Iterable[bytes]) -> SignatureStatus:
+    """Check ``meta``'s signature against raw 32-byte trusted public keys."""
+    if meta.signature is None:
+        return SignatureStatus.UNSIGNED
+    if meta.info.package is None:
+        return SignatureStatus.NO_PACKAGE
+    if meta.signature.public_key not in set(trusted_keys):
+        return SignatureStatus.UNTRUSTED_KEY
+    key = Ed25519PublicKey.from_public_bytes(meta.signature.public_key)
+    try:
+        key.verify(meta.signature.signature, signing_message(meta.info_hash, meta.info.package))
+    except InvalidSignature:
+        return SignatureStatus.BAD_SIGNATURE
+    return SignatureStatus.VALID
+
+
+def require_valid_signature(meta: Metainfo, trusted_keys: Iterable[bytes]) -> None:
+    """Raise SignatureError with the reason unless ``meta`` is validly signed by a trusted key."""
+    status = verify_signature(meta, trusted_keys)
+    if status is not SignatureStatus.VALID:
+        raise SignatureError(f"torrent {meta.info.name!r} ({meta.info_hash_hex}): {status.value}")
+
+
+def generate_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
+    """PKCS#8 PEM, created with mode 0600 so no other user can read it."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
+def write_public_key(key: Ed25519PublicKey, path: Path) -> None:
+    path.write_text(raw_public_key(key).hex() + "\n")
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise LocalError(f"cannot read signing key {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise LocalError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise LocalError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def parse_public_key(text: str) -> bytes:
+    """A public key as 64 hex digits (what ``p2pdist keygen`` writes) or a PEM block."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        try:
+            key = serialization.load_pem_public_key(text.encode())
+        except ValueError:
+            raise LocalError("malformed PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise LocalError("public key is not Ed25519")
+        return raw_public_key(key)
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise LocalError("public key is neither 64 hex digits nor PEM") from None
+    if len(raw) != 32:
+        raise LocalError("public key must be 32 bytes (64 hex digits)")
+    return raw
+
+
+def load_public_key(path: Path) -> bytes:
+    try:
+        return parse_public_key(Path(path).read_text())
+    except OSError as exc:
+        raise LocalError(f"cannot read public key {path}: {exc.strerror}") from None

@@ -1,0 +1,92 @@
+"""Every module imports on its own, and lower layers never import higher ones.
+
+The allowed edges are the layering of docs/ARCHITECTURE.md; a new edge is a design decision
+and belongs in that table, not in a quiet import.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import p2pdist
+
+PACKAGE_ROOT = Path(p2pdist.__file__).parent
+BASE = {"p2pdist", "errors", "bitfield", "bencode", "config"}
+# component -> components it may import (besides itself and BASE)
+ALLOWED: dict[str, set[str]] = {
+    "p2pdist": set(),
+    "errors": set(),
+    "bitfield": {"errors"},
+    "bencode": {"errors"},
+    "config": {"errors"},
+    "metainfo": set(),
+    "creator": {"metainfo"},
+    "wire": {"metainfo"},
+    "piece_picker": {"metainfo"},
+    "storage": {"metainfo"},
+    "tracker": {"metainfo"},
+    "agent": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce"},
+    "wrapper": {"metainfo", "agent.control_client"},
+    "cli": {"*"},
+    "__main__": {"cli"},
+}
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    return names
+
+
+def component(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "p2pdist"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name == "p2pdist" or name.startswith("p2pdist.")}
+
+
+def test_every_module_imports_on_its_own() -> None:
+    modules = [m for m in module_names() if not m.endswith("__main__")]
+    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    failures = []
+    for name in modules:
+        result = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60)
+        if result.returncode:
+            failures.append(f"{name}: {result.stderr.strip().splitlines()[-1]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("module", module_names())
+def test_lower_layers_never_import_higher_ones(module: str) -> None:
+    own = component(module)
+    allowed = ALLOWED.get(own)
+    assert allowed is not None, f"component {own!r} is missing from the layer table"
+    path = PACKAGE_ROOT.parent.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    for target in imported_modules(path):
+        theirs = component(target)
+        if theirs == own or "*" in allowed:
+            continue
+        if theirs in BASE and own not in BASE:
+            continue
+        dotted = ".".join(target.split(".")[1:3])
+        assert theirs in allowed or dotted in allowed, f"{module} imports {target}: {own} may not depend on {theirs}"
