@@ -48,8 +48,14 @@ def module_names() -> list[str]:
 
 
 def component(module: str) -> str:
+    """The top-level part of p2pdist a dotted name belongs to ("p2pdist" for the root package)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "p2pdist"
+    if len(parts) < 2:
+        return "p2pdist"
+    first = PACKAGE_ROOT / parts[1]
+    if first.is_dir() or first.with_suffix(".py").is_file():
+        return parts[1]
+    return "p2pdist"  # an attribute of the root package, such as __version__
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -65,14 +71,27 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_every_module_imports_on_its_own() -> None:
+    """Each module imports in a clean p2pdist namespace (no reliance on import order).
+
+    One child process imports them in turn, dropping every p2pdist module from sys.modules
+    between imports: as strict as a process per module, at a fraction of the start-up cost.
+    """
     modules = [m for m in module_names() if not m.endswith("__main__")]
-    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
-    failures = []
-    for name in modules:
-        result = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60)
-        if result.returncode:
-            failures.append(f"{name}: {result.stderr.strip().splitlines()[-1]}")
-    assert not failures, "\n".join(failures)
+    script = (
+        "import importlib, sys, traceback\n"
+        "failed = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    for loaded in [m for m in sys.modules if m == 'p2pdist' or m.startswith('p2pdist.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {exc!r}')\n"
+        "print('\\n'.join(failed))\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("module", module_names())

@@ -1,0 +1,555 @@
+"""Pieces in real files: staged under ``.part`` names, renamed into place when complete.
+
+Layout on disk, below ``directory``: a multi-file torrent is written into ``<name>.part/`` and
+``finish()`` renames that folder to ``<name>``; a single-file torrent is written as
+``<name>.part`` and renamed to ``<name>``. One rename makes the whole package visible, so it is
+either absent or complete under its final names. If the final name already exists at
+``start()`` (an admin's folder being seeded, or a restart after finish) storage works in place
+on it and verifies it; it never renames over it.
+
+I/O uses positional reads and writes (``os.pwrite``/``os.preadv``) on file descriptors kept in a
+small LRU, so concurrent workers never share a file offset. Where ``os.pwrite`` is missing
+(Windows) each descriptor has a lock and the code seeks then writes. Files are created only
+when a piece touching them is written (sparse is fine), pad files (BEP 47) are never written and
+read as zeros, and every path is checked to resolve inside ``directory`` before it is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from pathlib import Path
+
+from p2pdist.bitfield import Bitfield
+from p2pdist.metainfo import Info
+from p2pdist.storage.base import DEFAULT_CACHE_BYTES, Storage, StorageError
+from p2pdist.storage.resume import (
+    MISSING,
+    RACY_NS,
+    FileState,
+    ResumeData,
+    data_files,
+    decode_resume,
+    encode_resume,
+    file_state,
+    fsync_directory,
+    layout_fingerprint,
+    max_resume_bytes,
+    plan_start,
+    read_bounded,
+    unreadable_pieces,
+    write_atomically,
+)
+from p2pdist.storage.verify import Buffer, Progress
+
+DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+HAS_PWRITE = hasattr(os, "pwrite") and hasattr(os, "pread")
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+STAGING_SUFFIX = ".part"
+
+
+def storage_error(action: str, path: object, error: OSError) -> StorageError:
+    """An OSError as a StorageError naming the file, with ``disk_full`` set for ENOSPC/EDQUOT."""
+    reason = error.strerror or str(error)
+    return StorageError(f"cannot {action} {path}: {reason}", disk_full=error.errno in DISK_FULL_ERRNOS)
+
+
+# --------------------------------------------------------------------------- positional I/O
+
+
+def write_at(fd: int, data: memoryview, offset: int, lock: threading.Lock, *, positional: bool = HAS_PWRITE) -> None:
+    """Write all of ``data`` at ``offset``; without pwrite, seek+write under ``lock``."""
+    if positional:
+        while data:
+            written = os.pwrite(fd, data, offset)
+            if written <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            data = data[written:]
+            offset += written
+        return
+    with lock:
+        os.lseek(fd, offset, os.SEEK_SET)
+        while data:
+            written = os.write(fd, data)
+            if written <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            data = data[written:]
+
+
+def read_into(fd: int, view: memoryview, offset: int, lock: threading.Lock, *, positional: bool = HAS_PWRITE) -> int:
+    """Fill ``view`` from ``offset``; returns the bytes read (fewer only at end of file)."""
+    total = 0
+    wanted = len(view)
+    if positional and hasattr(os, "preadv"):
+        while total < wanted:
+            got = os.preadv(fd, [view[total:]], offset + total)
+            if got == 0:
+                break
+            total += got
+        return total
+    if positional:
+        while total < wanted:
+            chunk = os.pread(fd, wanted - total, offset + total)
+            if not chunk:
+                break
+            view[total : total + len(chunk)] = chunk
+            total += len(chunk)
+        return total
+    with lock:
+        os.lseek(fd, offset, os.SEEK_SET)
+        while total < wanted:
+            chunk = os.read(fd, wanted - total)
+            if not chunk:
+                break
+            view[total : total + len(chunk)] = chunk
+            total += len(chunk)
+    return total
+
+
+# --------------------------------------------------------------------------- descriptor cache
+
+
+class _Handle:
+    __slots__ = ("fd", "writable", "users", "retired", "lock")
+
+    def __init__(self, fd: int, writable: bool) -> None:
+        self.fd = fd
+        self.writable = writable
+        self.users = 0
+        self.retired = False
+        self.lock = threading.Lock()
+
+
+class _Handles:
+    """Open descriptors by file index, LRU-bounded; one in use is never closed under its user.
+
+    A descriptor is retired (closed once its last user releases it) when evicted, when a write
+    needs a writable one in place of a read-only one, and around the final rename.
+    """
+
+    def __init__(self, limit: int, opener: Callable[[int, bool], int]) -> None:
+        self._limit = max(1, limit)
+        self._opener = opener
+        self._lock = threading.Lock()
+        self._open: OrderedDict[int, _Handle] = OrderedDict()
+        self._closed = False
+
+    def acquire(self, key: int, write: bool) -> _Handle:
+        with self._lock:
+            if self._closed:
+                raise StorageError("storage is closed")
+            handle = self._open.get(key)
+            if handle is not None and (handle.writable or not write):
+                self._open.move_to_end(key)
+                handle.users += 1
+                return handle
+            fd = self._opener(key, write)
+            if handle is not None:
+                self._retire(self._open.pop(key))
+            handle = _Handle(fd, write)
+            handle.users = 1
+            self._open[key] = handle
+            self._trim()
+            return handle
+
+    def release(self, handle: _Handle) -> None:
+        with self._lock:
+            handle.users -= 1
+            if handle.retired:
+                if handle.users == 0:
+                    os.close(handle.fd)
+            elif len(self._open) > self._limit:
+                self._trim()
+
+    def _retire(self, handle: _Handle) -> None:
+        handle.retired = True
+        if handle.users == 0:
+            os.close(handle.fd)
+
+    def _trim(self) -> None:
+        if len(self._open) <= self._limit:
+            return
+        for key in [k for k, h in self._open.items() if h.users == 0]:
+            self._retire(self._open.pop(key))
+            if len(self._open) <= self._limit:
+                return
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Retire every descriptor and hold off new opens (for the final rename)."""
+        with self._lock:
+            while self._open:
+                self._retire(self._open.popitem()[1])
+            yield
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            while self._open:
+                self._retire(self._open.popitem()[1])
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+# --------------------------------------------------------------------------- the storage
+
+
+class FileStorage(Storage):
+    """A torrent's pieces in files below ``directory`` (see the module docstring).
+
+    ``resume_path`` is where ``save_resume`` keeps resume data; without one, ``save_resume`` does
+    nothing and every ``start`` re-hashes what exists. ``info_hash`` (optional) is stored in the
+    resume data as the torrent's identity; otherwise a fingerprint of the piece hashes and file
+    list is. Call ``start()`` before anything else.
+    """
+
+    def __init__(
+        self,
+        info: Info,
+        directory: Path,
+        *,
+        resume_path: Path | None = None,
+        executor: Executor | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        info_hash: bytes | None = None,
+        max_open_files: int = 64,
+    ) -> None:
+        super().__init__(info, executor=executor, cache_bytes=cache_bytes)
+        self.directory = Path(directory)
+        self.resume_path = Path(resume_path) if resume_path is not None else None
+        self._fingerprint = info_hash if info_hash is not None else layout_fingerprint(info)
+        self._files = info.files
+        self._data_files = data_files(info)
+        self._handles = _Handles(max_open_files, self._open_fd)
+        self._root: bytes | None = None  # b"part" or b"final" once started
+        self._real_directory: str | None = None
+        self._state_lock = threading.Lock()
+        self._dirty: set[int] = set()  # files written since their last fsync
+        self._new_dirs: set[Path] = set()  # folders whose entries changed since the last sync
+        self._save_lock: asyncio.Lock | None = None
+
+    # ----------------------------------------------------------------- paths
+
+    @property
+    def final_root(self) -> Path:
+        return self.directory / self.info.name
+
+    @property
+    def staging_root(self) -> Path:
+        return self.directory / (self.info.name + STAGING_SUFFIX)
+
+    @property
+    def staged(self) -> bool:
+        """True while data lives under the ``.part`` name."""
+        return self._root == b"part"
+
+    def file_path(self, file_index: int) -> Path:
+        """Where file ``file_index`` lives now (staging or final name)."""
+        parts = self._files[file_index].path
+        top = self.info.name + STAGING_SUFFIX if self._root == b"part" else parts[0]
+        return self.directory.joinpath(top, *parts[1:])
+
+    def _check_inside(self, path: Path) -> None:
+        if self._real_directory is None:
+            self._real_directory = os.path.realpath(self.directory)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._real_directory]) != self._real_directory or real == self._real_directory:
+            raise StorageError(f"{path} resolves to {real}, outside {self.directory}")
+
+    def _open_fd(self, file_index: int, write: bool) -> int:
+        """Open a file for the descriptor cache (runs under its lock, in a worker)."""
+        path = self.file_path(file_index)
+        if write:
+            self._make_parents(path.parent)
+        self._check_inside(path)
+        flags = (os.O_RDWR | os.O_CREAT if write else os.O_RDONLY) | _O_BINARY | _O_CLOEXEC
+        fd = os.open(path, flags, 0o666)
+        if write:
+            with self._state_lock:
+                self._new_dirs.add(path.parent)
+        return fd
+
+    def _make_parents(self, folder: Path) -> None:
+        created = []
+        probe = folder
+        while not probe.is_dir() and probe != probe.parent:
+            created.append(probe)
+            probe = probe.parent
+        if created:
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._state_lock:
+                self._new_dirs.update(p.parent for p in created)
+
+    # ----------------------------------------------------------------- readiness
+
+    def _check_ready(self) -> None:
+        self._check_open()
+        if self._root is None:
+            raise StorageError(f"storage of {self.info.name!r}: call start() first")
+
+    # ----------------------------------------------------------------- start
+
+    def _plan(self) -> tuple[set[int], set[int]]:
+        """Pick the root, stat every file, read and check resume data (one worker call).
+
+        Returns (pieces trusted from resume data, pieces to re-hash).
+        """
+        try:
+            if self.directory.exists() and not self.directory.is_dir():
+                raise StorageError(f"{self.directory} is not a folder")
+            final = self.final_root
+            root = b"final" if os.path.lexists(final) else b"part"
+            top = final if root == b"final" else self.staging_root
+            if os.path.lexists(top):
+                if self.info.multi_file and not top.is_dir():
+                    raise StorageError(f"{top} exists and is not a folder, but the torrent has several files")
+                if not self.info.multi_file and not top.is_file():
+                    raise StorageError(f"{top} exists and is not a regular file")
+        except OSError as error:
+            raise storage_error("inspect", self.directory, error) from error
+        self._root = root
+        states = self._stat_files()
+        raw = None
+        if self.resume_path is not None:
+            raw = read_bounded(self.resume_path, max_resume_bytes(self.info))
+        resume = decode_resume(raw, self.info, self._fingerprint)
+        return plan_start(self.info, self.layout, resume, root, states)
+
+    def _stat_files(self) -> list[FileState]:
+        states = [MISSING] * len(self._files)
+        for index in self._data_files:
+            path = self.file_path(index)
+            try:
+                states[index] = file_state(path)
+            except OSError as error:
+                raise storage_error("inspect", path, error) from error
+        return states
+
+    async def start(self, progress: Progress | None = None) -> Bitfield:
+        """Choose staging or final names, trust matching resume data, re-hash the rest.
+
+        ``progress(done, total)`` reports the re-hashing (not called when nothing needs it).
+        """
+        self._check_open()
+        trusted, suspect = await self._run(self._plan)
+        good = await self._verify(suspect, progress)
+        self._replace_have(trusted | good, range(self.info.num_pieces))
+        return self.have
+
+    async def _recheck_candidates(self) -> set[int]:
+        states = await self._run(self._stat_files)
+        return set(range(self.info.num_pieces)) - unreadable_pieces(self.layout, states, self._data_files)
+
+    # ----------------------------------------------------------------- worker hooks
+
+    def _store(self, index: int, data: memoryview) -> None:
+        position = 0
+        for span in self.layout.piece_spans(index):
+            if not self._files[span.file_index].pad:
+                self._write(span.file_index, data[position : position + span.length], span.file_offset)
+            position += span.length
+
+    def _write(self, file_index: int, data: memoryview, offset: int) -> None:
+        try:
+            handle = self._handles.acquire(file_index, True)
+        except OSError as error:
+            raise storage_error("open", self.file_path(file_index), error) from error
+        try:
+            write_at(handle.fd, data, offset, handle.lock)
+        except OSError as error:
+            raise storage_error("write", self.file_path(file_index), error) from error
+        finally:
+            self._handles.release(handle)
+        # Marked only once written, so a save that syncs and clears it meanwhile cannot miss it.
+        with self._state_lock:
+            self._dirty.add(file_index)
+
+    def _read(self, offset: int, length: int) -> bytearray | None:
+        """Torrent bytes ``[offset, offset+length)``; None if a file is missing or short."""
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        position = 0
+        for span in self.layout.spans(offset, length):
+            if not self._files[span.file_index].pad:
+                try:
+                    handle = self._handles.acquire(span.file_index, False)
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                    return None
+                except OSError as error:
+                    raise storage_error("open", self.file_path(span.file_index), error) from error
+                try:
+                    got = read_into(handle.fd, view[position : position + span.length], span.file_offset, handle.lock)
+                except OSError as error:
+                    if error.errno == errno.EIO:
+                        return None
+                    raise storage_error("read", self.file_path(span.file_index), error) from error
+                finally:
+                    self._handles.release(handle)
+                if got < span.length:
+                    return None
+            position += span.length
+        return buffer
+
+    def _load(self, index: int, begin: int, length: int) -> bytes:
+        data = self._read(self.layout.piece_offset(index) + begin, length)
+        if data is None:
+            raise StorageError(f"data of verified piece {index} of {self.info.name!r} is missing on disk")
+        return bytes(data)
+
+    def _read_candidate(self, index: int) -> Buffer | None:
+        return self._read(self.layout.piece_offset(index), self.layout.piece_size(index))
+
+    def _read_run(self, first: int, count: int) -> Sequence[Buffer | None]:
+        """One large read for a run of pieces; piece by piece only if part of it is missing."""
+        start = self.layout.piece_offset(first)
+        end = self.layout.piece_offset(first + count - 1) + self.layout.piece_size(first + count - 1)
+        whole = self._read(start, end - start)
+        if whole is None:
+            return [self._read_candidate(first + offset) for offset in range(count)]
+        view = memoryview(whole)
+        length = self.info.piece_length
+        return [view[offset * length : offset * length + self.layout.piece_size(first + offset)] for offset in range(count)]
+
+    # ----------------------------------------------------------------- durability
+
+    def _sync_dirty(self, files: Sequence[int] | None = None) -> None:
+        """fsync files written since their last sync (or ``files``) and changed folders."""
+        with self._state_lock:
+            targets = set(self._dirty) if files is None else set(files)
+            self._dirty -= targets
+            folders, self._new_dirs = self._new_dirs, set()
+        current: Path = self.directory
+        try:
+            for index in sorted(targets):
+                current = self.file_path(index)
+                handle = self._handles.acquire(index, True)
+                try:
+                    os.fsync(handle.fd)
+                finally:
+                    self._handles.release(handle)
+            for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+                current = folder
+                if folder.is_dir():
+                    fsync_directory(folder)
+        except (OSError, StorageError) as error:
+            with self._state_lock:
+                self._dirty |= targets
+                self._new_dirs |= folders
+            if isinstance(error, StorageError):
+                raise
+            raise storage_error("sync", current, error) from error
+
+    def _snapshot_files(self) -> tuple[int, list[FileState], frozenset[int]]:
+        """The save clock, then every file's state, then which files have writes in flight.
+
+        Order matters: a piece absent from the pending set read *after* the stats either had
+        its bit set before the snapshot of ``have`` that follows, or started writing after
+        its file was stat-ed (so its mtime moves, or the file is racy).
+        """
+        clock = time.time_ns()
+        states = self._stat_files()
+        unsettled: set[int] = set()
+        for piece in self._pending_snapshot():
+            unsettled.update(span.file_index for span in self.layout.piece_spans(piece))
+        return clock, states, frozenset(unsettled)
+
+    def _write_resume(self, data: ResumeData) -> None:
+        self._sync_dirty()
+        assert self.resume_path is not None
+        try:
+            write_atomically(self.resume_path, encode_resume(data))
+        except OSError as error:
+            raise storage_error("write resume data", self.resume_path, error) from error
+
+    def _racy(self, clock: int, states: Sequence[FileState], unsettled: frozenset[int]) -> bool:
+        return any(
+            states[i].exists and i not in unsettled and clock - states[i].mtime_ns < RACY_NS for i in self._data_files
+        )
+
+    async def save_resume(self) -> None:
+        """Record the verified pieces: stat files, snapshot ``have``, fsync data, write atomically.
+
+        If a file was modified within the racy window it waits that window out once and
+        stat-s again, so a clean shutdown right after the last write still resumes without
+        a recheck. Without ``resume_path`` this only syncs data.
+        """
+        self._check_ready()
+        if self._save_lock is None:
+            self._save_lock = asyncio.Lock()
+        async with self._save_lock:
+            if self.resume_path is None:
+                await self._run(self._sync_dirty)
+                return
+            clock, states, unsettled = await self._run(self._snapshot_files)
+            if self._racy(clock, states, unsettled):
+                await asyncio.sleep(RACY_NS / 1e9)
+                clock, states, unsettled = await self._run(self._snapshot_files)
+            data = ResumeData(self._fingerprint, self._root or b"part", self.have.copy(), tuple(states), clock, unsettled)
+            await self._run(self._write_resume, data)
+
+    # ----------------------------------------------------------------- completion
+
+    def _finish_files(self) -> None:
+        """Every file at its exact size and synced; then the one rename to the final name."""
+        staged = self._root == b"part"
+        for index, entry in enumerate(self._files):
+            if entry.pad:
+                continue
+            path = self.file_path(index)
+            try:
+                if entry.length == 0:
+                    if os.path.lexists(path):
+                        continue
+                    handle = self._handles.acquire(index, True)
+                    self._handles.release(handle)
+                    with self._state_lock:
+                        self._dirty.add(index)
+                elif staged and os.path.getsize(path) > entry.length:
+                    handle = self._handles.acquire(index, True)
+                    try:
+                        os.ftruncate(handle.fd, entry.length)
+                    finally:
+                        self._handles.release(handle)
+                    with self._state_lock:
+                        self._dirty.add(index)
+            except OSError as error:
+                raise storage_error("complete", path, error) from error
+        self._sync_dirty(self._data_files if staged else None)
+        self._sync_dirty()
+        if not staged:
+            return
+        final, staging = self.final_root, self.staging_root
+        with self._handles.exclusive():
+            if os.path.lexists(final):
+                raise StorageError(f"{final} already exists; not replacing it with {staging}")
+            try:
+                os.rename(staging, final)
+                fsync_directory(self.directory)
+            except OSError as error:
+                raise storage_error("rename to final name", staging, error) from error
+            self._root = b"final"
+
+    async def finish(self) -> None:
+        """All pieces verified: fsync, then rename ``.part`` to the final name; idempotent."""
+        self._check_ready()
+        self._require_complete()
+        if self._save_lock is None:
+            self._save_lock = asyncio.Lock()
+        async with self._save_lock:
+            await self._run(self._finish_files)
+        if self.resume_path is not None:
+            await self.save_resume()
+
+    async def close(self) -> None:
+        """Close every descriptor (those in use close when their worker is done)."""
+        await super().close()
+        self._handles.close()

@@ -1,0 +1,321 @@
+"""Resume data: trusted only when it provably still describes the files; kill -9 for real."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_storage_helpers import MULTI_FILES, disk_truth, make_torrent, piece_of
+
+from p2pdist.bitfield import Bitfield
+from p2pdist.metainfo import Info, Layout, encode_torrent
+from p2pdist.storage import FileStorage
+from p2pdist.storage.resume import (
+    MISSING,
+    RACY_NS,
+    FileState,
+    ResumeData,
+    decode_resume,
+    encode_resume,
+    layout_fingerprint,
+    plan_start,
+)
+
+
+async def download(info: Info, data: bytes, folder: Path, resume: Path, pieces: list[int]) -> FileStorage:
+    storage = FileStorage(info, folder, resume_path=resume)
+    await storage.start()
+    for index in pieces:
+        assert await storage.put_piece(index, piece_of(info, data, index))
+    await storage.save_resume()
+    await storage.close()
+    return storage
+
+
+async def restart(info: Info, folder: Path, resume: Path, **options: object) -> tuple[set[int], list[tuple[int, int]]]:
+    progress: list[tuple[int, int]] = []
+    storage = FileStorage(info, folder, resume_path=resume, **options)  # type: ignore[arg-type]
+    have = await storage.start(lambda done, total: progress.append((done, total)))
+    result = set(have)
+    await storage.close()
+    return result, progress
+
+
+def hashed(progress: list[tuple[int, int]]) -> int:
+    return max((total for _, total in progress), default=0)
+
+
+async def test_matching_resume_is_trusted_without_rehashing(tmp_path: Path) -> None:
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    resume = tmp_path / "r.resume"
+    await download(info, data, tmp_path / "dl", resume, [0, 1, 5, 6])
+    assert not resume.with_name("r.resume.tmp").exists()
+    have, progress = await restart(info, tmp_path / "dl", resume)
+    assert have == {0, 1, 5, 6} and hashed(progress) == 0
+
+    # Same size and mtime but different bytes: resume data is trusted (the wrapper re-checks a
+    # package before it runs); this shows start() really skipped the hashing.
+    path = tmp_path / "dl" / "pkg.part" / "a.bin"
+    stat = path.stat()
+    raw = bytearray(path.read_bytes())
+    raw[3] ^= 1
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    have, _ = await restart(info, tmp_path / "dl", resume)
+    assert 0 in have
+
+    # A new mtime: only the pieces of that file are re-hashed, and the bad one is dropped.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    have, progress = await restart(info, tmp_path / "dl", resume)
+    assert have == {1, 5, 6}
+    layout = Layout(info)
+    assert hashed(progress) == len(layout.pieces_of_file(0))
+
+
+async def test_missing_file_drops_its_pieces_without_error(tmp_path: Path) -> None:
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    resume = tmp_path / "resume"
+    await download(info, data, tmp_path, resume, list(range(info.num_pieces)))
+    (tmp_path / "pkg.part" / "z.bin").unlink()
+    have, _ = await restart(info, tmp_path, resume)
+    assert have == set(range(info.num_pieces)) - set(Layout(info).pieces_of_file(5))
+
+
+async def test_resume_of_another_torrent_or_garbage_means_recheck(tmp_path: Path) -> None:
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    resume = tmp_path / "resume"
+    await download(info, data, tmp_path, resume, [0, 2])
+    good = resume.read_bytes()
+    truth = disk_truth(info, data, tmp_path)
+    assert truth == {0, 2}
+    have, progress = await restart(info, tmp_path, resume, info_hash=b"\x01" * 20)
+    assert have == truth and hashed(progress) > 0
+    for broken in (b"", b"garbage", good[:-1], good + b"e", good.replace(b"p2pdist-resume/1", b"p2pdist-resume/9"), b"d" * 10**6):
+        resume.write_bytes(broken)
+        have, progress = await restart(info, tmp_path, resume)
+        assert have == truth and hashed(progress) > 0
+    resume.unlink()
+    have, _ = await restart(info, tmp_path, resume)
+    assert have == truth
+
+
+async def test_save_right_after_writing_still_resumes_cleanly(tmp_path: Path) -> None:
+    """A file written within the racy window is stat-ed again after it, not left suspect."""
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    storage = FileStorage(info, tmp_path, resume_path=tmp_path / "resume")
+    await storage.start()
+    for index in range(info.num_pieces):
+        await storage.put_piece(index, piece_of(info, data, index))
+    await storage.save_resume()
+    await storage.close()
+    have, progress = await restart(info, tmp_path, tmp_path / "resume")
+    assert len(have) == info.num_pieces and hashed(progress) == 0
+
+
+async def test_no_resume_path_means_no_file(tmp_path: Path) -> None:
+    meta, data = make_torrent(MULTI_FILES)
+    storage = FileStorage(meta.info, tmp_path / "dl")
+    await storage.start()
+    await storage.put_piece(0, piece_of(meta.info, data, 0))
+    await storage.save_resume()
+    await storage.close()
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["pkg.part"]
+
+
+class StalledStorage(FileStorage):
+    """A real FileStorage whose worker stalls after writing piece ``stall`` (a slow disk)."""
+
+    stall = -1
+    written = threading.Event()
+    release = threading.Event()
+
+    def _store(self, index: int, data: memoryview) -> None:
+        super()._store(index, data)
+        if index == self.stall:
+            self.written.set()
+            self.release.wait(10)
+
+
+async def test_piece_written_during_a_save_is_found_after_a_crash(tmp_path: Path) -> None:
+    """Its bytes are on disk before the save stats the file, its bit is set after the save
+    snapshots ``have``, and nothing writes that file again: only the "unsettled" mark in the
+    resume data gets it re-hashed instead of lost."""
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    resume = tmp_path / "resume"
+    storage = StalledStorage(info, tmp_path, resume_path=resume)
+    await storage.start()
+    StalledStorage.stall = 0
+    StalledStorage.written.clear()
+    StalledStorage.release.clear()
+    put = asyncio.ensure_future(storage.put_piece(0, piece_of(info, data, 0)))
+    await asyncio.get_running_loop().run_in_executor(None, StalledStorage.written.wait, 10)
+    await asyncio.sleep(2 * RACY_NS / 1e9)  # past the racy window: only "unsettled" can save it
+    saved = asyncio.ensure_future(storage.save_resume())
+    await asyncio.sleep(0.2)  # the save (and its racy-window pause) completes while piece 0 stalls
+    assert saved.done() and not put.done()
+    StalledStorage.release.set()
+    assert await put and storage.have[0]
+    await storage.close()  # a crash now: no later save, no later write to a.bin
+    have, _ = await restart(info, tmp_path, resume)
+    assert have == {0} == disk_truth(info, data, tmp_path)
+
+
+def test_plan_trusts_only_settled_unchanged_files() -> None:
+    meta, _ = make_torrent(MULTI_FILES)
+    info = meta.info
+    layout = Layout(info)
+    clock = 10**18
+    states = [FileState(f.length, clock - 10 * RACY_NS) if not f.pad else MISSING for f in info.files]
+    claimed = Bitfield(info.num_pieces, range(info.num_pieces))
+    base = ResumeData(layout_fingerprint(info), b"part", claimed, tuple(states), clock, frozenset())
+    everything = set(range(info.num_pieces))
+    assert plan_start(info, layout, base, b"part", states) == (everything, set())
+    assert plan_start(info, layout, base, b"final", states) == (set(), everything)
+    assert plan_start(info, layout, None, b"part", states) == (set(), everything)
+    of_c = set(layout.pieces_of_file(4))
+    unsettled = ResumeData(base.fingerprint, b"part", claimed, tuple(states), clock, frozenset({4}))
+    assert plan_start(info, layout, unsettled, b"part", states) == (everything - of_c, of_c)
+    racy_states = list(states)
+    racy_states[4] = FileState(info.files[4].length, clock - RACY_NS // 2)
+    racy = ResumeData(base.fingerprint, b"part", claimed, tuple(racy_states), clock, frozenset())
+    assert plan_start(info, layout, racy, b"part", racy_states) == (everything - of_c, of_c)
+    gone = list(states)
+    gone[4] = MISSING
+    assert plan_start(info, layout, base, b"part", gone) == (everything - of_c, set())
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_decoding_mangled_resume_data_never_raises(data: st.DataObject) -> None:
+    meta, _ = make_torrent(MULTI_FILES)
+    info = meta.info
+    fingerprint = layout_fingerprint(info)
+    states = tuple(FileState(f.length, 123456789) for f in info.files)
+    original = encode_resume(
+        ResumeData(fingerprint, b"part", Bitfield(info.num_pieces, [1, 3]), states, 99, frozenset({2}))
+    )
+    assert decode_resume(original, info, fingerprint) is not None
+    raw = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    result = decode_resume(bytes(raw[:cut]), info, fingerprint)
+    if result is not None:
+        assert len(result.pieces) == info.num_pieces and len(result.files) == len(info.files)
+        assert all(0 <= i < len(info.files) for i in result.unsettled)
+
+
+# ------------------------------------------------------------------------- kill -9 for real
+
+CHILD = r"""
+import asyncio, random, sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from p2pdist.metainfo import read_metainfo
+from p2pdist.storage import FileStorage
+
+async def main(torrent, source, directory, resume, seed):
+    info = read_metainfo(torrent).info
+    data = Path(source).read_bytes()
+    rng = random.Random(seed)
+    storage = FileStorage(info, Path(directory), resume_path=Path(resume), executor=ThreadPoolExecutor(3))
+    await storage.start()
+    print("ready", flush=True)
+    missing = list(storage.have.missing())
+    rng.shuffle(missing)
+    piece = lambda i: data[i * info.piece_length : i * info.piece_length + info.piece_size(i)]
+    writing = True
+
+    async def saver():
+        while writing:
+            await storage.save_resume()
+            await asyncio.sleep(rng.uniform(0, 0.01))
+
+    saving = asyncio.create_task(saver())
+    for start in range(0, len(missing), 4):
+        batch = missing[start : start + 4]
+        jobs = [storage.put_piece(i, piece(i)) for i in batch]
+        if rng.random() < 0.3:
+            bad = bytearray(piece(batch[0]))
+            bad[rng.randrange(len(bad))] ^= 1
+            jobs.append(storage.put_piece(batch[0], bytes(bad)))
+        await asyncio.gather(*jobs)
+        await asyncio.sleep(0.004)
+    writing = False
+    await saving
+    await storage.save_resume()
+    await storage.finish()
+    await storage.close()
+    print("done", flush=True)
+
+asyncio.run(main(*sys.argv[1:5], int(sys.argv[5])))
+"""
+
+# Many small files: a file whose last write raced a save is often never written again before
+# the kill, which is exactly when "unsettled" and "racy" files must not be trusted.
+_sizes = random.Random(5)
+KILL_FILES = [(("two", "empty"), 0, False)] + [
+    ((f"d{i % 3}", f"f{i}.bin"), _sizes.randrange(1, 120_000), False) for i in range(48)
+]
+KILL_FILES.insert(10, ((".pad", "1"), 16_383, True))
+
+
+def test_kill_9_at_random_moments_never_claims_bad_data(tmp_path: Path) -> None:
+    meta, data = make_torrent(KILL_FILES, piece_length=16 * 1024, seed=7)
+    info = meta.info
+    torrent = tmp_path / "t.torrent"
+    torrent.write_bytes(encode_torrent(meta.raw_info))
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    folder, resume = tmp_path / "dl", tmp_path / "state" / "resume"
+    rng = random.Random(20240611)
+    rounds, killed = 6, 0
+    for round_ in range(rounds):
+        child = subprocess.Popen(
+            [sys.executable, "-u", str(script), str(torrent), str(source), str(folder), str(resume), str(round_)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ready, _, _ = select.select([child.stdout], [], [], 20)
+            assert ready and child.stdout is not None and child.stdout.readline().strip() == "ready"
+            if round_ < rounds - 1:
+                time.sleep(rng.uniform(0.01, 0.15))
+                if child.poll() is None:
+                    child.send_signal(signal.SIGKILL)
+                    killed += 1
+            assert child.wait(timeout=30) in (0, -signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+
+        have, _ = asyncio.run(restart(info, folder, resume))
+        truth = disk_truth(info, data, folder)
+        assert have <= truth, f"round {round_}: claims pieces whose data is wrong: {sorted(have - truth)[:10]}"
+        assert have == truth, f"round {round_}: lost verified pieces {sorted(truth - have)[:10]}"
+    assert killed >= 3
+    assert len(have) == info.num_pieces
+    final = folder / info.name
+    for entry in info.real_files:
+        assert final.joinpath(*entry.path[1:]).read_bytes() == data[entry.offset : entry.offset + entry.length]
