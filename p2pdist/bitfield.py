@@ -41,6 +41,9 @@ class Bitfield:
     @classmethod
     def from_bytes(cls, data: bytes, length: int) -> Bitfield:
         """Parse a wire bitfield; wrong size or set spare bits are the sender's fault."""
+        if length < 0:
+            raise ValueError("bitfield length must be >= 0")
+        data = bytes(data)  # a memoryview from a receive buffer has no translate()
         expected = (length + 7) // 8
         if len(data) != expected:
             raise RemoteError(f"bitfield has {len(data)} bytes, expected {expected} for {length} pieces")

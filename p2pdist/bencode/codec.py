@@ -62,9 +62,13 @@ class _Decoder:
         if lead == 0x6C or lead == 0x64:  # l, d
             if depth >= self.limits.max_depth:
                 raise self.fail(f"nesting deeper than {self.limits.max_depth}", pos)
-            if lead == 0x6C:
-                return self.list(pos, depth + 1)
-            return self.dict(pos, depth + 1)
+            try:
+                if lead == 0x6C:
+                    return self.list(pos, depth + 1)
+                return self.dict(pos, depth + 1)
+            except RecursionError:
+                # Only reachable with a max_depth raised past what the interpreter's stack holds.
+                raise self.fail("nesting too deep for the interpreter's stack", pos) from None
         raise self.fail(f"unexpected byte {bytes([lead])!r}", pos)
 
     def integer(self, pos: int) -> tuple[int, int]:
@@ -72,13 +76,16 @@ class _Decoder:
         start = pos + 1
         limit = start + self.limits.max_int_digits + 1
         end = data.find(b"e", start, limit + 1)
-        if end < 0:
-            if len(data) <= limit:
-                raise self.fail("truncated integer", len(data))
-            raise self.fail(f"integer longer than {self.limits.max_int_digits} digits", start)
-        body = data[start:end]
+        # Without an 'e' in reach, look one byte past it: enough to tell "too long" from "cut off".
+        body = data[start:end] if end >= 0 else data[start : limit + 1]
         digits = body[1:] if body[:1] == b"-" else body
-        if not digits or not _DIGITS.issuperset(digits):
+        if not _DIGITS.issuperset(digits):
+            raise self.fail("malformed integer", start)
+        if len(digits) > self.limits.max_int_digits:
+            raise self.fail(f"integer longer than {self.limits.max_int_digits} digits", start)
+        if end < 0:
+            raise self.fail("truncated integer", len(data))
+        if not digits:
             raise self.fail("malformed integer", start)
         if digits[0] == 0x30 and (len(digits) > 1 or body[:1] == b"-"):
             raise self.fail("integer with leading zero or negative zero", start)

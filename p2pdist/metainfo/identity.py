@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from p2pdist.errors import MetainfoError
 
-PACKAGE_ID_RE = re.compile(r"^[A-Z0-9]{3}[0-9A-F]{5}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "PS100012\n" through.
+PACKAGE_ID_RE = re.compile(r"\A[A-Z0-9]{3}[0-9A-F]{5}\Z")
 
 
 def normalize_package_id(text: str) -> str:
@@ -30,9 +31,9 @@ class PackageIdentity:
     version: int
 
     def __post_init__(self) -> None:
-        if not PACKAGE_ID_RE.match(self.package_id):
+        if not isinstance(self.package_id, str) or not PACKAGE_ID_RE.match(self.package_id):
             raise MetainfoError(f"package id {self.package_id!r} is not a PackageID")
-        if not 0 <= self.version < 2**31:
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or not 0 <= self.version < 2**31:
             raise MetainfoError(f"package version {self.version} out of range")
 
     def to_bencode(self) -> dict[bytes, object]:

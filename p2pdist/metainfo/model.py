@@ -162,10 +162,10 @@ def _parse_files(info: dict[bytes, object], name: str) -> tuple[tuple[FileEntry,
         attr = entry.get(b"attr", b"")
         pad = isinstance(attr, bytes) and b"p" in attr
         parts = _path_of(entry, where)
-        if not pad:
-            check_path(parts, where)
-        elif not parts:
-            raise MetainfoError(f"{where}: empty pad file path")
+        # Pad files are never written, but their paths reach storage and logs like any other,
+        # so they obey the same rules; only the collision check leaves them out (BEP 47 pad
+        # files often share one name).
+        check_path(parts, where)
         files.append(FileEntry((name, *parts), length, offset, pad))
         offset += length
     check_no_collisions(f.path for f in files if not f.pad)

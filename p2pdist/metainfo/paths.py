@@ -16,7 +16,10 @@ MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 1024
 MAX_PATH_DEPTH = 32
 
-_FORBIDDEN_CHARS = frozenset('<>:"/\\|?*') | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+# C0 controls, DEL and the C1 controls (U+0080..U+009F): Windows forbids only C0, but no package
+# needs the others and they make names that print differently from what is on disk.
+_CONTROL_CHARS = frozenset(chr(c) for c in [*range(32), *range(0x7F, 0xA0)])
+_FORBIDDEN_CHARS = frozenset('<>:"/\\|?*') | _CONTROL_CHARS
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
     + [f"COM{i}" for i in "123456789¹²³"]
@@ -38,7 +41,7 @@ def check_component(name: str, where: str) -> None:
             what = "a path separator"
         elif bad == ":":
             what = "':' (drive letter or stream name)"
-        elif bad < " " or bad == "\x7f":
+        elif bad in _CONTROL_CHARS:
             what = "a control character" if bad != "\x00" else "a NUL character"
         else:
             what = f"{bad!r}, not allowed in Windows file names"

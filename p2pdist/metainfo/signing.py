@@ -14,12 +14,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pdist import bencode
-from p2pdist.errors import LocalError, SignatureError
+from p2pdist.errors import LocalError, OutputError, SignatureError
 from p2pdist.metainfo.identity import PackageIdentity
 from p2pdist.metainfo.model import Metainfo, Signature, reencode
 
@@ -34,14 +34,25 @@ class SignatureStatus(enum.Enum):
     BAD_SIGNATURE = "signature does not verify (torrent modified or forged)"
 
 
-def signing_message(info_hash: bytes, package: PackageIdentity) -> bytes:
-    """The exact bytes that are signed; canonical bencoding leaves no ambiguity."""
+def signing_message(
+    info_hash: bytes,
+    package: PackageIdentity,
+    trackers: tuple[tuple[str, ...], ...] = (),
+    web_seeds: tuple[str, ...] = (),
+) -> bytes:
+    """The exact bytes that are signed; canonical bencoding leaves no ambiguity.
+
+    Trackers and web seeds are signed too: they are outside the info dictionary, and an edited
+    announce or url-list would send every agent to another server.
+    """
     return bencode.encode(
         {
             b"info-hash": info_hash,
             b"package": package.package_id,
             b"scheme": SCHEME,
+            b"trackers": [list(tier) for tier in trackers],
             b"version": package.version,
+            b"web-seeds": list(web_seeds),
         }
     )
 
@@ -59,7 +70,7 @@ def sign_torrent(meta: Metainfo, private_key: Ed25519PrivateKey) -> bytes:
     """Torrent bytes for ``meta`` with a signature block added; the info bytes are untouched."""
     if meta.info.package is None:
         raise LocalError("only torrents with a package identity (--pkg, --version) can be signed")
-    message = signing_message(meta.info_hash, meta.info.package)
+    message = signing_message(meta.info_hash, meta.info.package, meta.trackers, meta.web_seeds)
     signature = Signature(raw_public_key(private_key.public_key()), private_key.sign(message))
     return reencode(meta, signature=signature)
 
@@ -74,7 +85,7 @@ def verify_signature(meta: Metainfo, trusted_keys: Iterable[bytes]) -> Signature
         return SignatureStatus.UNTRUSTED_KEY
     key = Ed25519PublicKey.from_public_bytes(meta.signature.public_key)
     try:
-        key.verify(meta.signature.signature, signing_message(meta.info_hash, meta.info.package))
+        key.verify(meta.signature.signature, signing_message(meta.info_hash, meta.info.package, meta.trackers, meta.web_seeds))
     except InvalidSignature:
         return SignatureStatus.BAD_SIGNATURE
     return SignatureStatus.VALID
@@ -94,13 +105,21 @@ def generate_key() -> Ed25519PrivateKey:
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """PKCS#8 PEM, created with mode 0600 so no other user can read it."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    except FileExistsError:
+        raise OutputError(f"signing key {path} already exists; not overwriting it") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write signing key {path}: {exc.strerror}") from None
 
 
 def write_public_key(key: Ed25519PublicKey, path: Path) -> None:
-    path.write_text(raw_public_key(key).hex() + "\n")
+    try:
+        Path(path).write_text(raw_public_key(key).hex() + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write public key {path}: {exc.strerror}") from None
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -110,7 +129,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         raise LocalError(f"cannot read signing key {path}: {exc.strerror}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise LocalError(f"{path} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise LocalError(f"{path} is not an Ed25519 key")
@@ -123,7 +142,7 @@ def parse_public_key(text: str) -> bytes:
     if text.startswith("-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(text.encode())
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):
             raise LocalError("malformed PEM public key") from None
         if not isinstance(key, Ed25519PublicKey):
             raise LocalError("public key is not Ed25519")
