@@ -1,0 +1,537 @@
+"""Sans-IO peer wire codec: bytes in, message events out, bytes to send back.
+
+``PeerWire`` holds one connection's protocol state and nothing else: no socket, no clock, no
+torrent logic. Feed it with ``receive_data`` (or, from an ``asyncio.BufferedProtocol``, with
+``get_buffer``/``buffer_updated`` so bytes land in its buffer without a copy), then call
+``next_event`` until it returns ``NEED_DATA``. Encode what you send through ``send`` so the
+codec knows our side of the state (choking, requests in flight).
+
+Every limit below has its reason next to it; a peer that breaks one gets a ``ProtocolError``,
+which ends that connection and nothing else: the phase becomes CLOSED, buffered input is
+dropped, and ``next_event``, ``receive_data`` and ``get_buffer`` keep raising. Memory stays
+bounded by one fixed buffer (two of the largest legal frames, at least 256 KiB) whatever the
+peer sends; our own misuse of ``send`` is a ``LocalError`` that records nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Final
+
+from p2pdist import bencode
+from p2pdist.bitfield import Bitfield
+from p2pdist.errors import BencodeError, LocalError, ProtocolError, RemoteError
+from p2pdist.metainfo.layout import BLOCK_SIZE, Layout
+from p2pdist.wire import messages as m
+from p2pdist.wire.state import EXTENSION_ONLY, FAST_ONLY, TRANSITIONS, Phase
+
+BlockKey = tuple[int, int, int]  # (index, begin, length)
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+_U32 = struct.Struct(">I")
+_U32x2 = struct.Struct(">II")
+_U32x3 = struct.Struct(">III")
+_HANDSHAKE_LIMITS = bencode.Limits(max_depth=4, max_tokens=512, max_string=4096, max_int_digits=12)
+_DESCRIBE = (m.BitfieldMessage, m.HaveAll, m.HaveNone)
+# Messages we may send before our bitfield without closing the window for it (as state.py
+# lets the peer do).
+_KEEPS_WINDOW = (m.ExtendedHandshake, m.Extended, m.KeepAlive, m.AllowedFast, m.Port)
+_SENDABLE = frozenset(kind for phase, kind in TRANSITIONS if phase is not Phase.AWAIT_HANDSHAKE)
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    # Every client requests 16 KiB blocks; libtorrent and Transmission refuse larger requests too.
+    max_request_length: int = BLOCK_SIZE
+    # Requests we queue for a peer before it must wait; advertised as `reqq` in our extension
+    # handshake. 500 keeps a 1 Gbit/s link busy at 10 ms RTT and bounds memory to ~8 MiB.
+    max_incoming_requests: int = 500
+    # Requests that may arrive after we choke (they crossed our choke on the wire): one full queue.
+    max_requests_while_choked: int = 500
+    # We advertise no extension with large payloads; the BEP 10 handshake is a few hundred bytes.
+    max_extension_payload: int = 64 * 1024
+    # Cancelled requests whose piece may still be in flight; older ones are forgotten.
+    max_cancelled_remembered: int = 2048
+    # allowed_fast sets are a handful of pieces (BEP 6 suggests 10).
+    max_allowed_fast: int = 256
+
+
+class PeerWire:
+    """One peer connection's wire protocol state."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: bytes,
+        info_hash: bytes | None = None,
+        layout: Layout | None = None,
+        fast: bool = True,
+        extensions: bool = True,
+        limits: WireLimits = WireLimits(),
+    ) -> None:
+        if len(peer_id) != 20:
+            raise LocalError("peer id must be 20 bytes")
+        self.limits = limits
+        self.our_peer_id = peer_id
+        self.our_reserved = m.make_reserved(extensions=extensions, fast=fast)
+        self.info_hash = info_hash
+        self.phase = Phase.AWAIT_HANDSHAKE
+        self.peer_handshake: m.Handshake | None = None
+        self.fast = False
+        self.extensions = False
+        self.peer_extension_handshake: m.ExtendedHandshake | None = None
+        self.am_choking = True
+        self.am_interested = False
+        self.peer_choking = True
+        self.peer_interested = False
+        self.handshake_sent = False
+        self._described = False  # we sent bitfield / have_all / have_none (or any later message)
+        self.requests_out: dict[BlockKey, None] = {}  # ordered: ours in flight to the peer
+        self._cancelled: OrderedDict[BlockKey, None] = OrderedDict()
+        self.requests_in: dict[BlockKey, None] = {}  # theirs we still owe a piece or reject
+        self._choked_requests = 0
+        self.allowed_fast_in: set[int] = set()  # pieces the peer lets us request while choked
+        self.allowed_fast_out: set[int] = set()  # pieces we let the peer request while choked
+        self._layout: Layout | None = None
+        self._buf = bytearray(0)
+        self._start = 0
+        self._end = 0
+        # Bytes handed to receive_data that did not fit the buffer yet. The buffer never grows
+        # past its fixed capacity: this queue only holds what the caller itself passed in, and
+        # next_event moves it into the buffer as messages are consumed.
+        self._overflow: deque[memoryview] = deque()
+        self._overflow_bytes = 0
+        if layout is not None:
+            self.bind(layout)
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def bind(self, layout: Layout, info_hash: bytes | None = None) -> None:
+        """Attach the torrent's geometry (an inbound connection learns it from the handshake)."""
+        if info_hash is not None:
+            self.info_hash = info_hash
+        self._layout = layout
+        self._num_pieces = layout.num_pieces
+        self._piece_length = layout.piece_length
+        self._last_piece_size = layout.piece_size(layout.num_pieces - 1)
+        bitfield_len = (layout.num_pieces + 7) // 8
+        self.max_message = max(9 + self.limits.max_request_length, 1 + bitfield_len, 2 + self.limits.max_extension_payload)
+        capacity = max(256 * 1024, 2 * (self.max_message + 4))
+        if len(self._buf) < capacity:
+            pending = bytes(self._buf[self._start : self._end])
+            self._buf = bytearray(capacity)
+            self._buf[: len(pending)] = pending
+            self._start, self._end = 0, len(pending)
+
+    @property
+    def bound(self) -> bool:
+        return self._layout is not None
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _ensure_buffer(self) -> None:
+        if not self._buf:
+            self._buf = bytearray(256 * 1024)
+
+    def _compact(self) -> None:
+        """Slide the unread tail to the front; same-size slice assignment never resizes the
+        buffer, so a memoryview the transport still holds stays valid."""
+        size = self._end - self._start
+        self._buf[:size] = self._buf[self._start : self._end]
+        self._start, self._end = 0, size
+
+    def _free_space(self) -> None:
+        self._ensure_buffer()
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buf) - self._end < 64 * 1024 and self._start:
+            self._compact()
+
+    def _fail(self) -> None:
+        """The connection is over: drop whatever input is still held."""
+        self.phase = Phase.CLOSED
+        self._start = self._end = 0
+        self._overflow.clear()
+        self._overflow_bytes = 0
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Free space at the end of the receive buffer (asyncio.BufferedProtocol.get_buffer)."""
+        if self.phase is Phase.CLOSED:
+            raise ProtocolError("connection already failed")
+        if self._overflow:
+            self._refill()
+            if self._overflow:
+                raise LocalError("receive_data input is still queued: read events before get_buffer")
+        self._free_space()
+        if self._end == len(self._buf):
+            self._fail()
+            raise ProtocolError("receive buffer full: peer sent more than one message can hold")
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+
+    def receive_data(self, data: bytes) -> None:
+        """Take ``data`` in; call ``next_event`` until NEED_DATA between calls.
+
+        What does not fit the fixed-size buffer waits in a queue (the caller's own bytes, not
+        copied when they are ``bytes``) and moves into the buffer as events are read, so a
+        chunk of any size is accepted and the buffer never grows.
+        """
+        if self.phase is Phase.CLOSED:
+            raise ProtocolError("connection already failed")
+        view = memoryview(data).cast("B")
+        if not view:
+            return
+        if not self._overflow:
+            self._free_space()
+            take = min(len(self._buf) - self._end, len(view))
+            self._buf[self._end : self._end + take] = view[:take]
+            self._end += take
+            view = view[take:]
+            if not view:
+                return
+        self._overflow.append(view if isinstance(data, bytes) else memoryview(bytes(view)))
+        self._overflow_bytes += len(view)
+
+    def _refill(self) -> bool:
+        """Move queued input into the buffer; True when at least one byte moved."""
+        self._ensure_buffer()
+        if self._start:
+            self._compact()
+        moved = 0
+        while self._overflow and self._end < len(self._buf):
+            chunk = self._overflow[0]
+            take = min(len(chunk), len(self._buf) - self._end)
+            self._buf[self._end : self._end + take] = chunk[:take]
+            self._end += take
+            moved += take
+            if take == len(chunk):
+                self._overflow.popleft()
+            else:
+                self._overflow[0] = chunk[take:]
+        self._overflow_bytes -= moved
+        return moved > 0
+
+    @property
+    def buffered(self) -> int:
+        return self._end - self._start + self._overflow_bytes
+
+    def next_event(self) -> object:
+        """The next complete message, ``NEED_DATA``, or ProtocolError (the connection is over)."""
+        if self.phase is Phase.CLOSED:
+            raise ProtocolError("connection already failed")
+        try:
+            while True:
+                if self.phase is Phase.AWAIT_HANDSHAKE:
+                    event = self._read_handshake()
+                elif self._layout is None:
+                    raise LocalError("bind() the torrent before reading messages")
+                else:
+                    event = self._read_message()
+                if event is not NEED_DATA or not self._overflow or not self._refill():
+                    return event
+        except RemoteError:
+            self._fail()
+            raise
+
+    def _read_handshake(self) -> object:
+        if self._end - self._start < m.HANDSHAKE_LEN:
+            buf = self._buf[self._start : self._end]
+            if buf and (buf[0] != len(m.PROTOCOL) or not m.PROTOCOL.startswith(bytes(buf[1 : 1 + len(m.PROTOCOL)]))):
+                raise ProtocolError("not a BitTorrent handshake")
+            return NEED_DATA
+        raw = bytes(self._buf[self._start : self._start + m.HANDSHAKE_LEN])
+        self._start += m.HANDSHAKE_LEN
+        if raw[0] != len(m.PROTOCOL) or raw[1:20] != m.PROTOCOL:
+            raise ProtocolError("not a BitTorrent handshake")
+        handshake = m.Handshake(info_hash=raw[28:48], peer_id=raw[48:68], reserved=raw[20:28])
+        if self.info_hash is not None and handshake.info_hash != self.info_hash:
+            raise ProtocolError("handshake for another torrent")
+        if handshake.peer_id == self.our_peer_id:
+            raise ProtocolError("connected to ourselves")
+        self.peer_handshake = handshake
+        ours = m.Handshake(b"", b"", self.our_reserved)
+        self.fast = ours.supports_fast and handshake.supports_fast
+        self.extensions = ours.supports_extensions and handshake.supports_extensions
+        self.phase = Phase.AWAIT_FIRST
+        return handshake
+
+    def _read_message(self) -> object:
+        available = self._end - self._start
+        if available < 4:
+            return NEED_DATA
+        buf = self._buf
+        start = self._start
+        (length,) = _U32.unpack_from(buf, start)
+        if length > self.max_message:
+            raise ProtocolError(f"message of {length} bytes exceeds the {self.max_message}-byte limit")
+        if available < 4 + length:
+            return NEED_DATA
+        self._start = start + 4 + length
+        if length == 0:
+            return self._advance(m.KeepAlive())
+        kind = buf[start + 4]
+        body = start + 5
+        size = length - 1
+        if kind == 7:  # piece: the hot path, kept first and inline
+            if size < 9:
+                raise ProtocolError("piece message too short")
+            index, begin = _U32x2.unpack_from(buf, body)
+            key = (index, begin, size - 8)
+            if key in self.requests_out:
+                del self.requests_out[key]
+            elif key in self._cancelled:
+                del self._cancelled[key]
+            else:
+                raise ProtocolError(f"unrequested block: piece {index} offset {begin} length {size - 8}")
+            with memoryview(buf) as view:
+                event: object = m.Piece(index, begin, bytes(view[body + 8 : body + size]))
+            if self.phase is not Phase.RUNNING:
+                self.phase = Phase.RUNNING
+            return event
+        return self._advance(self._decode(kind, body, size))
+
+    def _advance(self, event: object) -> object:
+        next_phase = TRANSITIONS.get((self.phase, type(event)))
+        if next_phase is None:
+            raise ProtocolError(f"{type(event).__name__} not allowed in phase '{self.phase.value}'")
+        if isinstance(event, FAST_ONLY) and not self.fast:
+            raise ProtocolError(f"{type(event).__name__} without the fast extension")
+        if isinstance(event, EXTENSION_ONLY) and not self.extensions:
+            raise ProtocolError("extension message without the extension protocol")
+        self.phase = next_phase
+        return event
+
+    def _fixed(self, size: int, expected: int, name: str) -> None:
+        if size != expected:
+            raise ProtocolError(f"{name} message has {size} payload bytes, expected {expected}")
+
+    def _check_index(self, index: int, name: str) -> None:
+        if index >= self._num_pieces:
+            raise ProtocolError(f"{name} for piece {index}, torrent has {self._num_pieces}")
+
+    def _check_block(self, index: int, begin: int, length: int, name: str) -> None:
+        self._check_index(index, name)
+        piece_size = self._last_piece_size if index == self._num_pieces - 1 else self._piece_length
+        if length == 0 or length > self.limits.max_request_length:
+            raise ProtocolError(f"{name} of {length} bytes (allowed 1..{self.limits.max_request_length})")
+        if begin + length > piece_size:
+            raise ProtocolError(f"{name} past the end of piece {index}")
+
+    def _decode(self, kind: int, body: int, size: int) -> object:
+        buf = self._buf
+        if kind <= 3:
+            self._fixed(size, 0, m.MessageId(kind).name.lower())
+            if kind == 0:
+                self.peer_choking = True
+                if not self.fast:
+                    # Without BEP 6 a choke silently drops our requests; pieces already on the
+                    # wire may still arrive, so remember them as cancelled.
+                    for key in self.requests_out:
+                        self._remember_cancelled(key)
+                    self.requests_out.clear()
+                return m.Choke()
+            if kind == 1:
+                self.peer_choking = False
+                return m.Unchoke()
+            self.peer_interested = kind == 2
+            return m.Interested() if kind == 2 else m.NotInterested()
+        if kind in (4, 0x0D, 0x11):  # have, suggest, allowed_fast
+            self._fixed(size, 4, m.MessageId(kind).name.lower())
+            (index,) = _U32.unpack_from(buf, body)
+            self._check_index(index, m.MessageId(kind).name.lower())
+            if kind == 4:
+                return m.Have(index)
+            if kind == 0x0D:
+                return m.Suggest(index)
+            if not self.fast:
+                return m.AllowedFast(index)  # refused by _advance; do not grow the set first
+            if index not in self.allowed_fast_in and len(self.allowed_fast_in) >= self.limits.max_allowed_fast:
+                raise ProtocolError(f"more than {self.limits.max_allowed_fast} allowed_fast pieces")
+            self.allowed_fast_in.add(index)
+            return m.AllowedFast(index)
+        if kind == 5:
+            try:
+                field = Bitfield.from_bytes(bytes(buf[body : body + size]), self._num_pieces)
+            except RemoteError as exc:
+                raise ProtocolError(str(exc)) from None
+            return m.BitfieldMessage(field)
+        if kind in (6, 8, 0x10):  # request, cancel, reject
+            name = m.MessageId(kind).name.lower()
+            self._fixed(size, 12, name)
+            index, begin, length = _U32x3.unpack_from(buf, body)
+            self._check_block(index, begin, length, name)
+            key = (index, begin, length)
+            if kind == 6:
+                return self._incoming_request(key)
+            if kind == 8:
+                self.requests_in.pop(key, None)  # a cancel that crossed our piece is harmless
+                return m.Cancel(index, begin, length)
+            if key in self.requests_out:
+                del self.requests_out[key]
+            elif key in self._cancelled:
+                del self._cancelled[key]
+            elif self.fast:
+                raise ProtocolError(f"reject for a block never requested: piece {index} offset {begin}")
+            return m.Reject(index, begin, length)
+        if kind == 9:
+            self._fixed(size, 2, "port")
+            return m.Port(struct.unpack_from(">H", buf, body)[0])
+        if kind in (0x0E, 0x0F):
+            self._fixed(size, 0, m.MessageId(kind).name.lower())
+            return m.HaveAll() if kind == 0x0E else m.HaveNone()
+        if kind == 20:
+            if size < 1:
+                raise ProtocolError("extension message without an id")
+            if size - 1 > self.limits.max_extension_payload:
+                raise ProtocolError("extension message too large")
+            ext_id = buf[body]
+            payload = bytes(buf[body + 1 : body + size])
+            if ext_id == 0:
+                return self._extension_handshake(payload)
+            return m.Extended(ext_id, payload)
+        raise ProtocolError(f"unknown message id {kind}")
+
+    def _incoming_request(self, key: BlockKey) -> m.Request:
+        # Requests for pieces we declared allowed-fast are legal while choked (BEP 6); only the
+        # queue cap bounds them.
+        if self.am_choking and key[0] not in self.allowed_fast_out:
+            self._choked_requests += 1
+            if self._choked_requests > self.limits.max_requests_while_choked:
+                raise ProtocolError(f"more than {self.limits.max_requests_while_choked} requests while choked")
+            if not self.fast:
+                return m.Request(*key)  # BEP 3: requests while choked are dropped, not owed
+        if key not in self.requests_in and len(self.requests_in) >= self.limits.max_incoming_requests:
+            raise ProtocolError(f"more than {self.limits.max_incoming_requests} requests queued")
+        self.requests_in[key] = None
+        return m.Request(*key)
+
+    def _extension_handshake(self, payload: bytes) -> m.ExtendedHandshake:
+        try:
+            body = bencode.decode(payload, _HANDSHAKE_LIMITS)
+        except BencodeError as exc:
+            raise ProtocolError(f"bad extension handshake: {exc}") from None
+        if not isinstance(body, dict):
+            raise ProtocolError("extension handshake is not a dictionary")
+        table = body.get(b"m", {})
+        if not isinstance(table, dict) or not all(isinstance(v, int) and 0 <= v < 256 for v in table.values()):
+            raise ProtocolError("extension handshake 'm' is not a map of names to ids")
+        client = body.get(b"v")
+        port = body.get(b"p")
+        reqq = body.get(b"reqq")
+        handshake = m.ExtendedHandshake(
+            extensions={k.decode("utf-8", "replace"): int(v) for k, v in table.items()},  # type: ignore[misc]
+            client=client.decode("utf-8", "replace") if isinstance(client, bytes) else None,
+            listen_port=port if isinstance(port, int) and 0 < port < 65536 else None,
+            reqq=reqq if isinstance(reqq, int) and 0 < reqq < 1_000_000 else None,
+            extra=body,
+        )
+        self.peer_extension_handshake = handshake
+        return handshake
+
+    def _remember_cancelled(self, key: BlockKey) -> None:
+        self._cancelled[key] = None
+        if len(self._cancelled) > self.limits.max_cancelled_remembered:
+            self._cancelled.popitem(last=False)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def handshake(self) -> bytes:
+        """Our handshake bytes (needs the info-hash: known up front, or from the peer's handshake)."""
+        if self.info_hash is None:
+            raise LocalError("info-hash unknown: read the peer's handshake first")
+        self.handshake_sent = True
+        return m.Handshake(self.info_hash, self.our_peer_id, self.our_reserved).encode()
+
+    def extension_handshake(self, *, client: str, listen_port: int | None = None) -> bytes:
+        """Our BEP 10 handshake: no extensions (private torrents: no PEX, no DHT, no metadata)."""
+        return self.send(
+            m.ExtendedHandshake(client=client, listen_port=listen_port, reqq=self.limits.max_incoming_requests)
+        )
+
+    def send(self, message: object) -> bytes:
+        """Encode ``message`` and record what it changes on our side of the connection.
+
+        Misuse (a message the negotiation or our own state forbids) is a ``LocalError`` raised
+        before anything is recorded, so a refused send leaves the connection as it was.
+        """
+        if not self.handshake_sent or self.phase in (Phase.AWAIT_HANDSHAKE, Phase.CLOSED):
+            raise LocalError(f"cannot send {type(message).__name__} before both handshakes")
+        kind = type(message)
+        self._check_send(message)
+        if kind in _DESCRIBE or kind not in _KEEPS_WINDOW:
+            self._described = True
+        if kind is m.Choke:
+            self.am_choking = True
+            self._choked_requests = 0
+            if not self.fast:
+                self.requests_in.clear()  # BEP 3: a choke discards the peer's requests
+        elif kind is m.Unchoke:
+            self.am_choking = False
+        elif kind is m.Interested:
+            self.am_interested = True
+        elif kind is m.NotInterested:
+            self.am_interested = False
+        elif kind is m.Request:
+            self.requests_out[(message.index, message.begin, message.length)] = None  # type: ignore[attr-defined]
+        elif kind is m.Cancel:
+            key = (message.index, message.begin, message.length)  # type: ignore[attr-defined]
+            if self.requests_out.pop(key, 0) is None:
+                self._remember_cancelled(key)
+        elif kind is m.Piece:
+            del self.requests_in[(message.index, message.begin, len(message.data))]  # type: ignore[attr-defined]
+        elif kind is m.Reject:
+            self.requests_in.pop((message.index, message.begin, message.length), None)  # type: ignore[attr-defined]
+        elif kind is m.AllowedFast:
+            self.allowed_fast_out.add(message.index)  # type: ignore[attr-defined]
+        return message.encode()  # type: ignore[attr-defined]
+
+    def _check_send(self, message: object) -> None:
+        kind = type(message)
+        if kind not in _SENDABLE:
+            raise LocalError(f"{kind.__name__} is not a peer wire message (handshakes have their own methods)")
+        if kind in _DESCRIBE and self._described:
+            raise LocalError("bitfield / have_all / have_none may only be the first message")
+        if kind in FAST_ONLY and not self.fast:
+            raise LocalError(f"{kind.__name__} needs the fast extension, which was not negotiated")
+        if kind in EXTENSION_ONLY and not self.extensions:
+            raise LocalError("the peer does not support the extension protocol")
+        fields = [getattr(message, name) for name in ("index", "begin", "length") if hasattr(message, name)]
+        if not all(0 <= value < 1 << 32 for value in fields):
+            raise LocalError(f"{kind.__name__} fields {fields} do not fit the wire's 32-bit integers")
+        if kind is m.Port and not 0 <= message.port < 1 << 16:  # type: ignore[attr-defined]
+            raise LocalError(f"port {message.port} does not fit 16 bits")  # type: ignore[attr-defined]
+        bound = self._layout is not None
+        if kind is m.BitfieldMessage and bound and len(message.bitfield) != self._num_pieces:  # type: ignore[attr-defined]
+            raise LocalError(f"bitfield of {len(message.bitfield)} bits for {self._num_pieces} pieces")  # type: ignore[attr-defined]
+        if kind in (m.Have, m.Suggest, m.AllowedFast) and bound and message.index >= self._num_pieces:  # type: ignore[attr-defined]
+            raise LocalError(f"{kind.__name__} for piece {message.index} of {self._num_pieces}")  # type: ignore[attr-defined]
+        if kind is m.Request:
+            if self.peer_choking and message.index not in self.allowed_fast_in:  # type: ignore[attr-defined]
+                raise LocalError("request while choked by the peer")
+            if bound:
+                try:
+                    self._check_block(message.index, message.begin, message.length, "request")  # type: ignore[attr-defined]
+                except ProtocolError as exc:
+                    raise LocalError(str(exc)) from None
+        if kind is m.Piece and (message.index, message.begin, len(message.data)) not in self.requests_in:  # type: ignore[attr-defined]
+            raise LocalError("sending a piece the peer did not request")
+
+    def piece_header(self, index: int, begin: int, length: int) -> bytes:
+        """Header for a piece message whose data the caller writes separately (no join copy)."""
+        if self.phase is Phase.CLOSED:
+            raise LocalError("cannot send on a failed connection")
+        if self.requests_in.pop((index, begin, length), 0) is not None:
+            raise LocalError("sending a piece the peer did not request")
+        self._described = True
+        return struct.pack(">IBII", 9 + length, 7, index, begin)
