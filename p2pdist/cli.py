@@ -17,6 +17,8 @@ from p2pdist.errors import P2pdistError
 
 COMMAND_MODULES = [
     "p2pdist.creator.cli",
+    "p2pdist.tracker.cli",
+    "p2pdist.agent.cli",
 ]
 
 EXIT_INTERRUPTED = 130

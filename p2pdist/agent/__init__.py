@@ -1,0 +1,1 @@
+"""The agent: the BitTorrent engine (session, torrents, peers) and the daemon around it."""

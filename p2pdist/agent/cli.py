@@ -1,0 +1,212 @@
+"""One-shot engine commands: ``p2pdist get`` downloads a torrent, ``p2pdist seed`` serves one.
+
+Both run one session on the command line's terms: the torrent's trackers unless
+``--no-tracker``, plus any ``--peer HOST:PORT`` given. ``get`` exits 0 once every piece is
+verified and the files are under their final names; ``seed`` verifies existing data and serves it
+until interrupted (or ``--duration``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from p2pdist.agent.addresses import parse_host_port
+from p2pdist.agent.runtime import run
+from p2pdist.agent.session import Session
+from p2pdist.agent.settings import EngineSettings
+from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.agent.tracker_client import TrackerClient
+from p2pdist.errors import InputError, LocalError, OutputError, P2pdistError, UsageError
+from p2pdist.metainfo import Metainfo, read_metainfo
+from p2pdist.storage.base import StorageError
+from p2pdist.storage.files import FileStorage
+
+EXIT_INCOMPLETE = 1
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    get = subparsers.add_parser("get", help="download a torrent and exit when it is complete and verified")
+    get.add_argument("torrent", type=Path, help=".torrent file")
+    get.add_argument("-o", "--output", type=Path, required=True, help="download folder")
+    get.add_argument("--seed-after", type=float, default=0.0, metavar="SECONDS", help="keep seeding this long after completing")
+    get.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS", help="give up after this long (0: never)")
+    _common(get)
+    get.set_defaults(handler=_get)
+
+    seed = subparsers.add_parser("seed", help="verify existing data and seed it until stopped")
+    seed.add_argument("torrent", type=Path, help=".torrent file")
+    seed.add_argument("directory", type=Path, help="folder that holds the torrent's data")
+    seed.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long (0: until Ctrl-C)")
+    _common(seed)
+    seed.set_defaults(handler=_seed)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="connect to this peer (repeatable)")
+    parser.add_argument("--port", type=int, default=0, help="listening port (default: any free port)")
+    parser.add_argument("--listen", default="0.0.0.0", metavar="ADDRESS", help="listening address")
+    parser.add_argument("--no-tracker", action="store_true", help="do not announce to the torrent's trackers")
+    parser.add_argument("--upload-limit", type=int, default=0, metavar="BYTES/S")
+    parser.add_argument("--download-limit", type=int, default=0, metavar="BYTES/S")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log peer activity to stderr")
+
+
+def _load(path: Path) -> Metainfo:
+    if not path.is_file():
+        raise InputError(f"{path}: no such torrent file")
+    try:
+        return read_metainfo(str(path))
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    except P2pdistError as exc:
+        raise type(exc)(f"{path}: bad torrent: {exc}") from None
+
+
+def _settings(args: argparse.Namespace) -> EngineSettings:
+    if not 0 <= args.port < 65536:
+        raise UsageError("--port must be 0..65535")
+    specific = args.listen not in ("0.0.0.0", "::")
+    return EngineSettings(
+        listen_host=args.listen,
+        listen_port=args.port,
+        bind_host=args.listen if specific else None,
+        upload_rate_limit=args.upload_limit,
+        download_rate_limit=args.download_limit,
+    )
+
+
+def _writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create folder: {exc.strerror}") from None
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: folder is not writable")
+
+
+def _resume_path(directory: Path, meta: Metainfo) -> Path:
+    return directory / ".p2pdist" / f"{meta.info_hash_hex}.resume"
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _get(args: argparse.Namespace) -> int:
+    _logging(args.verbose)
+    meta = _load(args.torrent)
+    settings = _settings(args)
+    peers = [parse_host_port(text) for text in args.peer]
+    _writable_dir(args.output)
+    (args.output / ".p2pdist").mkdir(exist_ok=True)
+    storage = FileStorage(meta.info, args.output, resume_path=_resume_path(args.output, meta))
+    return run(_swarm(meta, storage, settings, peers, args, download=True))
+
+
+def _seed(args: argparse.Namespace) -> int:
+    _logging(args.verbose)
+    meta = _load(args.torrent)
+    settings = _settings(args)
+    peers = [parse_host_port(text) for text in args.peer]
+    if not args.directory.is_dir():
+        raise InputError(f"{args.directory}: no such folder")
+    storage = FileStorage(meta.info, args.directory)
+    return run(_swarm(meta, storage, settings, peers, args, download=False))
+
+
+async def _swarm(meta: Metainfo, storage: FileStorage, settings: EngineSettings, peers: list[tuple[str, int]], args: argparse.Namespace, *, download: bool) -> int:
+    session = Session(settings)
+    await session.start()
+    http: aiohttp.ClientSession | None = None
+    tracker: TrackerClient | None = None
+    tracker_task: asyncio.Task[None] | None = None
+    bar = _progress(meta, quiet=args.quiet)
+    started = time.monotonic()
+    try:
+        try:
+            torrent = await session.add_torrent(meta, storage)
+        except StorageError as exc:
+            raise OutputError(str(exc)) from None
+        if not download and not torrent.completed.is_set():
+            missing = meta.info.num_pieces - torrent.have.count
+            raise InputError(f"{args.directory}: data does not match the torrent ({missing} of {meta.info.num_pieces} pieces missing or wrong)")
+        if meta.trackers and not args.no_tracker:
+            connector = aiohttp.TCPConnector(local_addr=(settings.bind_host, 0) if settings.bind_host else None)
+            http = aiohttp.ClientSession(connector=connector)
+            tracker = TrackerClient(torrent, http, port=session.port)
+            tracker_task = asyncio.ensure_future(tracker.run())
+        torrent.add_peer_addresses(peers)
+        if not args.quiet:
+            print(f"p2pdist: {meta.info.name} ({meta.info_hash_hex}) listening on port {session.port}", file=sys.stderr)
+        if download:
+            code = await _wait_complete(torrent, bar, args.timeout, started)
+            if code == 0 and args.seed_after > 0:
+                await _wait_seeding(torrent, args.seed_after)
+            return code
+        await _wait_seeding(torrent, args.duration or None)
+        return 0
+    finally:
+        if bar is not None:
+            bar.close()
+        if tracker_task is not None:
+            tracker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tracker_task
+        if tracker is not None:
+            await tracker.stop()
+        if http is not None:
+            await http.close()
+        await session.close()
+
+
+def _progress(meta: Metainfo, *, quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=meta.info.total_length, unit="B", unit_scale=True, unit_divisor=1024, desc=meta.info.name[:30], file=sys.stderr)
+
+
+async def _wait_complete(torrent: Torrent, bar, timeout: float, started: float) -> int:  # type: ignore[no-untyped-def]
+    shown = 0
+    while not torrent.completed.is_set():
+        if torrent.state is TorrentState.ERROR:
+            raise LocalError(f"download failed: {torrent.error}")
+        if timeout and time.monotonic() - started > timeout:
+            done = torrent.info.total_length - torrent.left
+            print(
+                f"p2pdist: error: download incomplete after {timeout:.0f} s "
+                f"({done * 100 // torrent.info.total_length}% verified, {len(torrent.peers)} peers)",
+                file=sys.stderr,
+            )
+            return EXIT_INCOMPLETE
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(torrent.completed.wait(), timeout=0.25)
+        if bar is not None:
+            done = torrent.info.total_length - torrent.left
+            bar.update(done - shown)
+            shown = done
+    if torrent.state is TorrentState.ERROR:
+        raise LocalError(f"download failed: {torrent.error}")
+    if bar is not None:
+        bar.update(torrent.info.total_length - shown)
+    return 0
+
+
+async def _wait_seeding(torrent: Torrent, duration: float | None) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(torrent.stopped.wait(), timeout=duration)

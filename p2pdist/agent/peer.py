@@ -1,0 +1,166 @@
+"""The asyncio driver around one ``PeerWire``: bytes from the socket in, events to an owner out.
+
+It is deliberately thin. Received bytes land directly in the codec's buffer (BufferedProtocol:
+no copy, no await per block), every complete message goes to the owner's ``on_event``, and the
+owner writes through ``write``. The owner is the session until the handshake names a torrent,
+then that torrent. Protocol errors close this connection only and are reported with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Protocol
+
+from p2pdist.bitfield import Bitfield
+from p2pdist.errors import LocalError, RemoteError
+from p2pdist.wire.codec import NEED_DATA, PeerWire
+
+log = logging.getLogger("p2pdist.peer")
+
+
+class PeerOwner(Protocol):
+    def on_event(self, conn: PeerConnection, event: object) -> None: ...
+
+    def on_disconnect(self, conn: PeerConnection, reason: str) -> None: ...
+
+
+class PeerConnection(asyncio.BufferedProtocol):
+    """One TCP connection to a peer; state the torrent keeps per peer lives here too."""
+
+    def __init__(self, wire: PeerWire, owner: PeerOwner, *, outbound: bool, address: tuple[str, int] | None = None) -> None:
+        self.wire = wire
+        self.owner = owner
+        self.outbound = outbound
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._finished = False
+        self.close_reason = ""
+        now = time.monotonic()
+        self.connected_at = now
+        self.last_received = now
+        self.last_sent = now
+        self.last_block = now  # last piece data received (snub detection)
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.received_bytes = 0
+        # Torrent-side per-peer state.
+        self.have: Bitfield | None = None
+        self.is_seed = False
+        self.upload_queue: deque[tuple[int, int, int]] = deque()
+        self.uploading = False
+        self.snubbed = False
+        self.queue_target = 0
+        self.download_meter = None  # RateMeter, set by the torrent
+        self.upload_meter = None
+        self.failures = 0
+        self.read_paused = False
+
+    # -- asyncio.BufferedProtocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.address is None:
+            peer = transport.get_extra_info("peername")
+            self.address = (peer[0], peer[1]) if peer else ("?", 0)
+        if self.outbound:
+            self.write(self.wire.handshake())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        try:
+            return self.wire.get_buffer(sizehint)
+        except RemoteError as exc:
+            self.close(str(exc))
+            return memoryview(bytearray(4096))  # discarded: the transport is closing
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.closed:
+            return
+        self.wire.buffer_updated(nbytes)
+        self.received_bytes += nbytes
+        self.last_received = time.monotonic()
+        wire = self.wire
+        try:
+            while not self.closed:
+                event = wire.next_event()
+                if event is NEED_DATA:
+                    break
+                self.owner.on_event(self, event)
+        except RemoteError as exc:
+            self.close(f"protocol error: {exc}")
+        except LocalError as exc:
+            log.error("peer %s: internal error: %s", self.describe(), exc)
+            self.close(f"internal error: {exc}")
+
+    def eof_received(self) -> bool:
+        self.close("peer closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_reason = f"connection lost: {exc}" if exc else "connection closed"
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- used by the owner ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(data)
+        self.last_sent = time.monotonic()
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.writelines(chunks)
+        self.last_sent = time.monotonic()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        """Tell the owner once, whichever of close() and connection_lost() comes first."""
+        if self._finished:
+            return
+        self._finished = True
+        self._writable.set()
+        log.debug("peer %s closed: %s", self.describe(), self.close_reason)
+        self.owner.on_disconnect(self, self.close_reason)
+
+    def describe(self) -> str:
+        host, port = self.address or ("?", 0)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {self.describe()}>"

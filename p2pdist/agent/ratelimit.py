@@ -1,0 +1,69 @@
+"""Token buckets and rate meters with an injected clock (so tests need no sleeping).
+
+A bucket with rate 0 is unlimited. The engine charges uploads before writing a block and
+downloads after reading bytes; a negative balance means "wait ``delay()`` seconds".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    def __init__(self, rate: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(rate, 64 * 1024)
+        self._clock = clock
+        self._tokens = self.burst
+        self._stamp = clock()
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate <= 0
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def charge(self, amount: int) -> None:
+        if self.unlimited:
+            return
+        self._refill()
+        self._tokens -= amount
+
+    def delay(self) -> float:
+        """Seconds until the balance is positive again (0 when it already is)."""
+        if self.unlimited:
+            return 0.0
+        self._refill()
+        return 0.0 if self._tokens > 0 else -self._tokens / self.rate
+
+
+class RateMeter:
+    """Bytes per second, smoothed over a few seconds (what the choker and the UI read)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window: float = 5.0) -> None:
+        self._clock = clock
+        self._window = window
+        self._stamp = clock()
+        self._pending = 0
+        self.total = 0
+        self.rate = 0.0
+
+    def add(self, amount: int) -> None:
+        self._pending += amount
+        self.total += amount
+
+    def update(self) -> float:
+        now = self._clock()
+        elapsed = now - self._stamp
+        if elapsed <= 0:
+            return self.rate
+        instant = self._pending / elapsed
+        weight = min(1.0, elapsed / self._window)
+        self.rate += (instant - self.rate) * weight
+        self._pending = 0
+        self._stamp = now
+        return self.rate

@@ -1,0 +1,139 @@
+"""The session: one listening socket and peer id for every torrent of this process.
+
+Inbound connections belong to the session until their handshake names an info-hash; then the
+torrent takes them over (or they are closed: unknown torrent, full, banned). Global limits
+(connections, upload and download rate) are shared through the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+
+from p2pdist import __version__
+from p2pdist.agent.peer import PeerConnection
+from p2pdist.agent.ratelimit import TokenBucket
+from p2pdist.agent.settings import EngineSettings
+from p2pdist.agent.torrent import Torrent
+from p2pdist.errors import LocalError
+from p2pdist.metainfo import Metainfo
+from p2pdist.storage.base import Storage
+from p2pdist.wire import messages as m
+from p2pdist.wire.codec import PeerWire
+from p2pdist.wire.state import Phase
+
+log = logging.getLogger("p2pdist.session")
+
+
+def make_peer_id() -> bytes:
+    """Azureus-style id: client code and version, then random bytes (BEP 20)."""
+    major, minor, *_ = (__version__.split(".") + ["0", "0"])[:3]
+    prefix = f"-PD{int(major):01d}{int(minor):02d}0-".encode()[:8]
+    return prefix + os.urandom(20 - len(prefix))
+
+
+class Session:
+    def __init__(self, settings: EngineSettings = EngineSettings(), *, peer_id: bytes | None = None, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.peer_id = peer_id or make_peer_id()
+        self.rng = rng or random.Random()
+        self.torrents: dict[bytes, Torrent] = {}
+        self.upload_bucket = TokenBucket(settings.upload_rate_limit)
+        self.download_bucket = TokenBucket(settings.download_rate_limit)
+        self._server: asyncio.base_events.Server | None = None
+        self._pending: set[PeerConnection] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                self._inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True
+            )
+        except OSError as exc:
+            raise LocalError(
+                f"cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}"
+            ) from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._reaper = asyncio.ensure_future(self._reap_pending())
+
+    def _inbound(self) -> PeerConnection:
+        conn = PeerConnection(PeerWire(peer_id=self.peer_id), self, outbound=False)
+        self._pending.add(conn)
+        if self.connection_count() > self.settings.max_connections:
+            asyncio.get_running_loop().call_soon(conn.close, "too many connections")
+        return conn
+
+    def connection_count(self) -> int:
+        return len(self._pending) + sum(len(t.peers) for t in self.torrents.values())
+
+    def can_connect(self) -> bool:
+        return self.connection_count() < self.settings.max_connections
+
+    async def add_torrent(self, meta: Metainfo, storage: Storage) -> Torrent:
+        if meta.info_hash in self.torrents:
+            raise LocalError(f"torrent {meta.info_hash_hex} is already in the session")
+        torrent = Torrent(
+            meta,
+            storage,
+            peer_id=self.peer_id,
+            settings=self.settings,
+            listen_port=self.port,
+            rng=random.Random(self.rng.getrandbits(64)),
+            upload_bucket=self.upload_bucket,
+            download_bucket=self.download_bucket,
+            can_connect=self.can_connect,
+        )
+        self.torrents[meta.info_hash] = torrent
+        try:
+            await torrent.start()
+        except BaseException:
+            del self.torrents[meta.info_hash]
+            raise
+        return torrent
+
+    async def remove_torrent(self, info_hash: bytes) -> None:
+        torrent = self.torrents.pop(info_hash, None)
+        if torrent is not None:
+            await torrent.stop()
+
+    # PeerOwner for connections whose torrent is not known yet.
+    def on_event(self, conn: PeerConnection, event: object) -> None:
+        if not isinstance(event, m.Handshake):
+            conn.close("message before handshake")
+            return
+        self._pending.discard(conn)
+        torrent = self.torrents.get(event.info_hash)
+        if torrent is None:
+            conn.close("handshake for a torrent we do not serve")
+            return
+        if not torrent.attach_inbound(conn, event):
+            conn.close("torrent does not accept this peer now")
+
+    def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
+        self._pending.discard(conn)
+
+    async def _reap_pending(self) -> None:
+        """Close inbound connections that never complete a handshake."""
+        while True:
+            await asyncio.sleep(self.settings.tick_interval)
+            now = time.monotonic()
+            for conn in list(self._pending):
+                if conn.wire.phase is Phase.AWAIT_HANDSHAKE and now - conn.connected_at > self.settings.handshake_timeout:
+                    conn.close("handshake timeout")
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._pending):
+            conn.close("session closing")
+        for info_hash in list(self.torrents):
+            await self.remove_torrent(info_hash)
+        if self._server is not None:
+            await self._server.wait_closed()

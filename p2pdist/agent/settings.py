@@ -1,0 +1,40 @@
+"""Engine settings: every number with the reason it has its default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2pdist import __version__
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    client_name: str = f"p2pdist/{__version__}"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 6881
+    # Source address for outgoing connections (peers and tracker); None lets the OS choose.
+    bind_host: str | None = None
+    # Peers per torrent: a branch office rarely has more; each costs a socket and ~300 KiB buffer.
+    max_peers_per_torrent: int = 60
+    max_connections: int = 300
+    # Upload slots: 4 regular + 1 optimistic is the classic BitTorrent choice; LAN peers are fast,
+    # so a few more slots spread a package through a branch in fewer rounds.
+    upload_slots: int = 8
+    choke_interval: float = 10.0
+    optimistic_interval: float = 30.0
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    # BEP 3 suggests keep-alives every two minutes; peers drop connections silent for longer.
+    keepalive_interval: float = 60.0
+    inactivity_timeout: float = 150.0
+    # A peer that sends nothing for this long while we wait on it is snubbed: its requests go back.
+    request_timeout: float = 20.0
+    # Requests in flight per peer: enough for bandwidth x delay on a LAN, at most the peer's reqq.
+    min_request_queue: int = 16
+    max_request_queue: int = 500
+    request_queue_seconds: float = 1.0
+    upload_rate_limit: int = 0  # bytes/s, 0 = unlimited
+    download_rate_limit: int = 0
+    # A peer whose data failed hash checks this many times is banned for the session.
+    ban_after_failures: int = 2
+    tick_interval: float = 1.0

@@ -1,0 +1,798 @@
+"""One torrent's swarm: peers, requests, verification, choking, uploads.
+
+Theory of operation
+-------------------
+Decisions are made by pure parts and applied here. The piece picker says which blocks to
+request from whom, the choker says whom to upload to, storage says whether a piece verified.
+This class turns wire events into calls on those parts and their answers into messages.
+
+Receive path (the hot one): a ``piece`` event copies its block into the piece's assembly buffer
+and tells the picker. When the picker says a piece is whole, the buffer goes to storage, which
+hashes and writes it in one worker-thread hop; only then is it announced with ``have`` and ever
+served. Requests are refilled in batches when a peer's pipeline falls below three quarters of
+its target, and the target follows the measured rate (about one second of data in flight,
+doubled whenever the pipeline ran dry), within the peer's advertised ``reqq``.
+
+A piece that fails its hash goes back to the picker. Its blocks' digests are kept with the peers
+that sent them; when the piece later verifies, the smart-ban ledger names the peers whose blocks
+differed, and those are banned. A peer that alone sent a failed piece gets a strike.
+
+Periodic work runs in one tick per second (rates, timeouts, snubbing, keep-alives, new
+connections) and one choke round every ``choke_interval``, rather than a timer per peer.
+Left out on purpose: PEX, DHT and metadata exchange (private torrents, BEP 27), uTP, encryption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+
+from p2pdist.agent.peer import PeerConnection
+from p2pdist.agent.ratelimit import RateMeter, TokenBucket
+from p2pdist.agent.settings import EngineSettings
+from p2pdist.bitfield import Bitfield
+from p2pdist.errors import LocalError
+from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo
+from p2pdist.piece_picker.choker import ChokerState, PeerStats, decide
+from p2pdist.piece_picker.picker import REQUESTED, Block, PiecePicker
+from p2pdist.piece_picker.smartban import SmartBan
+from p2pdist.storage.base import Storage, StorageError
+from p2pdist.wire import messages as m
+from p2pdist.wire.codec import PeerWire
+from p2pdist.wire.state import Phase
+
+log = logging.getLogger("p2pdist.torrent")
+
+Address = tuple[str, int]
+
+
+class TorrentState(enum.Enum):
+    CHECKING = "checking"
+    DOWNLOADING = "downloading"
+    SEEDING = "seeding"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class Torrent:
+    """A torrent being downloaded or seeded by this process."""
+
+    def __init__(
+        self,
+        meta: Metainfo,
+        storage: Storage,
+        *,
+        peer_id: bytes,
+        settings: EngineSettings = EngineSettings(),
+        listen_port: int = 0,
+        rng: random.Random | None = None,
+        upload_bucket: TokenBucket | None = None,
+        download_bucket: TokenBucket | None = None,
+        can_connect: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.meta = meta
+        self.info = meta.info
+        self.info_hash = meta.info_hash
+        self.layout = Layout(meta.info)
+        self.storage = storage
+        self.peer_id = peer_id
+        self.settings = settings
+        self.listen_port = listen_port
+        self.rng = rng or random.Random()
+        self.state = TorrentState.CHECKING
+        self.error: str | None = None
+        self.picker: PiecePicker | None = None
+        self.peers: set[PeerConnection] = set()
+        self._peer_ids: dict[bytes, PeerConnection] = {}
+        self._connecting: set[Address] = set()
+        self._candidates: dict[Address, float] = {}  # address -> earliest next attempt
+        self._failures: dict[Address, int] = {}
+        self.banned: set[str] = set()
+        self._partial: dict[int, bytearray] = {}
+        self._buffer_pool: list[bytearray] = []
+        self._sources: dict[int, dict[int, PeerConnection]] = {}
+        self._failed_pieces: set[int] = set()
+        self._smartban = SmartBan()
+        self._choker_state = ChokerState()
+        self._upload_bucket = upload_bucket or TokenBucket(settings.upload_rate_limit)
+        self._download_bucket = download_bucket or TokenBucket(settings.download_rate_limit)
+        self._can_connect = can_connect
+        self.download_meter = RateMeter()
+        self.upload_meter = RateMeter()
+        self.bytes_from_peers = 0
+        self.bytes_from_webseed = 0
+        self.bytes_wasted = 0
+        self.first_block_at: float | None = None  # monotonic time of the first payload byte
+        self.hash_failures = 0
+        self.completed = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resume_dirty = False
+        self._listeners: list[Callable[[str], None]] = []
+        self._dispatch: dict[type, Callable[[PeerConnection, object], None]] = {
+            m.Handshake: self._on_handshake,
+            m.ExtendedHandshake: self._on_extended_handshake,
+            m.BitfieldMessage: self._on_bitfield,
+            m.HaveAll: self._on_have_all,
+            m.HaveNone: self._on_have_none,
+            m.Have: self._on_have,
+            m.Choke: self._on_choke,
+            m.Unchoke: self._on_unchoke,
+            m.Interested: self._on_interested,
+            m.NotInterested: self._ignore,
+            m.Request: self._on_request,
+            m.Cancel: self._ignore,  # the codec forgets the request; the upload loop skips it
+            m.Reject: self._on_reject,
+            m.AllowedFast: self._on_allowed_fast,
+            m.Suggest: self._ignore,
+            m.Port: self._ignore,  # DHT port: private torrents use no DHT
+            m.Extended: self._ignore,
+            m.KeepAlive: self._ignore,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Check existing data, then begin swarming."""
+        try:
+            have = await self.storage.start(progress)
+        except StorageError as exc:
+            self._set_error(str(exc))
+            raise
+        self.picker = PiecePicker(self.layout, rng=self.rng, have=have)
+        if self.picker.complete:
+            await self._finish_storage()
+            self.state = TorrentState.SEEDING
+            self.completed.set()
+        else:
+            self.state = TorrentState.DOWNLOADING
+        self._spawn(self._tick_loop())
+        self._spawn(self._choke_loop())
+        self._emit("started")
+
+    async def stop(self) -> None:
+        if self.state is TorrentState.STOPPED:
+            return
+        self.state = TorrentState.STOPPED
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in list(self.peers):
+            conn.close("torrent stopped")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.storage.save_resume()
+        except StorageError as exc:
+            log.warning("%s: could not save resume data: %s", self.info.name, exc)
+        await self.storage.close()
+        self.stopped.set()
+        self._emit("stopped")
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        """``callback(event)`` for "started", "completed", "stopped", "error"."""
+        self._listeners.append(callback)
+
+    def _emit(self, event: str) -> None:
+        for callback in self._listeners:
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must not stop the torrent
+                log.exception("torrent listener failed on %s", event)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: background task failed", self.info.name, exc_info=task.exception())
+
+    def _set_error(self, message: str) -> None:
+        self.state = TorrentState.ERROR
+        self.error = message
+        log.error("%s: %s", self.info.name, message)
+        self._emit("error")
+
+    @property
+    def have(self) -> Bitfield:
+        assert self.picker is not None
+        return self.picker.have
+
+    @property
+    def left(self) -> int:
+        """Bytes still missing (what the tracker's ``left`` means)."""
+        if self.picker is None:
+            return self.info.total_length
+        have = self.picker.have
+        if have.all():
+            return 0
+        missing = self.info.num_pieces - have.count
+        last = self.info.num_pieces - 1
+        left = missing * self.info.piece_length
+        if not have[last]:
+            left -= self.info.piece_length - self.layout.piece_size(last)
+        return left
+
+    @property
+    def progress(self) -> float:
+        return 1.0 - self.left / self.info.total_length
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def add_peer_addresses(self, addresses: Iterable[Address]) -> None:
+        """Remember candidates (from the tracker or the command line) and connect soon."""
+        now = time.monotonic()
+        for address in addresses:
+            if address[0] in self.banned or address in self._candidates:
+                continue
+            self._candidates[address] = now
+        self._connect_more()
+
+    def _connected_addresses(self) -> set[Address]:
+        return {conn.address for conn in self.peers if conn.address is not None} | self._connecting
+
+    def _connect_more(self) -> None:
+        if self.state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            return
+        now = time.monotonic()
+        busy = self._connected_addresses()
+        room = self.settings.max_peers_per_torrent - len(self.peers) - len(self._connecting)
+        for address, due in list(self._candidates.items()):
+            if room <= 0:
+                break
+            if due > now or address in busy or address[0] in self.banned:
+                continue
+            if self.state is TorrentState.SEEDING:
+                break  # seeds wait for leechers to come to them
+            if not self._can_connect():
+                break
+            room -= 1
+            self._connecting.add(address)
+            self._spawn(self._connect(address))
+
+    async def _connect(self, address: Address) -> None:
+        loop = asyncio.get_running_loop()
+        wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout)
+        conn = PeerConnection(wire, self, outbound=True, address=address)
+        local_addr = (self.settings.bind_host, 0) if self.settings.bind_host else None
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: conn, address[0], address[1], local_addr=local_addr),
+                timeout=self.settings.connect_timeout,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            failures = self._failures.get(address, 0) + 1
+            self._failures[address] = failures
+            self._candidates[address] = time.monotonic() + min(300.0, 5.0 * 2**failures)
+            log.debug("%s: connect to %s failed: %s", self.info.name, address, exc)
+            return
+        finally:
+            self._connecting.discard(address)
+        if conn.closed:
+            return  # ended during the handshake (duplicate, protocol error) before we got here
+        if self.state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            conn.close("torrent not active")
+            return
+        self._failures.pop(address, None)
+        self.peers.add(conn)
+
+    def attach_inbound(self, conn: PeerConnection, handshake: m.Handshake) -> bool:
+        """Take over an inbound connection whose handshake named this torrent."""
+        if self.state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            return False
+        if conn.address and conn.address[0] in self.banned:
+            return False
+        if len(self.peers) >= self.settings.max_peers_per_torrent:
+            return False
+        conn.wire.bind(self.layout, self.info_hash)
+        conn.owner = self
+        conn.write(conn.wire.handshake())
+        self.peers.add(conn)
+        self._on_handshake(conn, handshake)
+        return not conn.closed
+
+    # -- events ----------------------------------------------------------------------------
+
+    def on_event(self, conn: PeerConnection, event: object) -> None:
+        if type(event) is m.Piece:
+            self._on_block(conn, event)  # type: ignore[arg-type]
+        else:
+            self._dispatch[type(event)](conn, event)
+
+    def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
+        self.peers.discard(conn)
+        if conn.wire.peer_handshake is not None and self._peer_ids.get(conn.wire.peer_handshake.peer_id) is conn:
+            del self._peer_ids[conn.wire.peer_handshake.peer_id]
+        if self.picker is not None and conn.have is not None:
+            self.picker.remove_peer(conn)
+        self._smartban.forget_peer(conn)
+        if conn.outbound and conn.address in self._candidates:
+            self._candidates[conn.address] = time.monotonic() + 30.0  # inbound peers call back themselves
+        if self.state is TorrentState.DOWNLOADING:
+            self._refill_all()
+
+    def _ignore(self, conn: PeerConnection, event: object) -> None:
+        return None
+
+    def _on_handshake(self, conn: PeerConnection, event: object) -> None:
+        handshake: m.Handshake = event  # type: ignore[assignment]
+        other = self._peer_ids.get(handshake.peer_id)
+        if other is not None and other is not conn:
+            # Two peers that dial each other at once must agree on which connection survives:
+            # the one opened by the smaller peer id, decided the same way on both ends.
+            keep_outbound = self.peer_id < handshake.peer_id
+            if conn.outbound == other.outbound or conn.outbound != keep_outbound:
+                conn.close("duplicate connection to the same peer")
+                return
+            other.close("duplicate connection to the same peer (simultaneous open)")
+        self._peer_ids[handshake.peer_id] = conn
+        conn.download_meter = RateMeter()
+        conn.upload_meter = RateMeter()
+        conn.queue_target = self.settings.min_request_queue * 2
+        chunks = []
+        if conn.wire.extensions:
+            chunks.append(conn.wire.extension_handshake(client=self.settings.client_name, listen_port=self.listen_port or None))
+        have = self.have
+        if conn.wire.fast and have.all():
+            chunks.append(conn.wire.send(m.HaveAll()))
+        elif conn.wire.fast and not have.any():
+            chunks.append(conn.wire.send(m.HaveNone()))
+        else:
+            chunks.append(conn.wire.send(m.BitfieldMessage(have.copy())))
+        conn.writelines(chunks)
+
+    def _on_extended_handshake(self, conn: PeerConnection, event: object) -> None:
+        handshake: m.ExtendedHandshake = event  # type: ignore[assignment]
+        if handshake.reqq:
+            conn.queue_target = min(conn.queue_target, handshake.reqq)
+
+    def _peer_reqq(self, conn: PeerConnection) -> int:
+        ext = conn.wire.peer_extension_handshake
+        reqq = ext.reqq if ext is not None and ext.reqq else 250  # libtorrent's conservative default
+        return min(reqq, self.settings.max_request_queue)
+
+    def _describe_peer(self, conn: PeerConnection, field: Bitfield | None, *, has_all: bool = False) -> None:
+        assert self.picker is not None
+        if conn.have is not None:
+            raise LocalError("peer described twice")  # the codec's phase table prevents this
+        conn.have = Bitfield.full(self.info.num_pieces) if has_all else (field or Bitfield(self.info.num_pieces))
+        conn.is_seed = conn.have.all()
+        self.picker.add_peer(conn, None if has_all else conn.have, has_all=has_all)
+        if conn.is_seed and self.picker.complete:
+            conn.close("both are seeds")
+            return
+        self._update_interest(conn)
+
+    def _on_bitfield(self, conn: PeerConnection, event: object) -> None:
+        field = event.bitfield  # type: ignore[attr-defined]
+        if field.all():
+            self._describe_peer(conn, None, has_all=True)
+        else:
+            self._describe_peer(conn, field)
+
+    def _on_have_all(self, conn: PeerConnection, event: object) -> None:
+        self._describe_peer(conn, None, has_all=True)
+
+    def _on_have_none(self, conn: PeerConnection, event: object) -> None:
+        self._describe_peer(conn, None)
+
+    def _on_have(self, conn: PeerConnection, event: object) -> None:
+        assert self.picker is not None
+        index = event.index  # type: ignore[attr-defined]
+        if conn.have is None:
+            self._describe_peer(conn, None)
+            if conn.closed:
+                return
+        assert conn.have is not None
+        if not conn.have.set(index):
+            return
+        self.picker.peer_has(conn, index)
+        if conn.have.all():
+            conn.is_seed = True
+            if self.picker.complete:
+                conn.close("both are seeds")
+                return
+        if not conn.wire.am_interested and not self.picker.have[index]:
+            self._update_interest(conn)
+        elif not conn.wire.peer_choking:
+            self._refill(conn)
+
+    def _update_interest(self, conn: PeerConnection) -> None:
+        assert self.picker is not None
+        if conn.closed or conn.have is None:
+            return
+        interesting = not self.picker.complete and self.picker.is_interesting(conn)
+        if interesting and not conn.wire.am_interested:
+            conn.write(conn.wire.send(m.Interested()))
+        elif not interesting and conn.wire.am_interested:
+            conn.write(conn.wire.send(m.NotInterested()))
+        if interesting:
+            self._refill(conn)
+
+    def _on_choke(self, conn: PeerConnection, event: object) -> None:
+        assert self.picker is not None
+        if not conn.wire.fast and conn.have is not None:
+            # Without the fast extension a choke drops every request we had with this peer.
+            for block in list(self.picker.requested_from(conn)):
+                self.picker.block_lost(conn, block)
+            self._refill_all(exclude=conn)
+
+    def _on_unchoke(self, conn: PeerConnection, event: object) -> None:
+        self._refill(conn)
+
+    def _on_allowed_fast(self, conn: PeerConnection, event: object) -> None:
+        return None  # we do not request while choked; unchoke rounds are short on a LAN
+
+    def _on_interested(self, conn: PeerConnection, event: object) -> None:
+        # Fill a free upload slot at once rather than waiting up to a whole choke round.
+        unchoked = sum(1 for peer in self.peers if not peer.wire.am_choking)
+        if conn.wire.am_choking and unchoked < self.settings.upload_slots and self.have.any():
+            conn.write(conn.wire.send(m.Unchoke()))
+
+    def _on_reject(self, conn: PeerConnection, event: object) -> None:
+        assert self.picker is not None
+        block = Block(event.index, event.begin, event.length)  # type: ignore[attr-defined]
+        self.picker.block_lost(conn, block)  # a no-op unless the block was outstanding with conn
+        if not conn.wire.peer_choking:
+            self._refill(conn)
+
+    # -- downloading -----------------------------------------------------------------------
+
+    def _refill(self, conn: PeerConnection) -> None:
+        """Top up this peer's request pipeline in one write, if it fell low enough."""
+        picker = self.picker
+        if picker is None or conn.closed or conn.have is None or conn.wire.peer_choking or picker.complete:
+            return
+        if self.state is not TorrentState.DOWNLOADING:
+            return
+        in_flight = len(conn.wire.requests_out)
+        target = min(conn.queue_target, self._peer_reqq(conn))
+        if in_flight > target * 3 // 4:
+            return
+        blocks = picker.pick(conn, target - in_flight)
+        if not blocks:
+            return
+        send = conn.wire.send
+        conn.writelines([send(m.Request(b.index, b.begin, b.length)) for b in blocks])
+
+    def _refill_all(self, exclude: PeerConnection | None = None) -> None:
+        for conn in list(self.peers):
+            if conn is not exclude:
+                self._refill(conn)
+
+    def _on_block(self, conn: PeerConnection, event: m.Piece) -> None:
+        picker = self.picker
+        assert picker is not None
+        index, begin, data = event.index, event.begin, event.data
+        size = len(data)
+        if self.first_block_at is None:
+            self.first_block_at = time.monotonic()
+        conn.last_block = conn.last_received
+        conn.snubbed = False
+        conn.download_meter.add(size)  # type: ignore[union-attr]
+        self.download_meter.add(size)
+        if not self._download_bucket.unlimited:
+            self._throttle_download(conn, size)
+        if self._accept_block(conn, index, begin, data):
+            self.bytes_from_peers += size
+        else:
+            self.bytes_wasted += size  # a late duplicate (endgame) or a piece already verified
+        in_flight = len(conn.wire.requests_out)
+        if not in_flight:
+            # The pipeline ran dry: the link is faster than our queue. Grow it.
+            conn.queue_target = min(self.settings.max_request_queue, max(conn.queue_target * 2, self.settings.min_request_queue))
+        if in_flight <= conn.queue_target * 3 // 4:
+            self._refill(conn)
+
+    def _accept_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
+        """Put a block from any source (peer or web seed) into its piece; False if not wanted."""
+        picker = self.picker
+        assert picker is not None
+        block = Block(index, begin, len(data))
+        if picker.block_state(block) != REQUESTED:
+            return False
+        buffer = self._partial.get(index)
+        if buffer is None:
+            buffer = self._partial[index] = self._new_buffer(index)
+            self._sources[index] = {}
+        buffer[begin : begin + len(data)] = data
+        self._sources[index][begin] = source
+        done, cancels = picker.block_received(source, block)
+        for other, dup in cancels:
+            if isinstance(other, PeerConnection) and not other.closed:
+                other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
+        if done:
+            del self._partial[index]
+            self._spawn(self._verify(index, buffer))
+        return True
+
+    def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
+        """A block fetched over HTTP (BEP 19); counted apart from peer bytes (the WAN savings)."""
+        if self.first_block_at is None:
+            self.first_block_at = time.monotonic()
+        self.download_meter.add(len(data))
+        if self._accept_block(source, index, begin, data):
+            self.bytes_from_webseed += len(data)
+            return True
+        self.bytes_wasted += len(data)
+        return False
+
+    def _new_buffer(self, index: int) -> bytearray:
+        """A piece assembly buffer, reused when possible: fresh megabyte buffers cost page faults."""
+        size = self.layout.piece_size(index)
+        if size == self.info.piece_length and self._buffer_pool:
+            return self._buffer_pool.pop()
+        return bytearray(size)
+
+    def _recycle(self, buffer: bytearray) -> None:
+        if len(buffer) == self.info.piece_length and len(self._buffer_pool) < 16:
+            self._buffer_pool.append(buffer)
+
+    def _throttle_download(self, conn: PeerConnection, size: int) -> None:
+        self._download_bucket.charge(size)
+        delay = self._download_bucket.delay()
+        if delay > 0 and not conn.read_paused:
+            conn.pause_reading()
+            asyncio.get_running_loop().call_later(delay, conn.resume_reading)
+
+    async def _verify(self, index: int, buffer: bytearray) -> None:
+        picker = self.picker
+        assert picker is not None
+        try:
+            ok = await self.storage.put_piece(index, buffer)
+        except StorageError as exc:
+            # Disk full or unwritable: stop this torrent's downloading, keep everything else.
+            picker.piece_failed(index)
+            self._sources.pop(index, None)
+            self._set_error(f"cannot write piece {index}: {exc}")
+            for conn in list(self.peers):
+                if conn.wire.am_interested:
+                    conn.write(conn.wire.send(m.NotInterested()))
+            return
+        if self.state is TorrentState.STOPPED:
+            return
+        try:
+            await self._settle(index, buffer, ok)
+        finally:
+            self._recycle(buffer)
+
+    async def _settle(self, index: int, buffer: bytearray, ok: bool) -> None:
+        picker = self.picker
+        assert picker is not None
+        sources = self._sources.pop(index, {})
+        if ok:
+            picker.piece_verified(index)
+            self._resume_dirty = True
+            if index in self._failed_pieces:
+                self._failed_pieces.discard(index)
+                digests = await asyncio.get_running_loop().run_in_executor(None, _block_digests, bytes(buffer))
+                for culprit in self._smartban.piece_verified(index, digests):
+                    if isinstance(culprit, PeerConnection):
+                        self._ban(culprit, f"sent corrupt data for piece {index}")
+            self._announce_have(index)
+            if picker.complete:
+                await self._on_complete()
+        else:
+            self.hash_failures += 1
+            self._failed_pieces.add(index)
+            digests = _block_digests(bytes(buffer))
+            self._smartban.record_failed(index, {begin: (peer, digests[begin]) for begin, peer in sources.items()})
+            contributors = picker.piece_failed(index)
+            log.warning("%s: piece %d failed its hash check (%d peers contributed)", self.info.name, index, len(contributors))
+            if len(contributors) == 1:
+                (suspect,) = contributors
+                if isinstance(suspect, PeerConnection):
+                    suspect.failures += 1
+                    if suspect.failures >= self.settings.ban_after_failures:
+                        self._ban(suspect, f"{suspect.failures} pieces failed their hash check")
+            self._refill_all()
+
+    def _ban(self, conn: PeerConnection, reason: str) -> None:
+        if conn.address is not None:
+            self.banned.add(conn.address[0])
+            self._candidates.pop(conn.address, None)
+        log.warning("%s: banned peer %s: %s", self.info.name, conn.describe(), reason)
+        conn.close(f"banned: {reason}")
+
+    def _announce_have(self, index: int) -> None:
+        for conn in list(self.peers):
+            if conn.closed or conn.wire.phase is Phase.AWAIT_HANDSHAKE or not conn.wire.handshake_sent:
+                continue
+            if conn.have is None or not conn.have[index]:
+                conn.write(conn.wire.send(m.Have(index)))
+            if conn.wire.am_interested:
+                self._update_interest(conn)
+
+    async def _finish_storage(self) -> None:
+        try:
+            await self.storage.finish()
+            await self.storage.save_resume()
+        except StorageError as exc:
+            self._set_error(f"cannot finish: {exc}")
+
+    async def _on_complete(self) -> None:
+        if self.state is not TorrentState.DOWNLOADING:
+            return
+        await self._finish_storage()
+        if self.state is TorrentState.ERROR:
+            return
+        self.state = TorrentState.SEEDING
+        log.info("%s: download complete", self.info.name)
+        for conn in list(self.peers):
+            if conn.is_seed:
+                conn.close("both are seeds")
+            elif conn.wire.am_interested:
+                conn.write(conn.wire.send(m.NotInterested()))
+        self.completed.set()
+        self._emit("completed")
+
+    # -- uploading -------------------------------------------------------------------------
+
+    def _on_request(self, conn: PeerConnection, event: object) -> None:
+        index, begin, length = event.index, event.begin, event.length  # type: ignore[attr-defined]
+        wire = conn.wire
+        if wire.am_choking or not self.have[index]:
+            if wire.fast and (index, begin, length) in wire.requests_in:
+                conn.write(wire.send(m.Reject(index, begin, length)))
+            return
+        conn.upload_queue.append((index, begin, length))
+        if not conn.uploading:
+            conn.uploading = True
+            self._spawn(self._serve(conn))
+
+    async def _serve(self, conn: PeerConnection) -> None:
+        """Send requested blocks to one peer, in order, with flow control."""
+        wire = conn.wire
+        try:
+            while conn.upload_queue and not conn.closed:
+                key = conn.upload_queue.popleft()
+                if key not in wire.requests_in:
+                    continue  # cancelled, or dropped by a choke
+                data = await self.storage.read_block(*key)
+                if conn.closed or key not in wire.requests_in:
+                    continue
+                if not self._upload_bucket.unlimited:
+                    self._upload_bucket.charge(len(data))
+                    delay = self._upload_bucket.delay()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                        if conn.closed or key not in wire.requests_in:
+                            continue
+                conn.writelines([wire.piece_header(*key), data])
+                conn.upload_meter.add(len(data))  # type: ignore[union-attr]
+                self.upload_meter.add(len(data))
+                await conn.drain()
+        except StorageError as exc:
+            log.error("%s: cannot read for upload: %s", self.info.name, exc)
+            conn.close("local read error")
+        finally:
+            conn.uploading = False
+
+    # -- periodic work ---------------------------------------------------------------------
+
+    async def _choke_loop(self) -> None:
+        while True:
+            self._choke_round()
+            await asyncio.sleep(self.settings.choke_interval)
+
+    def _choke_round(self) -> None:
+        peers = [conn for conn in self.peers if conn.have is not None and not conn.closed]
+        stats = [
+            PeerStats(
+                peer=conn,
+                interested=conn.wire.peer_interested,
+                choked=conn.wire.am_choking,
+                download_rate=conn.download_meter.rate if conn.download_meter else 0.0,  # type: ignore[union-attr]
+                upload_rate=conn.upload_meter.rate if conn.upload_meter else 0.0,  # type: ignore[union-attr]
+                is_seed=conn.is_seed,
+                snubbed=conn.snubbed,
+            )
+            for conn in peers
+        ]
+        unchoke, self._choker_state = decide(
+            stats,
+            seeding=self.picker is not None and self.picker.complete,
+            slots=self.settings.upload_slots,
+            now=time.monotonic(),
+            rng=self.rng,
+            state=self._choker_state,
+            optimistic_interval=self.settings.optimistic_interval,
+        )
+        for conn in peers:
+            wire = conn.wire
+            if conn in unchoke and wire.am_choking:
+                conn.write(wire.send(m.Unchoke()))
+            elif conn not in unchoke and not wire.am_choking:
+                chunks = [wire.send(m.Choke())]
+                if wire.fast:
+                    chunks += [wire.send(m.Reject(*key)) for key in list(wire.requests_in)]
+                conn.upload_queue.clear()
+                conn.writelines(chunks)
+
+    async def _tick_loop(self) -> None:
+        resume_every = 30.0
+        last_resume = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.tick_interval)
+            now = time.monotonic()
+            self._tick(now)
+            if self._resume_dirty and now - last_resume >= resume_every:
+                self._resume_dirty = False
+                last_resume = now
+                try:
+                    await self.storage.save_resume()
+                except StorageError as exc:
+                    log.warning("%s: could not save resume data: %s", self.info.name, exc)
+
+    def _tick(self, now: float) -> None:
+        self.download_meter.update()
+        self.upload_meter.update()
+        settings = self.settings
+        for conn in list(self.peers):
+            if conn.closed:
+                continue
+            wire = conn.wire
+            if wire.phase is Phase.AWAIT_HANDSHAKE:
+                if now - conn.connected_at > settings.handshake_timeout:
+                    conn.close("handshake timeout")
+                continue
+            if now - conn.last_received > settings.inactivity_timeout:
+                conn.close("peer silent for too long")
+                continue
+            if now - conn.last_sent > settings.keepalive_interval:
+                conn.write(wire.send(m.KeepAlive()))
+            rate = conn.download_meter.update() if conn.download_meter else 0.0  # type: ignore[union-attr]
+            if conn.upload_meter:
+                conn.upload_meter.update()  # type: ignore[union-attr]
+            wanted = int(rate * settings.request_queue_seconds / BLOCK_SIZE) + settings.min_request_queue
+            conn.queue_target = max(conn.queue_target, min(settings.max_request_queue, wanted))
+            if wire.requests_out and now - conn.last_block > settings.request_timeout and not conn.snubbed:
+                self._snub(conn)
+        self._connect_more()
+
+    def _snub(self, conn: PeerConnection) -> None:
+        """A peer that sends nothing for our requests: give its blocks to others."""
+        assert self.picker is not None
+        conn.snubbed = True
+        conn.queue_target = self.settings.min_request_queue
+        chunks = []
+        for block in list(self.picker.requested_from(conn)):
+            self.picker.block_lost(conn, block)
+            chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
+        conn.writelines(chunks)
+        log.info("%s: peer %s snubbed us", self.info.name, conn.describe())
+        self._refill_all(exclude=conn)
+
+    # -- reporting -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        return {
+            "name": self.info.name,
+            "info_hash": self.meta.info_hash_hex,
+            "state": self.state.value,
+            "error": self.error,
+            "progress": round(self.progress, 4),
+            "size": self.info.total_length,
+            "left": self.left,
+            "peers": len(self.peers),
+            "download_rate": round(self.download_meter.rate),
+            "upload_rate": round(self.upload_meter.rate),
+            "downloaded": self.download_meter.total,
+            "uploaded": self.upload_meter.total,
+            "from_peers": self.bytes_from_peers,
+            "from_webseed": self.bytes_from_webseed,
+            "wasted": self.bytes_wasted,
+            "hash_failures": self.hash_failures,
+        }
+
+
+def _block_digests(data: bytes) -> dict[int, bytes]:
+    """SHA-1 of each 16 KiB block, keyed by offset (smart-ban evidence; only for failed pieces)."""
+    return {begin: hashlib.sha1(data[begin : begin + BLOCK_SIZE]).digest() for begin in range(0, len(data), BLOCK_SIZE)}

@@ -1,0 +1,203 @@
+"""HTTP web seeds (BEP 19): fetch pieces from the distribution point with range requests.
+
+The distribution point is the one source every client can reach, and the one behind the WAN
+link. So the web seed is the source of last resort: it joins the picker as a peer that has
+every piece, waits a grace period (so peers of the branch get the first word), and then takes
+only pieces that ``allowed`` accepts: by default pieces no connected peer has, which are also not
+being fetched from a peer (the picker never hands out a requested block outside endgame, and the
+web seed never joins the endgame). A branch therefore pulls each piece over the WAN about once;
+the branch-office benchmark measures how close to once.
+
+Blocks go into the torrent through the same assembly and verification path as peer blocks, so a
+modified file on the distribution point is caught by the piece hashes like any bad peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from urllib.parse import quote
+
+import aiohttp
+
+from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.metainfo import Layout, Metainfo
+from p2pdist.piece_picker.picker import Block
+
+log = logging.getLogger("p2pdist.webseed")
+
+MAX_BACKOFF = 120.0
+
+
+class WebSeedError(Exception):
+    """One fetch failed (HTTP status, short body, timeout); the blocks go back to the picker."""
+
+
+def file_urls(meta: Metainfo, base: str) -> list[str]:
+    """The URL of each file of the torrent under web seed ``base``, the way BEP 19 builds them."""
+    info = meta.info
+    if not info.multi_file:
+        return [base + quote(info.name) if base.endswith("/") else base]
+    root = base if base.endswith("/") else base + "/"
+    return [root + "/".join(quote(part) for part in entry.path) for entry in info.files]
+
+
+class WebSeed:
+    """Fetches pieces for one torrent from one HTTP base URL."""
+
+    def __init__(
+        self,
+        torrent: Torrent,
+        url: str,
+        http: aiohttp.ClientSession,
+        *,
+        grace: float = 10.0,
+        stall: float = 30.0,
+        parallel: int = 4,
+        timeout: float = 60.0,
+        allowed: Callable[[int], bool] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.torrent = torrent
+        self.url = url
+        self.http = http
+        self.grace = grace
+        self.stall = stall
+        self._stalled = False
+        self.parallel = parallel
+        self.timeout = timeout
+        self._custom_allowed = allowed
+        self._rng = rng or random.Random()
+        self._layout: Layout = torrent.layout
+        self._urls = file_urls(torrent.meta, url)
+        self.bytes_downloaded = 0
+        self.last_error: str | None = None
+        self._failures = 0
+        self._wake = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<WebSeed {self.url}>"
+
+    def allowed(self, index: int) -> bool:
+        """Locality rule: only pieces that no connected peer has (this seed counts as one).
+
+        If peers have pieces but give us nothing for ``stall`` seconds (they choke us, or are
+        gone), every piece is allowed: the package must arrive even from a stingy branch.
+        """
+        picker = self.torrent.picker
+        assert picker is not None
+        if picker.availability(index) > 1 and not self._stalled:
+            return False
+        return self._custom_allowed is None or self._custom_allowed(index)
+
+    async def _watch_peers(self) -> None:
+        """Set ``_stalled`` while peers deliver nothing for ``stall`` seconds."""
+        last = self.torrent.bytes_from_peers
+        quiet_since = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(1.0)
+            now = asyncio.get_running_loop().time()
+            current = self.torrent.bytes_from_peers
+            if current != last:
+                last, quiet_since = current, now
+            self._stalled = now - quiet_since >= self.stall
+
+    async def run(self) -> None:
+        torrent = self.torrent
+        while torrent.picker is None:
+            await asyncio.sleep(0.1)
+        picker = torrent.picker
+        if torrent.completed.is_set():
+            return
+        picker.add_peer(self, has_all=True)
+        workers = []
+        try:
+            await asyncio.sleep(self.grace)
+            workers = [asyncio.ensure_future(self._worker()) for _ in range(self.parallel)]
+            workers.append(asyncio.ensure_future(self._watch_peers()))
+            await asyncio.wait(
+                [asyncio.ensure_future(torrent.completed.wait()), asyncio.ensure_future(torrent.stopped.wait()), *workers],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            if torrent.picker is not None:
+                torrent.picker.remove_peer(self)
+
+    async def _worker(self) -> None:
+        torrent = self.torrent
+        picker = torrent.picker
+        assert picker is not None
+        while torrent.state is TorrentState.DOWNLOADING:
+            blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.allowed)
+            if not blocks:
+                await asyncio.sleep(0.5)  # peers have the rest, or will soon; look again
+                continue
+            try:
+                await self._fetch(blocks)
+            except (WebSeedError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                for block in blocks:
+                    picker.block_lost(self, block)
+                self._failures += 1
+                self.last_error = str(exc) or type(exc).__name__
+                delay = min(MAX_BACKOFF, 2.0 ** self._failures) * (0.5 + self._rng.random())
+                log.warning("%s: web seed %s failed (%s); retrying in %.0f s", torrent.info.name, self.url, self.last_error, delay)
+                await asyncio.sleep(delay)
+            else:
+                self._failures = 0
+                self.last_error = None
+
+    def _blocks_per_piece(self) -> int:
+        return self._layout.blocks_in_piece(0)
+
+    async def _fetch(self, blocks: list[Block]) -> None:
+        """Fetch ``blocks`` as contiguous runs, one HTTP range per run and file."""
+        blocks = sorted(blocks, key=lambda b: (b.index, b.begin))
+        run: list[Block] = [blocks[0]]
+        for block in blocks[1:]:
+            if block.index == run[-1].index and block.begin == run[-1].begin + run[-1].length:
+                run.append(block)
+            else:
+                await self._fetch_run(run)
+                run = [block]
+        await self._fetch_run(run)
+
+    async def _fetch_run(self, run: list[Block]) -> None:
+        index = run[0].index
+        start = self._layout.piece_offset(index) + run[0].begin
+        length = run[-1].begin + run[-1].length - run[0].begin
+        parts = []
+        for span in self._layout.spans(start, length):
+            entry = self._layout.files[span.file_index]
+            if entry.pad:
+                parts.append(bytes(span.length))
+            else:
+                parts.append(await self._get_range(self._urls[span.file_index], span.file_offset, span.length, entry.length))
+        data = b"".join(parts)
+        self.bytes_downloaded += len(data)
+        offset = 0
+        for block in run:
+            self.torrent.deliver_webseed_block(self, block.index, block.begin, data[offset : offset + block.length])
+            offset += block.length
+
+    async def _get_range(self, url: str, offset: int, length: int, file_length: int) -> bytes:
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with self.http.get(url, headers=headers, timeout=timeout, allow_redirects=True) as reply:
+            if reply.status == 206:
+                body = await reply.content.read(length + 1)
+                if len(body) != length:
+                    raise WebSeedError(f"{url}: range answer of {len(body)} bytes, expected {length}")
+                return body
+            if reply.status == 200:
+                # No range support: accept only a whole file that is exactly what we asked for.
+                if offset == 0 and length == file_length:
+                    body = await reply.content.read(length + 1)
+                    if len(body) == length:
+                        return body
+                raise WebSeedError(f"{url}: server ignores range requests")
+            raise WebSeedError(f"{url}: HTTP {reply.status}")

@@ -1,0 +1,72 @@
+"""The engine end to end on 127.0.0.1: real sessions, real sockets, memory storage."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from p2pdist.agent.session import Session
+from p2pdist.agent.settings import EngineSettings
+from p2pdist.storage.memory import MemoryStorage
+from tests.support.torrents import make_torrent, random_bytes
+
+LOCAL = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, choke_interval=1.0)
+
+
+async def _complete(torrent, timeout: float = 30.0) -> None:
+    await asyncio.wait_for(torrent.completed.wait(), timeout)
+
+
+async def test_one_seed_one_leecher_memory() -> None:
+    data = random_bytes(1_000_000, seed=1)
+    _, meta = make_torrent({"a.bin": data[:700_000], "dir/b.bin": data[700_000:]}, piece_length=32 * 1024)
+    seed_session, leech_session = Session(LOCAL, rng=random.Random(1)), Session(LOCAL, rng=random.Random(2))
+    await seed_session.start()
+    await leech_session.start()
+    try:
+        seed = await seed_session.add_torrent(meta, MemoryStorage.from_data(meta.info, data))
+        assert seed.completed.is_set()
+        storage = MemoryStorage(meta.info)
+        leech = await leech_session.add_torrent(meta, storage)
+        leech.add_peer_addresses([("127.0.0.1", seed_session.port)])
+        await _complete(leech)
+        assert storage.have.all()
+        got = b"".join([await storage.read_block(i, 0, meta.info.piece_size(i)) for i in range(meta.info.num_pieces)])
+        assert got == data
+        assert leech.bytes_from_peers == len(data)
+        assert seed.upload_meter.total >= len(data)
+    finally:
+        await leech_session.close()
+        await seed_session.close()
+
+
+async def test_five_leechers_trade_with_each_other() -> None:
+    data = random_bytes(3_000_000, seed=2)
+    _, meta = make_torrent({"big.bin": data}, single=True, name="big.bin", piece_length=32 * 1024)
+    settings = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, choke_interval=1.0, upload_slots=2)
+    seed_session = Session(settings, rng=random.Random(10))
+    await seed_session.start()
+    sessions = [Session(settings, rng=random.Random(20 + i)) for i in range(5)]
+    for session in sessions:
+        await session.start()
+    try:
+        # The seed uploads slowly, so the leechers must trade pieces among themselves.
+        seed_session.upload_bucket.rate = 400_000
+        seed_session.upload_bucket.burst = 64 * 1024
+        await seed_session.add_torrent(meta, MemoryStorage.from_data(meta.info, data))
+        leeches = [await s.add_torrent(meta, MemoryStorage(meta.info)) for s in sessions]
+        addresses = [("127.0.0.1", seed_session.port)] + [("127.0.0.1", s.port) for s in sessions]
+        for session, leech in zip(sessions, leeches):
+            leech.add_peer_addresses([a for a in addresses if a[1] != session.port])
+        await asyncio.wait_for(asyncio.gather(*(_complete(t, 60) for t in leeches)), 60)
+        for leech in leeches:
+            assert leech.storage.have.all()
+        uploaded_by_leechers = sum(t.upload_meter.total for t in leeches)
+        # At 400 kB/s the seed alone could not have served 5 x 3 MB in the time taken.
+        assert uploaded_by_leechers > len(data), uploaded_by_leechers
+    finally:
+        for session in sessions:
+            await session.close()
+        await seed_session.close()
