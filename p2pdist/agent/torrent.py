@@ -39,7 +39,7 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo
 from p2pdist.piece_picker.choker import ChokerState, PeerStats, decide
-from p2pdist.piece_picker.picker import REQUESTED, Block, PiecePicker
+from p2pdist.piece_picker.picker import Block, PiecePicker
 from p2pdist.piece_picker.smartban import SmartBan
 from p2pdist.storage.base import Storage, StorageError
 from p2pdist.wire import messages as m
@@ -49,6 +49,7 @@ from p2pdist.wire.state import Phase
 log = logging.getLogger("p2pdist.torrent")
 
 Address = tuple[str, int]
+UPLOAD_BATCH = 16  # blocks per socket write when they are in memory (256 KiB)
 
 
 class TorrentState(enum.Enum):
@@ -259,7 +260,7 @@ class Torrent:
 
     async def _connect(self, address: Address) -> None:
         loop = asyncio.get_running_loop()
-        wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout)
+        wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout, borrow_piece_data=True)
         conn = PeerConnection(wire, self, outbound=True, address=address)
         local_addr = (self.settings.bind_host, 0) if self.settings.bind_host else None
         try:
@@ -457,10 +458,8 @@ class Torrent:
         if in_flight > target * 3 // 4:
             return
         blocks = picker.pick(conn, target - in_flight)
-        if not blocks:
-            return
-        send = conn.wire.send
-        conn.writelines([send(m.Request(b.index, b.begin, b.length)) for b in blocks])
+        if blocks:
+            conn.write(conn.wire.send_requests([(b.index, b.begin, b.length) for b in blocks]))
 
     def _refill_all(self, exclude: PeerConnection | None = None) -> None:
         for conn in list(self.peers):
@@ -495,16 +494,16 @@ class Torrent:
         """Put a block from any source (peer or web seed) into its piece; False if not wanted."""
         picker = self.picker
         assert picker is not None
-        block = Block(index, begin, len(data))
-        if picker.block_state(block) != REQUESTED:
+        taken = picker.take_block(source, index, begin, len(data))
+        if taken is None:
             return False
+        done, cancels = taken
         buffer = self._partial.get(index)
         if buffer is None:
             buffer = self._partial[index] = self._new_buffer(index)
             self._sources[index] = {}
         buffer[begin : begin + len(data)] = data
         self._sources[index][begin] = source
-        done, cancels = picker.block_received(source, block)
         for other, dup in cancels:
             if isinstance(other, PeerConnection) and not other.closed:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
@@ -648,26 +647,46 @@ class Torrent:
             self._spawn(self._serve(conn))
 
     async def _serve(self, conn: PeerConnection) -> None:
-        """Send requested blocks to one peer, in order, with flow control."""
+        """Send requested blocks to one peer, in order, with flow control.
+
+        Blocks already in memory go out in batches of up to ``UPLOAD_BATCH`` per socket write
+        (a loopback write costs about as much as the copy it makes); a block that needs a disk
+        read ends the batch and is awaited.
+        """
         wire = conn.wire
+        storage = self.storage
+        bucket = self._upload_bucket
         try:
             while conn.upload_queue and not conn.closed:
-                key = conn.upload_queue.popleft()
-                if key not in wire.requests_in:
-                    continue  # cancelled, or dropped by a choke
-                data = await self.storage.read_block(*key)
-                if conn.closed or key not in wire.requests_in:
-                    continue
-                if not self._upload_bucket.unlimited:
-                    self._upload_bucket.charge(len(data))
-                    delay = self._upload_bucket.delay()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                chunks: list[bytes | memoryview] = []
+                sent = 0
+                while conn.upload_queue and len(chunks) < 2 * UPLOAD_BATCH:
+                    key = conn.upload_queue.popleft()
+                    if key not in wire.requests_in:
+                        continue  # cancelled, or dropped by a choke
+                    data = storage.peek_block(*key)
+                    if data is None:
+                        if chunks:
+                            conn.upload_queue.appendleft(key)
+                            break
+                        data = await storage.read_block(*key)
                         if conn.closed or key not in wire.requests_in:
                             continue
-                conn.writelines([wire.piece_header(*key), data])
-                conn.upload_meter.add(len(data))  # type: ignore[union-attr]
-                self.upload_meter.add(len(data))
+                    chunks.append(wire.piece_header(*key))
+                    chunks.append(data)
+                    sent += len(data)
+                if not chunks or conn.closed:
+                    continue
+                if not bucket.unlimited:
+                    bucket.charge(sent)
+                    delay = bucket.delay()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                        if conn.closed:
+                            break
+                conn.writelines(chunks)
+                conn.upload_meter.add(sent)  # type: ignore[union-attr]
+                self.upload_meter.add(sent)
                 await conn.drain()
         except StorageError as exc:
             log.error("%s: cannot read for upload: %s", self.info.name, exc)

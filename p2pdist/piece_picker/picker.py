@@ -498,18 +498,28 @@ class PiecePicker:
         A block nobody was asked for, or one already received, changes nothing: (False, []).
         A block requested from someone else but delivered by ``peer`` is accepted.
         """
-        piece = self._pieces.get(block.index)
+        taken = self.take_block(peer, block.index, block.begin, block.length)
+        return (False, []) if taken is None else taken
+
+    def take_block(self, peer: Hashable, index: int, begin: int, length: int) -> tuple[bool, list[tuple[Hashable, Block]]] | None:
+        """``block_received`` for the engine's hot path: coordinates in, no Block built.
+
+        None when the block is not wanted (not requested from anyone, or already received or
+        verified), and then nothing changes; else what ``block_received`` returns.
+        """
+        piece = self._pieces.get(index)
         if piece is None:
-            return False, []
-        number = self._block_number(piece, block)
-        if number is None or piece.state[number] != REQUESTED:
-            return False, []
+            return None
+        number, rest = divmod(begin, BLOCK_SIZE)
+        blocks = piece.blocks
+        if rest or not 0 <= number < len(blocks) or blocks[number].length != length or piece.state[number] != REQUESTED:
+            return None
         requesters = piece.requesters.pop(number)
         piece.state[number] = RECEIVED
         piece.received += 1
         piece.senders[number] = peer
         self._remaining -= 1
-        canonical = piece.blocks[number]
+        canonical = blocks[number]
         cancels: list[tuple[Hashable, Block]] = []
         for other in requesters:
             other_state = self._peers.get(other)
@@ -517,7 +527,7 @@ class PiecePicker:
                 other_state.outstanding.discard(canonical)
             if other != peer:
                 cancels.append((other, canonical))
-        return piece.received == len(piece.blocks), cancels
+        return piece.received == len(blocks), cancels
 
     def block_lost(self, peer: Hashable, block: Block) -> None:
         """A request to ``peer`` is void (rejected, choked, timed out): the block is free again

@@ -242,6 +242,22 @@ class Storage(abc.ABC):
             piece = await self._load_whole(index, size)
         return piece[begin : begin + length]
 
+    def peek_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
+        """The block at once when it is already in memory (the piece cache, or the memory
+        backend), else None: the upload path then awaits ``read_block``. Same checks as
+        ``read_block``. A cached block is a view of the cached piece, so serving it copies nothing.
+        """
+        self._check_open()
+        size = self.layout.piece_size(index)
+        if begin < 0 or length <= 0 or begin + length > size:
+            raise ValueError(f"block {begin}+{length} outside piece {index} of {size} bytes")
+        if not self.have[index]:
+            raise StorageError(f"piece {index} of {self.info.name!r} is not verified")
+        if self._inline_loads:
+            return self._load(index, begin, length)
+        piece = self._cache.get(index)
+        return None if piece is None else memoryview(piece)[begin : begin + length]
+
     async def _load_whole(self, index: int, size: int) -> bytes:
         """Read a piece once however many blocks of it are requested at the same time."""
         task = self._loading.get(index)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,6 +41,7 @@ NEED_DATA: Final = _NeedData()
 _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 _U32x3 = struct.Struct(">III")
+_REQUEST = struct.Struct(">IBIII")
 _HANDSHAKE_LIMITS = bencode.Limits(max_depth=4, max_tokens=512, max_string=4096, max_int_digits=12)
 _DESCRIBE = (m.BitfieldMessage, m.HaveAll, m.HaveNone)
 # Messages we may send before our bitfield without closing the window for it (as state.py
@@ -77,10 +79,15 @@ class PeerWire:
         fast: bool = True,
         extensions: bool = True,
         limits: WireLimits = WireLimits(),
+        borrow_piece_data: bool = False,
     ) -> None:
         if len(peer_id) != 20:
             raise LocalError("peer id must be 20 bytes")
         self.limits = limits
+        # With borrow_piece_data a Piece event's data is a memoryview into the receive buffer,
+        # valid only until the next call into the codec: the engine copies each block into its
+        # piece buffer at once, so the copy into a bytes object is saved on every block.
+        self.borrow_piece_data = borrow_piece_data
         self.our_peer_id = peer_id
         self.our_reserved = m.make_reserved(extensions=extensions, fast=fast)
         self.info_hash = info_hash
@@ -294,8 +301,11 @@ class PeerWire:
                 del self._cancelled[key]
             else:
                 raise ProtocolError(f"unrequested block: piece {index} offset {begin} length {size - 8}")
-            with memoryview(buf) as view:
-                event: object = m.Piece(index, begin, bytes(view[body + 8 : body + size]))
+            if self.borrow_piece_data:
+                event: object = m.Piece(index, begin, memoryview(buf)[body + 8 : body + size])
+            else:
+                with memoryview(buf) as view:
+                    event = m.Piece(index, begin, bytes(view[body + 8 : body + size]))
             if self.phase is not Phase.RUNNING:
                 self.phase = Phase.RUNNING
             return event
@@ -526,6 +536,35 @@ class PeerWire:
                     raise LocalError(str(exc)) from None
         if kind is m.Piece and (message.index, message.begin, len(message.data)) not in self.requests_in:  # type: ignore[attr-defined]
             raise LocalError("sending a piece the peer did not request")
+
+    def send_requests(self, blocks: Iterable[tuple[int, int, int]]) -> bytes:
+        """Encode many ``request`` messages at once: the refill path of a fast download.
+
+        Same checks and bookkeeping as ``send(Request(...))`` for each block, without building a
+        message object per block; one bytes object for one socket write.
+        """
+        if not self.handshake_sent or self.phase in (Phase.AWAIT_HANDSHAKE, Phase.CLOSED):
+            raise LocalError("cannot send requests before both handshakes")
+        if self._layout is None:
+            raise LocalError("bind() the torrent before requesting")
+        out = bytearray()
+        pack = _REQUEST.pack
+        requests_out = self.requests_out
+        choked = self.peer_choking
+        last = self._num_pieces - 1
+        limit = self.limits.max_request_length
+        for index, begin, length in blocks:
+            if choked and index not in self.allowed_fast_in:
+                raise LocalError("request while choked by the peer")
+            if not 0 <= index <= last or not 0 < length <= limit or begin < 0:
+                raise LocalError(f"request {index}/{begin}/{length} outside the torrent")
+            if begin + length > (self._last_piece_size if index == last else self._piece_length):
+                raise LocalError(f"request past the end of piece {index}")
+            requests_out[(index, begin, length)] = None
+            out += pack(13, 6, index, begin, length)
+        if out:
+            self._described = True
+        return bytes(out)
 
     def piece_header(self, index: int, begin: int, length: int) -> bytes:
         """Header for a piece message whose data the caller writes separately (no join copy)."""
