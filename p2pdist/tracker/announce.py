@@ -1,0 +1,454 @@
+"""Sans-IO codec for HTTP tracker announces (BEP 3, 7, 23) and scrapes (BEP 48).
+
+The agent builds URLs and parses responses with it; the site server parses queries and renders
+responses with it, so both ends agree on one implementation. Nothing here touches a socket.
+
+Query strings are handled as bytes: ``info_hash`` and ``peer_id`` are 20 raw bytes, and a
+``str`` round trip through UTF-8 would corrupt them. Decoding is strict (a bad ``%`` escape,
+a duplicate parameter, an out-of-range number is an ``AnnounceError`` with the reason) and
+bounded (query length, parameter count, digits), so a hostile request costs its own size.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, quote_from_bytes, urlsplit, urlunsplit
+
+from p2pdist import bencode
+from p2pdist.errors import BencodeError, RemoteError
+
+HASH_LEN = 20
+EVENTS = ("", "started", "completed", "stopped", "paused")  # "paused": BEP 21, a plain re-announce
+MAX_QUERY_BYTES = 8192
+MAX_PARAMS = 64
+MAX_TEXT_PARAM = 255  # ip (a DNS name may be that long) and key
+MAX_NUMWANT = 2**31 - 1
+MAX_COUNTER = 2**63 - 1
+MAX_SCRAPE_HASHES = 256
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+RESPONSE_LIMITS = bencode.Limits(max_depth=8, max_tokens=400_000, max_string=MAX_RESPONSE_BYTES, max_int_digits=20)
+
+
+class AnnounceError(RemoteError):
+    """A malformed announce or scrape query, or a malformed tracker response."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TrackerFailure(RemoteError):
+    """The tracker answered with a ``failure reason``; ``retry_in`` (BEP 31) if it gave one."""
+
+    def __init__(self, reason: str, retry_in: int | None = None) -> None:
+        super().__init__(f"tracker refused: {reason}")
+        self.reason = reason
+        self.retry_in = retry_in
+
+
+@dataclass(frozen=True)
+class AnnounceRequest:
+    info_hash: bytes
+    peer_id: bytes
+    port: int
+    uploaded: int
+    downloaded: int
+    left: int
+    event: str = ""  # "", "started", "completed", "stopped" ("paused" is read as a plain announce)
+    numwant: int | None = None
+    compact: bool = True
+    no_peer_id: bool = False
+    ip: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class AnnounceResponse:
+    interval: int
+    min_interval: int | None = None
+    peers: tuple[tuple[str, int], ...] = ()  # IPv4 and IPv6 (BEP 7 peers6)
+    complete: int = 0
+    incomplete: int = 0
+    warning: str | None = None
+    # Parallel to ``peers`` when known; only the non-compact (dictionary) form carries them.
+    peer_ids: tuple[bytes, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class ScrapeStats:
+    complete: int = 0
+    downloaded: int = 0
+    incomplete: int = 0
+
+
+@dataclass(frozen=True)
+class ScrapeResponse:
+    files: Mapping[bytes, ScrapeStats] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- queries
+
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_UNHEX = {bytes([a, b]): bytes([int(bytes([a, b]), 16)]) for a in _HEX_DIGITS for b in _HEX_DIGITS}
+
+
+def unquote_bytes(value: bytes) -> bytes:
+    """Strict binary-safe %-decoding: a ``%`` not followed by two hex digits is an error."""
+    if b"%" not in value:
+        return value
+    parts = value.split(b"%")
+    try:
+        return parts[0] + b"".join([_UNHEX[part[:2]] + part[2:] for part in parts[1:]])
+    except KeyError:
+        raise AnnounceError("bad %-escape in query string") from None
+
+
+def split_query(query: bytes) -> list[tuple[bytes, bytes]]:
+    """``a=1&b=2`` -> raw (name, %-encoded value) pairs, bounded in size and count."""
+    if len(query) > MAX_QUERY_BYTES:
+        raise AnnounceError(f"query string longer than {MAX_QUERY_BYTES} bytes")
+    pairs = []
+    for item in query.split(b"&"):
+        if not item:
+            continue
+        name, _, value = item.partition(b"=")
+        pairs.append((name, value))
+    if len(pairs) > MAX_PARAMS:
+        raise AnnounceError(f"more than {MAX_PARAMS} query parameters")
+    return pairs
+
+
+def _unique(pairs: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    fields: dict[bytes, bytes] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise AnnounceError(f"duplicate parameter {name.decode('latin-1')!r}")
+        fields[name] = value
+    return fields
+
+
+def _hash_param(fields: dict[bytes, bytes], name: bytes) -> bytes:
+    raw = fields.get(name)
+    if raw is None:
+        raise AnnounceError(f"missing {name.decode()}")
+    value = unquote_bytes(raw)
+    if len(value) != HASH_LEN:
+        raise AnnounceError(f"{name.decode()} must be {HASH_LEN} bytes, got {len(value)}")
+    return value
+
+
+def _uint(fields: dict[bytes, bytes], name: bytes, maximum: int, default: int | None = None, cap: bool = False) -> int:
+    raw = fields.get(name)
+    if raw is None:
+        if default is None:
+            raise AnnounceError(f"missing {name.decode()}")
+        return default
+    if not raw.isdigit() or len(raw) > 20:
+        raise AnnounceError(f"{name.decode()} must be a non-negative integer of at most 20 digits")
+    value = int(raw)
+    if value > maximum:
+        if cap:
+            return maximum
+        raise AnnounceError(f"{name.decode()} {value} exceeds {maximum}")
+    return value
+
+
+def _text(fields: dict[bytes, bytes], name: bytes) -> str | None:
+    raw = fields.get(name)
+    if raw is None:
+        return None
+    value = unquote_bytes(raw)
+    if len(value) > MAX_TEXT_PARAM:
+        raise AnnounceError(f"{name.decode()} longer than {MAX_TEXT_PARAM} bytes")
+    if not all(0x21 <= b < 0x7F for b in value):
+        raise AnnounceError(f"{name.decode()} must be printable ASCII")
+    return value.decode("ascii")
+
+
+def _flag(fields: dict[bytes, bytes], name: bytes, default: bool) -> bool:
+    raw = fields.get(name)
+    if raw is None:
+        return default
+    if raw not in (b"0", b"1"):
+        raise AnnounceError(f"{name.decode()} must be 0 or 1")
+    return raw == b"1"
+
+
+def parse_announce_query(query: bytes) -> AnnounceRequest:
+    """Parse the raw query string of an ``/announce`` request; AnnounceError says what is wrong."""
+    fields = _unique(split_query(query))
+    port = _uint(fields, b"port", 65535)
+    if port == 0:
+        raise AnnounceError("port must be 1-65535")
+    raw_event = fields.get(b"event", b"")
+    event = raw_event.decode("latin-1")
+    if event not in EVENTS:
+        raise AnnounceError(f"unknown event {event[:32]!r}")
+    return AnnounceRequest(
+        info_hash=_hash_param(fields, b"info_hash"),
+        peer_id=_hash_param(fields, b"peer_id"),
+        port=port,
+        uploaded=_uint(fields, b"uploaded", MAX_COUNTER, default=0),
+        downloaded=_uint(fields, b"downloaded", MAX_COUNTER, default=0),
+        left=_uint(fields, b"left", MAX_COUNTER),
+        event=event,
+        numwant=_uint(fields, b"numwant", MAX_NUMWANT, default=-1, cap=True) if b"numwant" in fields else None,
+        compact=_flag(fields, b"compact", True),
+        no_peer_id=_flag(fields, b"no_peer_id", False),
+        ip=_text(fields, b"ip"),
+        key=_text(fields, b"key"),
+    )
+
+
+def _with_query(url: str, params: list[str]) -> str:
+    parts = urlsplit(url)
+    query = "&".join(([parts.query] if parts.query else []) + params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def build_announce_url(announce_url: str, request: AnnounceRequest) -> str:
+    """The GET URL for ``request``; binary fields %-encoded, the URL's own query kept first."""
+    params = [
+        "info_hash=" + quote_from_bytes(request.info_hash, safe=""),
+        "peer_id=" + quote_from_bytes(request.peer_id, safe=""),
+        f"port={request.port}",
+        f"uploaded={request.uploaded}",
+        f"downloaded={request.downloaded}",
+        f"left={request.left}",
+        f"compact={int(request.compact)}",
+    ]
+    if request.no_peer_id:
+        params.append("no_peer_id=1")
+    if request.event:
+        params.append(f"event={request.event}")
+    if request.numwant is not None:
+        params.append(f"numwant={request.numwant}")
+    if request.ip is not None:
+        params.append("ip=" + quote(request.ip, safe=""))
+    if request.key is not None:
+        params.append("key=" + quote(request.key, safe=""))
+    return _with_query(announce_url, params)
+
+
+# -------------------------------------------------------------------------------- responses
+
+
+@functools.lru_cache(maxsize=65536)
+def _compact_peer(ip: str, port: int) -> tuple[bool, bytes]:
+    """(is IPv6, 6- or 18-byte compact form) of one peer; cached, peers re-announce."""
+    tail = port.to_bytes(2, "big")
+    if ":" in ip:
+        return True, socket.inet_pton(socket.AF_INET6, ip) + tail
+    return False, socket.inet_aton(ip) + tail
+
+
+def encode_announce_response(response: AnnounceResponse, compact: bool = True) -> bytes:
+    """Bencoded success response: compact ``peers``/``peers6`` or a list of peer dictionaries."""
+    if compact:
+        return _encode_compact(response)
+    body: dict[bytes, object] = {
+        b"complete": response.complete,
+        b"incomplete": response.incomplete,
+        b"interval": response.interval,
+    }
+    if response.min_interval is not None:
+        body[b"min interval"] = response.min_interval
+    if response.warning:
+        body[b"warning message"] = response.warning.encode()
+    ids = response.peer_ids if len(response.peer_ids) == len(response.peers) else None
+    peers = []
+    for index, (ip, port) in enumerate(response.peers):
+        entry: dict[bytes, object] = {b"ip": ip.encode(), b"port": port}
+        if ids is not None:
+            entry[b"peer id"] = ids[index]
+        peers.append(entry)
+    body[b"peers"] = peers
+    return bencode.encode(body)
+
+
+def _encode_compact(response: AnnounceResponse) -> bytes:
+    """The hot path of a tracker, written out by hand; keys in bencoding's sorted order."""
+    v4, v6 = [], []
+    for ip, port in response.peers:
+        is_v6, packed = _compact_peer(ip, port)
+        (v6 if is_v6 else v4).append(packed)
+    peers = b"".join(v4)
+    parts = [
+        b"d8:completei%de10:incompletei%de8:intervali%de" % (response.complete, response.incomplete, response.interval)
+    ]
+    if response.min_interval is not None:
+        parts.append(b"12:min intervali%de" % response.min_interval)
+    parts.append(b"5:peers%d:" % len(peers))
+    parts.append(peers)
+    if v6:
+        peers6 = b"".join(v6)
+        parts.append(b"6:peers6%d:" % len(peers6))
+        parts.append(peers6)
+    if response.warning:
+        warning = response.warning.encode()
+        parts.append(b"15:warning message%d:" % len(warning))
+        parts.append(warning)
+    parts.append(b"e")
+    return b"".join(parts)
+
+
+def encode_failure(reason: str, retry_in: int | None = None) -> bytes:
+    body: dict[bytes, object] = {b"failure reason": reason.encode()}
+    if retry_in is not None:
+        body[b"retry in"] = retry_in
+    return bencode.encode(body)
+
+
+def _decode_dict(body: bytes) -> dict[bytes, object]:
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise AnnounceError(f"tracker response larger than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        value = bencode.decode(body, RESPONSE_LIMITS)
+    except BencodeError as exc:
+        raise AnnounceError(f"tracker response is not valid bencoding: {exc}") from None
+    if not isinstance(value, dict):
+        raise AnnounceError("tracker response is not a dictionary")
+    failure = value.get(b"failure reason")
+    if failure is not None:
+        if not isinstance(failure, bytes):
+            raise AnnounceError("failure reason is not a string")
+        retry = value.get(b"retry in")
+        raise TrackerFailure(failure.decode("utf-8", "replace"), retry if isinstance(retry, int) else None)
+    return value
+
+
+def _count(value: dict[bytes, object], key: bytes, default: int | None = 0) -> int | None:
+    item = value.get(key)
+    if item is None:
+        return default
+    if not isinstance(item, int) or item < 0:
+        raise AnnounceError(f"{key.decode()} is not a non-negative integer")
+    return item
+
+
+def _unpack_compact(blob: bytes, size: int) -> list[tuple[str, int]]:
+    if len(blob) % size:
+        raise AnnounceError(f"compact peer list length {len(blob)} is not a multiple of {size}")
+    family = socket.AF_INET if size == 6 else socket.AF_INET6
+    return [
+        (socket.inet_ntop(family, blob[i : i + size - 2]), int.from_bytes(blob[i + size - 2 : i + size], "big"))
+        for i in range(0, len(blob), size)
+    ]
+
+
+def _dict_peers(items: list[object]) -> tuple[list[tuple[str, int]], list[bytes]]:
+    peers, ids = [], []
+    for item in items:
+        if not isinstance(item, dict):
+            raise AnnounceError("peer entry is not a dictionary")
+        ip, port = item.get(b"ip"), item.get(b"port")
+        if not isinstance(ip, bytes) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise AnnounceError("peer entry needs a string ip and a port 0-65535")
+        try:
+            address = str(ipaddress.ip_address(ip.decode("ascii")))
+        except (UnicodeDecodeError, ValueError):
+            raise AnnounceError("peer entry ip is not an IP address") from None
+        peers.append((address, port))
+        peer_id = item.get(b"peer id")
+        ids.append(peer_id if isinstance(peer_id, bytes) else b"")
+    return peers, ids
+
+
+def parse_announce_response(body: bytes) -> AnnounceResponse:
+    """Parse a tracker's reply; ``failure reason`` -> TrackerFailure, anything malformed -> AnnounceError."""
+    value = _decode_dict(body)
+    interval = _count(value, b"interval", None)
+    if interval is None:
+        raise AnnounceError("tracker response has no interval")
+    raw_peers = value.get(b"peers", b"")
+    ids: list[bytes] = []
+    if isinstance(raw_peers, bytes):
+        peers = _unpack_compact(raw_peers, 6)
+    elif isinstance(raw_peers, list):
+        peers, ids = _dict_peers(raw_peers)
+    else:
+        raise AnnounceError("peers is neither a string nor a list")
+    raw_peers6 = value.get(b"peers6", b"")
+    if not isinstance(raw_peers6, bytes):
+        raise AnnounceError("peers6 is not a string")
+    peers += _unpack_compact(raw_peers6, 18)
+    warning = value.get(b"warning message")
+    return AnnounceResponse(
+        interval=interval,
+        min_interval=_count(value, b"min interval", None),
+        peers=tuple(peers),
+        complete=_count(value, b"complete") or 0,
+        incomplete=_count(value, b"incomplete") or 0,
+        warning=warning.decode("utf-8", "replace") if isinstance(warning, bytes) else None,
+        peer_ids=tuple(ids) if ids and not raw_peers6 else (),
+    )
+
+
+# ----------------------------------------------------------------------------------- scrape
+
+
+def scrape_url(announce_url: str) -> str | None:
+    """BEP 48: the scrape URL, when the last path part starts with ``announce``; else None."""
+    parts = urlsplit(announce_url)
+    head, _, last = parts.path.rpartition("/")
+    if not last.startswith("announce"):
+        return None
+    path = f"{head}/scrape{last[len('announce'):]}"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def build_scrape_url(announce_url: str, info_hashes: Iterable[bytes]) -> str:
+    """The GET URL scraping ``info_hashes``; AnnounceError when the tracker has no scrape URL."""
+    base = scrape_url(announce_url)
+    if base is None:
+        raise AnnounceError(f"announce URL {announce_url!r} has no scrape counterpart")
+    params = []
+    for info_hash in info_hashes:
+        if len(info_hash) != HASH_LEN:
+            raise AnnounceError(f"info_hash must be {HASH_LEN} bytes, got {len(info_hash)}")
+        params.append("info_hash=" + quote_from_bytes(info_hash, safe=""))
+    return _with_query(base, params)
+
+
+def parse_scrape_query(query: bytes) -> tuple[bytes, ...]:
+    """The info-hashes a scrape asks for, in order, duplicates dropped; () means all."""
+    hashes: dict[bytes, None] = {}
+    for name, raw in split_query(query):
+        if name != b"info_hash":
+            continue
+        value = unquote_bytes(raw)
+        if len(value) != HASH_LEN:
+            raise AnnounceError(f"info_hash must be {HASH_LEN} bytes, got {len(value)}")
+        hashes[value] = None
+    if len(hashes) > MAX_SCRAPE_HASHES:
+        raise AnnounceError(f"more than {MAX_SCRAPE_HASHES} info_hash parameters")
+    return tuple(hashes)
+
+
+def encode_scrape_response(response: ScrapeResponse) -> bytes:
+    files = {
+        info_hash: {b"complete": s.complete, b"downloaded": s.downloaded, b"incomplete": s.incomplete}
+        for info_hash, s in response.files.items()
+    }
+    return bencode.encode({b"files": files})
+
+
+def parse_scrape_response(body: bytes) -> ScrapeResponse:
+    value = _decode_dict(body)
+    files = value.get(b"files", {})
+    if not isinstance(files, dict):
+        raise AnnounceError("scrape files is not a dictionary")
+    result: dict[bytes, ScrapeStats] = {}
+    for info_hash, stats in files.items():
+        if len(info_hash) != HASH_LEN or not isinstance(stats, dict):
+            raise AnnounceError("scrape entry needs a 20-byte info-hash and a dictionary")
+        result[info_hash] = ScrapeStats(
+            complete=_count(stats, b"complete") or 0,
+            downloaded=_count(stats, b"downloaded") or 0,
+            incomplete=_count(stats, b"incomplete") or 0,
+        )
+    return ScrapeResponse(result)

@@ -1,0 +1,119 @@
+"""Running the site server: listening socket, optional TLS, graceful shutdown, uvloop.
+
+``start`` is shared by ``p2pdist server`` and the tests, so the tests exercise the same limits
+on request line and header sizes as production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from p2pdist.errors import InputError
+from p2pdist.tracker.settings import ListenSettings, ServerSettings
+from p2pdist.tracker.web import build_app
+
+log = logging.getLogger("p2pdist.tracker")
+
+
+@dataclass
+class RunningServer:
+    runner: web.AppRunner
+    site: web.TCPSite
+    port: int
+    scheme: str
+
+    @property
+    def url(self) -> str:
+        host = self.site._host or "127.0.0.1"  # noqa: SLF001 - aiohttp keeps the bound host here
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+def ssl_context(listen: ListenSettings) -> ssl.SSLContext | None:
+    if listen.tls_cert is None or listen.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(listen.tls_cert, listen.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"cannot load TLS certificate {listen.tls_cert} / key {listen.tls_key}: {exc}") from None
+    return context
+
+
+async def start(app: web.Application, listen: ListenSettings, host: str | None = None, port: int | None = None) -> RunningServer:
+    """Start ``app`` on ``host:port`` (defaults from ``listen``; port 0 picks a free one)."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        tcp_keepalive=False,  # idle keep-alive connections are closed by aiohttp's own timeout
+        # Malformed requests from clients are logged here, apart from the server's own messages.
+        logger=logging.getLogger("p2pdist.tracker.http"),
+        max_line_size=listen.max_line_size,
+        max_field_size=listen.max_field_size,
+        max_headers=listen.max_headers,
+        shutdown_timeout=listen.shutdown_timeout,
+    )
+    await runner.setup()
+    context = ssl_context(listen)
+    site = web.TCPSite(
+        runner,
+        host if host is not None else listen.host,
+        listen.port if port is None else port,
+        ssl_context=context,
+        backlog=1024,
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise InputError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from None
+    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]  # noqa: SLF001
+    bound = sockets[0].getsockname()[1] if sockets else listen.port
+    return RunningServer(runner, site, bound, "https" if context else "http")
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run until SIGINT/SIGTERM, then let open requests finish and close the stores."""
+    app = build_app(settings)
+    server = await start(app, settings.listen)
+    # Everything loaded so far lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise show up as latency spikes on a tracker with many peers.
+    gc.collect()
+    gc.freeze()
+    log.info("p2pdist site server listening on %s", server.url)
+    print(f"p2pdist server listening on {server.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(settings: ServerSettings) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    if uvloop is not None:
+        uvloop.run(serve(settings))
+    else:
+        asyncio.run(serve(settings))
+    return 0

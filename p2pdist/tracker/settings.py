@@ -1,0 +1,143 @@
+"""The site server's settings (``site.toml``), as frozen dataclasses with embedded defaults.
+
+Everything has a default that runs with no other service: in-memory peer store, SQLite and a
+folder of torrents under ``data_dir``. Loaded with ``p2pdist.config.load_settings``; a typo in
+a key is a ConfigError naming it. ``docs/site-server.md`` shows a complete example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from p2pdist.config import ConfigError, load_settings
+from p2pdist.errors import LocalError
+from p2pdist.metainfo.signing import load_public_key, parse_public_key
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path("p2pdist") / "server"
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    host: str = "0.0.0.0"
+    port: int = 6969
+    tls_cert: Path | None = None  # PEM certificate chain; TLS is on when both files are set
+    tls_key: Path | None = None
+    max_line_size: int = 8190  # longest request line accepted (an announce is ~300 bytes)
+    max_field_size: int = 8190  # longest header line
+    max_headers: int = 64
+    shutdown_timeout: float = 5.0  # seconds open requests get to finish on SIGTERM/SIGINT
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"listen.port {self.port} outside 0-65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("listen.tls_cert and listen.tls_key must be set together")
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    interval: int = 1800  # seconds between a peer's regular announces
+    min_interval: int = 300
+    peer_expiry: int = 2700  # a peer not heard from for this long is dropped (1.5 x interval)
+    numwant_default: int = 50
+    numwant_max: int = 200
+    sweep_interval: float = 60.0  # how often expired peers are removed
+    repository_refresh: float = 5.0  # how often another instance's publish/retire is picked up
+
+    def __post_init__(self) -> None:
+        if self.interval < 1 or self.min_interval < 0 or self.min_interval > self.interval:
+            raise ValueError("tracker.interval must be >= 1 and tracker.min_interval within 0..interval")
+        if self.peer_expiry < self.interval:
+            raise ValueError("tracker.peer_expiry must be at least tracker.interval")
+        if not 0 <= self.numwant_default <= self.numwant_max:
+            raise ValueError("tracker.numwant_default must be within 0..numwant_max")
+        if self.sweep_interval <= 0 or self.repository_refresh <= 0:
+            raise ValueError("tracker.sweep_interval and tracker.repository_refresh must be positive")
+
+
+@dataclass(frozen=True)
+class LocationSettings:
+    """A branch office (or floor) inside a site, by its subnets."""
+
+    name: str
+    subnets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """A site: peers are only ever introduced to peers of the same site."""
+
+    name: str
+    subnets: tuple[str, ...] = ()
+    locations: tuple[LocationSettings, ...] = ()
+    seeds: tuple[str, ...] = ()  # "address:port" (IPv6 as "[addr]:port"), offered to every location
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    announce_rate: float = 2.0  # announces+scrapes per second per address (token refill); 0 = off
+    announce_burst: int = 60  # bucket size: an agent starting many packages at once
+    peers_per_address: int = 5000  # registrations (torrent x endpoint) per address; 0 = off
+    max_report_bytes: int = 4096
+    max_torrent_bytes: int = 16 * 1024 * 1024
+    max_tracked_addresses: int = 1_000_000  # rate-limit table size before idle entries are dropped
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    backend: str = "memory"  # "memory" or "redis" (several instances share one view)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "p2pdist:"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("memory", "redis"):
+            raise ValueError(f"store.backend must be 'memory' or 'redis', not {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: ListenSettings = field(default_factory=ListenSettings)
+    data_dir: Path = field(default_factory=default_data_dir)
+    admin_token: str = ""  # prefer admin_token_file; empty and no file = admin API disabled
+    admin_token_file: Path | None = None
+    public_keys: tuple[str, ...] = ()  # trusted repository keys, 64 hex digits or PEM
+    public_key_files: tuple[Path, ...] = ()
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    sites: tuple[SiteSettings, ...] = ()
+    default_site: str = ""  # site for addresses in no configured subnet; "" = they get no peers
+    proxies: tuple[str, ...] = ()  # addresses/subnets whose X-Forwarded-For and ip= are believed
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+
+    def trusted_keys(self) -> tuple[bytes, ...]:
+        """Raw 32-byte keys from ``public_keys`` and ``public_key_files``; ConfigError if malformed."""
+        keys = []
+        for index, text in enumerate(self.public_keys):
+            try:
+                keys.append(parse_public_key(text))
+            except LocalError as exc:
+                raise ConfigError(f"public_keys[{index}]: {exc}") from None
+        for path in self.public_key_files:
+            try:
+                keys.append(load_public_key(path))
+            except LocalError as exc:
+                raise ConfigError(f"public_key_files: {exc}") from None
+        return tuple(keys)
+
+    def token(self) -> str:
+        """The admin token (file wins over the inline value); '' disables the admin API."""
+        if self.admin_token_file is not None:
+            try:
+                return self.admin_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read admin_token_file {self.admin_token_file}: {exc.strerror}") from None
+        return self.admin_token.strip()
+
+
+def load_server_settings(path: Path | str | None) -> ServerSettings:
+    return load_settings(ServerSettings, path)

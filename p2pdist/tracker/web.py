@@ -1,0 +1,384 @@
+"""The site server's aiohttp application: tracker, repository API and the status page.
+
+Handlers only parse, call the plain classes (``swarm.Tracker``, ``repository.Repository``) and
+render. All state lives in one ``ServerState`` under an ``AppKey``; the background task that
+expires peers and picks up other instances' publishes runs in ``cleanup_ctx``.
+
+Tracker errors go back bencoded (clients read ``failure reason``): a malformed announce is a
+400 with a bencoded body, a refusal (unpublished torrent, rate limit) a 200 with one. API errors
+are JSON ``{"error": ...}`` with a fitting status. Nothing a client sends ends the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from p2pdist.errors import OutputError, SignatureError
+from p2pdist.metainfo import normalize_package_id
+from p2pdist.tracker.announce import (
+    AnnounceError,
+    encode_announce_response,
+    encode_failure,
+    encode_scrape_response,
+    parse_announce_query,
+    parse_scrape_query,
+)
+from p2pdist.tracker.pages import SiteRow, render_index
+from p2pdist.tracker.ratelimit import RateLimiter
+from p2pdist.tracker.repository import PackageRecord, Report, Repository, RepositoryError, Totals
+from p2pdist.tracker.settings import ServerSettings
+from p2pdist.tracker.sites import Place, SiteMap
+from p2pdist.tracker.store import MemoryPeerStore, PeerStore, SiteCounts, StoreError
+from p2pdist.tracker.swarm import Tracker, TrackerRefusal
+
+log = logging.getLogger("p2pdist.tracker")
+
+BENCODE_HEADERS = {"Content-Type": "text/plain"}  # what most trackers send; clients ignore it
+TORRENT_TYPE = "application/x-bittorrent"
+RATE_LIMITED = "too many requests from your address; slow down"
+STORE_DOWN = "tracker storage temporarily unavailable"
+RETRY_STORE = 60
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    sites: SiteMap
+    repository: Repository
+    store: PeerStore
+    tracker: Tracker
+    limiter: RateLimiter
+    token: str
+    clock: Callable[[], float] = time.time
+
+
+STATE = web.AppKey("p2pdist_server", ServerState)
+
+
+def make_store(settings: ServerSettings) -> PeerStore:
+    if settings.store.backend == "redis":
+        from p2pdist.tracker.redis_store import RedisPeerStore
+
+        return RedisPeerStore.from_url(settings.store.redis_url, settings.store.key_prefix)
+    return MemoryPeerStore()
+
+
+def build_state(settings: ServerSettings, store: PeerStore | None = None) -> ServerState:
+    sites = SiteMap(settings.sites, settings.default_site, settings.proxies)
+    repository = Repository(settings.data_dir, settings.trusted_keys())
+    store = store if store is not None else make_store(settings)
+    tracker = Tracker(
+        store, settings.tracker, repository.is_tracked, sites.seeds, settings.limits.peers_per_address
+    )
+    limits = settings.limits
+    limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
+    return ServerState(settings, sites, repository, store, tracker, limiter, settings.token())
+
+
+def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.Application:
+    """The whole server as one application (not yet started)."""
+    state = build_state(settings, store)
+    app = web.Application(client_max_size=settings.limits.max_torrent_bytes)
+    app[STATE] = state
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_get("/announce", announce)
+    app.router.add_get("/scrape", scrape)
+    app.router.add_get("/", index)
+    app.router.add_get("/api/packages", list_packages)
+    app.router.add_post("/api/packages", publish)
+    app.router.add_post("/api/packages/{package}/retire", retire)
+    app.router.add_post("/api/report", report)
+    app.router.add_get(r"/packages/{package}/{version:\d{1,10}}.torrent", fetch_version)
+    app.router.add_get("/packages/{file}", fetch_latest)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    task = asyncio.create_task(housekeeping(state), name="p2pdist-tracker-housekeeping")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await state.store.close()
+        state.repository.close()
+
+
+async def housekeeping(state: ServerState) -> None:
+    """Expire peers, and follow publishes/retires made through another instance."""
+    settings = state.settings.tracker
+    step = min(settings.sweep_interval, settings.repository_refresh)
+    next_sweep = state.clock() + settings.sweep_interval
+    while True:
+        await asyncio.sleep(step)
+        try:
+            before = state.repository.tracked
+            if state.repository.refresh():
+                for gone in before - state.repository.tracked:
+                    await state.store.drop(gone)
+            now = state.clock()
+            if now >= next_sweep:
+                next_sweep = now + settings.sweep_interval
+                removed = await state.store.sweep(now)
+                if removed:
+                    log.info("expired %d peers", removed)
+        except Exception:  # a broken store connection must not end the housekeeping loop
+            log.exception("tracker housekeeping failed; retrying")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def bencoded(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, headers=BENCODE_HEADERS)
+
+
+def json_error(message: str, status: int) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def place_of(request: web.Request, ip_param: str | None = None) -> Place:
+    state = request.app[STATE]
+    remote = request.remote
+    if not remote:
+        raise web.HTTPBadRequest(text="unknown source address")
+    forwarded = request.headers.get("X-Forwarded-For") if state.sites.has_proxies else None
+    address = state.sites.client_address(remote, forwarded, ip_param)
+    return state.sites.place_of(address)
+
+
+def raw_query(request: web.Request) -> bytes:
+    """The query string exactly as sent (percent-escapes intact) as bytes."""
+    return request.raw_path.partition("?")[2].encode("utf-8", "surrogateescape")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def api(handler: Handler) -> Handler:
+    """JSON errors for the repository API and the page (the tracker paths skip this wrapper)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RepositoryError as exc:
+            return json_error(str(exc), exc.status)
+        except SignatureError as exc:
+            return json_error(str(exc), 422)
+        except OutputError as exc:
+            log.error("%s", exc)
+            return json_error(str(exc), 500)
+        except StoreError as exc:
+            log.warning("%s", exc)
+            return json_error(str(exc), 503)
+
+    return wrapped
+
+
+# ------------------------------------------------------------------------------------ tracker
+
+
+async def announce(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        parsed = parse_announce_query(raw_query(request))
+    except AnnounceError as exc:
+        return bencoded(encode_failure(exc.reason), 400)
+    place = place_of(request, parsed.ip)
+    now = state.clock()
+    if not state.limiter.allow(place.address, now):
+        return bencoded(encode_failure(RATE_LIMITED, state.limiter.retry_after(place.address)))
+    try:
+        response = await state.tracker.announce(parsed, place, now)
+    except TrackerRefusal as exc:
+        return bencoded(encode_failure(exc.reason, exc.retry_in))
+    except StoreError as exc:
+        log.warning("%s", exc)
+        return bencoded(encode_failure(STORE_DOWN, RETRY_STORE), 503)
+    return bencoded(encode_announce_response(response, parsed.compact))
+
+
+async def scrape(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        hashes = parse_scrape_query(raw_query(request))
+    except AnnounceError as exc:
+        return bencoded(encode_failure(exc.reason), 400)
+    if not hashes:
+        return bencoded(encode_failure("full scrape is not offered; name each info_hash"), 400)
+    place = place_of(request)
+    now = state.clock()
+    if not state.limiter.allow(place.address, now):
+        return bencoded(encode_failure(RATE_LIMITED, state.limiter.retry_after(place.address)))
+    try:
+        return bencoded(encode_scrape_response(await state.tracker.scrape(hashes, place, now)))
+    except StoreError as exc:
+        log.warning("%s", exc)
+        return bencoded(encode_failure(STORE_DOWN, RETRY_STORE), 503)
+
+
+# --------------------------------------------------------------------------------- repository
+
+
+def require_admin(request: web.Request) -> None:
+    token = request.app[STATE].token
+    if not token:
+        raise web.HTTPForbidden(text=json.dumps({"error": "admin API disabled: no admin token configured"}),
+                                content_type="application/json")  # fmt: skip
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "admin token required (Authorization: Bearer ...)"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise web.HTTPForbidden(text=json.dumps({"error": "wrong admin token"}), content_type="application/json")
+
+
+async def read_bounded(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise RepositoryError(f"request body larger than {limit} bytes", 413)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise RepositoryError(f"request body larger than {limit} bytes", 413)
+    return body
+
+
+@api
+async def publish(request: web.Request) -> web.Response:
+    require_admin(request)
+    state = request.app[STATE]
+    data = await read_bounded(request, state.settings.limits.max_torrent_bytes)
+    # Synchronous on purpose: publishes are rare admin actions, and one SQLite connection owned
+    # by the loop's thread needs no locking.
+    record, created = state.repository.publish(data, state.clock())
+    log.info("published %s v%d (%s)", record.package_id, record.version, record.info_hash)
+    return web.json_response({"created": created, "package": record.to_json()}, status=201 if created else 200)
+
+
+@api
+async def retire(request: web.Request) -> web.Response:
+    require_admin(request)
+    state = request.app[STATE]
+    try:
+        package_id = normalize_package_id(request.match_info["package"])
+    except ValueError as exc:
+        raise RepositoryError(str(exc), 400) from None
+    version = None
+    text = request.query.get("version")
+    body = await read_bounded(request, 1024)
+    if body.strip():
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise RepositoryError("retire body must be JSON like {\"version\": 3}") from None
+        if not isinstance(payload, dict):
+            raise RepositoryError("retire body must be a JSON object")
+        text = payload.get("version", text)
+    if text is not None:
+        if isinstance(text, bool) or not (isinstance(text, int) or (isinstance(text, str) and text.isdigit())):
+            raise RepositoryError("version must be a non-negative integer")
+        version = int(text)
+    records = state.repository.retire(package_id, version, state.clock())
+    for record in records:
+        await state.store.drop(bytes.fromhex(record.info_hash))
+        log.info("retired %s v%d", record.package_id, record.version)
+    return web.json_response({"retired": [r.to_json() for r in records]})
+
+
+@api
+async def list_packages(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    include_retired = request.query.get("retired") in ("1", "true", "yes")
+    records = state.repository.packages(include_retired)
+    return web.json_response({"packages": [r.to_json() for r in records]})
+
+
+def torrent_response(state: ServerState, record: PackageRecord | None, what: str) -> web.Response:
+    if record is None:
+        return json_error(f"no published package {what}", 404)
+    return web.Response(
+        body=state.repository.torrent(record),
+        content_type=TORRENT_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{record.package_id}-{record.version}.torrent"'},
+    )
+
+
+def _package_id(text: str) -> str:
+    try:
+        return normalize_package_id(text)
+    except ValueError as exc:
+        raise RepositoryError(str(exc), 404) from None
+
+
+@api
+async def fetch_latest(request: web.Request) -> web.Response:
+    name = request.match_info["file"]
+    if not name.endswith(".torrent"):
+        return json_error("not found; use /packages/<PackageID>.torrent", 404)
+    package_id = _package_id(name[: -len(".torrent")])
+    state = request.app[STATE]
+    return torrent_response(state, state.repository.find(package_id), package_id)
+
+
+@api
+async def fetch_version(request: web.Request) -> web.Response:
+    package_id = _package_id(request.match_info["package"])
+    version = int(request.match_info["version"])
+    state = request.app[STATE]
+    return torrent_response(state, state.repository.find(package_id, version), f"{package_id} v{version}")
+
+
+@api
+async def report(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await read_bounded(request, state.settings.limits.max_report_bytes)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise RepositoryError("report body is not JSON") from None
+    parsed = Report.from_json(payload)
+    place = place_of(request)
+    now = state.clock()
+    if not state.limiter.allow(place.address, now):
+        return json_error(RATE_LIMITED, 429)
+    state.repository.record_report(parsed, place.site or "", place.address, now)
+    return web.json_response({"ok": True, "site": place.site})
+
+
+# ---------------------------------------------------------------------------------------- page
+
+
+async def page_rows(state: ServerState) -> list[tuple[PackageRecord, list[SiteRow]]]:
+    totals = state.repository.totals()
+    now = state.clock()
+    result = []
+    for record in state.repository.packages():
+        counts = await state.store.counts(bytes.fromhex(record.info_hash), now)
+        reported = totals.get(record.info_hash, {})
+        sites = sorted(set(counts) | set(reported))
+        rows = [SiteRow(site, counts.get(site, SiteCounts()), reported.get(site, Totals())) for site in sites]
+        result.append((record, rows))
+    return result
+
+
+@api
+async def index(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    text = render_index(await page_rows(state), state.clock())
+    return web.Response(text=text, content_type="text/html", headers={"X-Content-Type-Options": "nosniff"})

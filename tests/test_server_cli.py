@@ -1,0 +1,189 @@
+"""``p2pdist server`` as a real process (config file, TLS, SIGTERM) and ``publish``/``retire``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from p2pdist.config import ConfigError
+from p2pdist.tracker.settings import load_server_settings
+from test_tracker_helpers import PUBLIC_HEX, TOKEN, free_port, info_hash_of, signed_torrent
+
+SITE_TOML = """
+data_dir = "{data}"
+admin_token_file = "{token}"
+public_keys = ["{key}"]
+default_site = "Elsewhere"
+
+[listen]
+host = "127.0.0.1"
+port = {port}
+{tls}
+
+[tracker]
+interval = 120
+min_interval = 60
+peer_expiry = 180
+
+[[sites]]
+name = "HQ"
+subnets = ["127.0.0.0/16"]
+seeds = ["127.0.0.200:7000"]
+
+  [[sites.locations]]
+  name = "floor-a"
+  subnets = ["127.0.1.0/24"]
+"""
+
+
+def write_config(tmp_path: Path, port: int, tls: str = "") -> Path:
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    config = tmp_path / "site.toml"
+    config.write_text(SITE_TOML.format(data=tmp_path / "data", token=token, key=PUBLIC_HEX, port=port, tls=tls))
+    return config
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def start_process(*args: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 20)
+    if b"listening on" not in line:
+        process.kill()
+        _, err = await process.communicate()
+        pytest.fail(f"server did not start: {line!r} {err.decode()[-2000:]}")
+    return process
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2pdist", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def stop(process: asyncio.subprocess.Process) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), 15)
+
+
+async def in_process(capsys: pytest.CaptureFixture[str], *args: str, token: str | None = None) -> tuple[int, str, str]:
+    """The same ``p2pdist`` entry point, run in a thread (it starts its own event loop)."""
+    from p2pdist.cli import main
+
+    previous = os.environ.get("P2PDIST_ADMIN_TOKEN")
+    os.environ["P2PDIST_ADMIN_TOKEN"] = token or ""
+    try:
+        code = await asyncio.to_thread(main, list(args))
+    finally:
+        os.environ.pop("P2PDIST_ADMIN_TOKEN")
+        if previous is not None:
+            os.environ["P2PDIST_ADMIN_TOKEN"] = previous
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_server_process_publish_retire_and_graceful_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port)
+    process = await start_process("-m", "p2pdist.tracker", "--config", str(config))
+    url = f"http://127.0.0.1:{port}"
+    token_file = str(tmp_path / "admin.token")
+    try:
+        torrent_path = tmp_path / "office.torrent"
+        torrent_path.write_bytes(signed_torrent("PS100012", 7))
+        code, out, err = await run_cli("publish", str(torrent_path), "--server", url, "--token-file", token_file)
+        assert code == 0 and "published: PS100012 v7" in out, err
+        code, out, err = await in_process(capsys, "publish", str(torrent_path), "--server", url, token="nope")
+        assert code == 5 and "server refused (403)" in err
+        code, out, err = await in_process(capsys, "publish", str(torrent_path), "--server", url)
+        assert code == 2 and "no admin token" in err
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/api/packages") as response:
+                assert [p["version"] for p in (await response.json())["packages"]] == [7]
+        code, out, err = await run_cli("retire", "PS100012", "--version", "7", "--server", url, "--token-file", token_file)
+        assert code == 0 and "retired: PS100012 v7" in out, err
+        code, out, err = await in_process(capsys, "retire", "PS100012", "--server", url, token=TOKEN)
+        assert code == 5 and "404" in err
+        code, _, err = await in_process(capsys, "retire", "junk", "--server", url, token=TOKEN)
+        assert code == 2 and "not a PackageID" in err
+    finally:
+        assert await stop(process) == 0
+    code, _, err = await in_process(capsys, "publish", str(torrent_path), "--server", url, token=TOKEN)
+    assert code == 5 and "cannot reach" in err
+
+
+async def test_tls_server_and_cli(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    config = write_config(tmp_path, port, f'tls_cert = "{cert}"\ntls_key = "{key}"')
+    process = await start_process("-m", "p2pdist", "server", "--config", str(config))
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        torrent = signed_torrent("PS1000AB", 1)
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with session.post(f"https://127.0.0.1:{port}/api/packages", data=torrent, headers=headers, ssl=context) as r:
+                assert r.status == 201
+            async with session.get(f"https://127.0.0.1:{port}/packages/PS1000AB.torrent", ssl=context) as r:
+                assert await r.read() == torrent
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.get(f"https://127.0.0.1:{port}/")  # not trusted without the CA
+        assert info_hash_of(torrent)
+    finally:
+        assert await stop(process) == 0
+
+
+async def test_config_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tracker]\nintervall = 5\n")
+    with pytest.raises(ConfigError, match="intervall"):
+        load_server_settings(bad)
+    code, _, err = await run_cli("server", "--config", str(bad))
+    assert code == 2 and "intervall" in err and "Traceback" not in err
+    bad.write_text('[listen]\ntls_cert = "/nonexistent.pem"\n')
+    code, _, err = await in_process(capsys, "server", "--config", str(bad))
+    assert code == 2 and "tls_key must be set together" in err
+    bad.write_text('public_keys = ["abcd"]\n[listen]\nport = 0\n')
+    code, _, err = await in_process(capsys, "server", "--config", str(bad))
+    assert code == 2 and "public_keys[0]" in err
