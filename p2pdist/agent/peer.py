@@ -54,6 +54,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.uploading = False
         self.snubbed = False
         self.queue_target = 0
+        self.blocks_since_growth = 0
         self.download_meter = None  # RateMeter, set by the torrent
         self.upload_meter = None
         self.failures = 0

@@ -483,11 +483,14 @@ class Torrent:
             self.bytes_from_peers += size
         else:
             self.bytes_wasted += size  # a late duplicate (endgame) or a piece already verified
-        in_flight = len(conn.wire.requests_out)
-        if not in_flight:
-            # The pipeline ran dry: the link is faster than our queue. Grow it.
-            conn.queue_target = min(self.settings.max_request_queue, max(conn.queue_target * 2, self.settings.min_request_queue))
-        if in_flight <= conn.queue_target * 3 // 4:
+        # Slow start: each time a whole queue's worth of blocks has arrived, double the queue,
+        # so a fast link reaches a full pipeline within a few hundred blocks; the tick trims it
+        # back to about one second of data for slower peers.
+        conn.blocks_since_growth += 1
+        if conn.blocks_since_growth >= conn.queue_target:
+            conn.blocks_since_growth = 0
+            conn.queue_target = min(self.settings.max_request_queue, conn.queue_target * 2)
+        if len(conn.wire.requests_out) <= conn.queue_target * 3 // 4:
             self._refill(conn)
 
     def _accept_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
@@ -770,8 +773,9 @@ class Torrent:
             rate = conn.download_meter.update() if conn.download_meter else 0.0  # type: ignore[union-attr]
             if conn.upload_meter:
                 conn.upload_meter.update()  # type: ignore[union-attr]
-            wanted = int(rate * settings.request_queue_seconds / BLOCK_SIZE) + settings.min_request_queue
-            conn.queue_target = max(conn.queue_target, min(settings.max_request_queue, wanted))
+            if now - conn.connected_at >= 3 * settings.tick_interval:
+                wanted = int(rate * settings.request_queue_seconds / BLOCK_SIZE) + settings.min_request_queue
+                conn.queue_target = max(settings.min_request_queue, min(settings.max_request_queue, conn.queue_target, 2 * wanted))
             if wire.requests_out and now - conn.last_block > settings.request_timeout and not conn.snubbed:
                 self._snub(conn)
         self._connect_more()
