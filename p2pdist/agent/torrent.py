@@ -87,6 +87,7 @@ class Torrent:
         self.rng = rng or random.Random()
         self.state = TorrentState.CHECKING
         self.error: str | None = None
+        self.error_disk_full = False  # the error is a full disk (the agent retries when space returns)
         self.picker: PiecePicker | None = None
         self.peers: set[PeerConnection] = set()
         self._peer_ids: dict[bytes, PeerConnection] = {}
@@ -194,6 +195,21 @@ class Torrent:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: background task failed", self.info.name, exc_info=task.exception())
+
+    def _stop_requesting(self) -> None:
+        """Cancel every request in flight and lose interest: blocks we cannot store are waste."""
+        assert self.picker is not None
+        for conn in list(self.peers):
+            if conn.closed or conn.have is None:
+                continue
+            chunks = []
+            for block in list(self.picker.requested_from(conn)):
+                self.picker.block_lost(conn, block)
+                if (block.index, block.begin, block.length) in conn.wire.requests_out:
+                    chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
+            if conn.wire.am_interested:
+                chunks.append(conn.wire.send(m.NotInterested()))
+            conn.writelines(chunks)
 
     def _set_error(self, message: str) -> None:
         self.state = TorrentState.ERROR
@@ -553,10 +569,10 @@ class Torrent:
             # Disk full or unwritable: stop this torrent's downloading, keep everything else.
             picker.piece_failed(index)
             self._sources.pop(index, None)
-            self._set_error(f"cannot write piece {index}: {exc}")
-            for conn in list(self.peers):
-                if conn.wire.am_interested:
-                    conn.write(conn.wire.send(m.NotInterested()))
+            self.error_disk_full = exc.disk_full
+            if self.state is not TorrentState.ERROR:
+                self._set_error(f"cannot write piece {index}: {exc}")
+                self._stop_requesting()
             return
         if self.state is TorrentState.STOPPED:
             return

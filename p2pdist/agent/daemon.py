@@ -1,0 +1,814 @@
+"""The agent: one engine session for every package of this PC, its cache, leases and cleanup.
+
+Theory of operation
+-------------------
+A *package* here is one torrent, i.e. one (PackageID, version). ``ensure`` is the only way in:
+it fetches the signed torrent from the site server's repository, refuses anything that is not
+a private torrent validly signed by a configured key for exactly the PackageID (and version)
+asked for, stores it, and starts it in the shared session. Every ensure refreshes the package's
+*advertisement*: the agent seeds it while it is advertised and at least ``min_seed_days`` after.
+
+Each package's data lives in ``cache_dir/<info-hash>/<name>`` (staged as ``<name>.part`` until
+complete), its torrent and resume data in ``state_dir``, its row in SQLite. After a restart
+every row is started again: storage trusts its resume data and re-hashes only what it cannot
+trust, so verified pieces are never fetched twice and complete packages seed at once.
+
+A storage error (disk full) puts that one torrent in error; the agent takes it out of the
+session and adds it again every ``retry_interval`` once there is room, so it resumes where it
+stopped while the other packages carry on. Leases tie a package to a running command's pid; a
+leased package is never removed, and a lease whose process is gone is void. Cleanup asks the
+pure ``cache.plan_cleanup`` what to remove.
+
+Counters (bytes from peers, from the web seed, uploaded) are the sum over every engine
+instance the package has had, kept in SQLite and reported to the site server, which turns them
+into the per-site savings figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
+from p2pdist.agent.config import AgentSettings
+from p2pdist.agent.control_client import PackageStatus
+from p2pdist.agent.pids import pid_alive
+from p2pdist.agent.session import Session
+from p2pdist.agent.state import AgentState, LeaseRow, PackageRow
+from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.agent.tracker_client import TrackerClient
+from p2pdist.agent.webseed import WebSeed
+from p2pdist.errors import OutputError, P2pdistError, SignatureError
+from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
+from p2pdist.metainfo.signing import require_valid_signature
+from p2pdist.storage.base import StorageError
+from p2pdist.storage.files import FileStorage
+
+
+log = logging.getLogger("p2pdist.agent")
+
+FETCHING = "fetching-torrent"
+CHECKING = "checking"
+DOWNLOADING = "downloading"
+COMPLETE = "complete"
+ERROR = "error"
+STATES = (FETCHING, CHECKING, DOWNLOADING, COMPLETE, ERROR)
+
+_ENGINE_STATES = {
+    TorrentState.CHECKING: CHECKING,
+    TorrentState.DOWNLOADING: DOWNLOADING,
+    TorrentState.SEEDING: COMPLETE,
+    TorrentState.ERROR: ERROR,
+    TorrentState.STOPPED: CHECKING,  # only between a stop and the next start
+}
+_HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
+
+
+class AgentError(P2pdistError):
+    """A control request the agent refuses; ``status`` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class BadRequest(AgentError):
+    status = 400
+
+
+class UnknownPackage(AgentError):
+    status = 404
+
+
+class Conflict(AgentError):
+    status = 409
+
+
+class TorrentRefused(P2pdistError):
+    """The repository's answer is not a torrent this agent may use (the reason says why)."""
+
+
+class RepositoryUnavailable(P2pdistError):
+    """The repository could not be reached or failed (network error, 5xx)."""
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+@dataclass
+class Fetch:
+    """An ensure whose torrent is being fetched, or whose torrent was refused."""
+
+    package_id: str
+    version: int | None
+    at: float
+    state: str = FETCHING
+    error: str | None = None
+
+
+@dataclass
+class Package:
+    """One package version in the cache: its row, torrent and running engine parts."""
+
+    row: PackageRow
+    meta: Metainfo
+    torrent: Torrent | None = None
+    tracker: TrackerClient | None = None
+    webseeds: list[WebSeed] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    starting: bool = False
+    removed: bool = False
+    error: str | None = None
+    retry_at: float | None = None
+    free_at_error: int = 0  # free bytes in the cache when it failed: more means room came back
+    last_attempt: float = 0.0
+    progress: float = 0.0
+    reported: tuple[int, int, int, bool] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.row.info_hash
+
+    @property
+    def state(self) -> str:
+        if self.starting:
+            return CHECKING
+        if self.torrent is None:
+            return ERROR if self.error else CHECKING
+        return _ENGINE_STATES[self.torrent.state]
+
+    def totals(self) -> tuple[int, int, int]:
+        """(from peers, from web seed, uploaded) over every engine instance so far."""
+        row = self.row
+        peers, webseed, uploaded = row.bytes_from_peers, row.bytes_from_webseed, row.uploaded
+        if self.torrent is not None:
+            peers += self.torrent.bytes_from_peers
+            uploaded += self.torrent.upload_meter.total
+            webseed += self.torrent.bytes_from_webseed
+        return peers, webseed, uploaded
+
+
+class Agent:
+    """The daemon's core; the control server and the CLI drive it through its public methods."""
+
+    def __init__(self, settings: AgentSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.keys = settings.trusted_keys()
+        self.clock = clock
+        self.session = Session(settings.engine)
+        self.packages: dict[str, Package] = {}
+        self.fetches: dict[str, Fetch] = {}
+        self.leases: dict[str, LeaseRow] = {}
+        self.state: AgentState | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self._id_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._startup = asyncio.Semaphore(settings.startup_concurrency)
+        self._closing = False
+        self.limits = RetentionLimits(
+            settings.cache.min_seed_seconds, settings.cache.keep_seconds, settings.cache.max_bytes
+        )
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the state, listen for peers, and start every package known from last time."""
+        try:
+            self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create cache folder {self.settings.cache_dir}: {exc.strerror}") from None
+        self.state = AgentState(self.settings.state_dir)
+        await self.session.start()
+        bind = self.settings.engine.bind_host
+        connector = aiohttp.TCPConnector(local_addr=(bind, 0) if bind else None, limit=64)
+        self.http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.settings.engine.client_name})
+        self.leases = {row.lease: row for row in self.state.leases()}
+        for row in self.state.packages():
+            self._restore(row)
+        self._spawn(self._maintenance())
+        log.info(
+            "agent started: %d packages, peer port %d, cache %s", len(self.packages), self.session.port, self.settings.cache_dir
+        )
+
+    def _restore(self, row: PackageRow) -> None:
+        assert self.state is not None
+        data = self.state.load_torrent(row.info_hash)
+        try:
+            if data is None:
+                raise TorrentRefused("its torrent file is missing")
+            meta = self._check_torrent(data, row.package_id, row.version)
+            if meta.info_hash_hex != row.info_hash:
+                raise TorrentRefused("its torrent file belongs to another info-hash")
+        except TorrentRefused as exc:
+            log.error("dropping %s v%d (%s): %s", row.package_id, row.version, row.info_hash, exc)
+            self.state.delete_package(row.info_hash)
+            self.state.forget_files(row.info_hash)
+            return
+        package = Package(row, meta, progress=1.0 if row.completed_at else 0.0)
+        self.packages[row.info_hash] = package
+        self._spawn(self._start(package, startup=True))
+
+    async def close(self) -> None:
+        """Stop gracefully: ``stopped`` to the tracker, resume data and counters saved."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        packages = list(self.packages.values())
+        for package in packages:
+            for task in package.tasks:
+                task.cancel()
+            await asyncio.gather(*package.tasks, return_exceptions=True)
+            package.tasks = []
+        stops = [p.tracker.stop(timeout=3.0) for p in packages if p.tracker is not None and p.torrent is not None]
+        if stops:
+            await asyncio.gather(*stops, return_exceptions=True)
+        await self.session.close()
+        for package in packages:
+            self._flush(package)
+        if self.http is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._report_all(), timeout=2.0)
+            await self.http.close()
+        if self.state is not None:
+            self.state.close()
+        log.info("agent stopped")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------------ ensure
+
+    def _id_lock(self, package_id: str) -> asyncio.Lock:
+        lock = self._id_locks.get(package_id)
+        if lock is None:
+            lock = self._id_locks[package_id] = asyncio.Lock()
+        return lock
+
+    async def ensure(self, package_id: str, version: int | None = None) -> PackageStatus:
+        """Make sure the package (latest version unless given) is cached or downloading."""
+        package_id = self._package_id(package_id)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31):
+            raise BadRequest("version must be a non-negative integer")
+        async with self._id_lock(package_id):
+            now = self.clock()
+            if version is not None:
+                known = self._find(package_id, version)
+                if known is not None:
+                    self.fetches.pop(package_id, None)
+                    self._advertise(known, now)
+                    return self.status_of(known)
+            fetch = Fetch(package_id, version, now)
+            self.fetches[package_id] = fetch
+            try:
+                data = await self._download_torrent(package_id, version)
+            except RepositoryUnavailable as exc:
+                known = self._find(package_id, version)
+                if known is None:
+                    return self._fetch_failed(fetch, str(exc))
+                log.warning("%s: %s; using the cached version %d", package_id, exc, known.row.version)
+                self.fetches.pop(package_id, None)
+                self._advertise(known, now)
+                return self.status_of(known)
+            except TorrentRefused as exc:
+                return self._fetch_failed(fetch, str(exc))
+            try:
+                meta = self._check_torrent(data, package_id, version)
+            except TorrentRefused as exc:
+                return self._fetch_failed(fetch, f"torrent refused: {exc}")
+            self.fetches.pop(package_id, None)
+            package = self.packages.get(meta.info_hash_hex)
+            if package is None:
+                try:
+                    package = self._add(meta, data, now)
+                except OutputError as exc:
+                    return self._fetch_failed(fetch, str(exc))
+            self._advertise(package, now)
+            return self.status_of(package)
+
+    def _package_id(self, text: str) -> str:
+        try:
+            return normalize_package_id(text)
+        except (ValueError, AttributeError) as exc:
+            raise BadRequest(str(exc)) from None
+
+    def _fetch_failed(self, fetch: Fetch, message: str) -> PackageStatus:
+        fetch.state, fetch.error = ERROR, one_line(message)
+        log.warning("%s: %s", fetch.package_id, fetch.error)
+        return self._fetch_status(fetch)
+
+    async def _download_torrent(self, package_id: str, version: int | None) -> bytes:
+        assert self.http is not None
+        base = self.settings.repository_url
+        url = f"{base}/packages/{package_id}.torrent" if version is None else f"{base}/packages/{package_id}/{version}.torrent"
+        limit = self.settings.max_torrent_bytes
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.settings.fetch_timeout)
+            async with self.http.get(url, timeout=timeout, allow_redirects=False) as reply:
+                body = await reply.content.read(limit + 1)
+                status = reply.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise RepositoryUnavailable(f"repository {base} unreachable: {exc or type(exc).__name__}") from None
+        if status == 404:
+            what = package_id if version is None else f"{package_id} v{version}"
+            raise TorrentRefused(f"{what} is not published in the repository")
+        if status >= 500:
+            raise RepositoryUnavailable(f"repository {base} failed: HTTP {status}")
+        if status != 200:
+            raise TorrentRefused(f"repository answered HTTP {status} for {url}")
+        if len(body) > limit:
+            raise TorrentRefused(f"torrent from the repository is larger than {limit} bytes")
+        return body
+
+    def _check_torrent(self, data: bytes, package_id: str, version: int | None) -> Metainfo:
+        """Parse and trust-check a torrent for ``package_id`` (and ``version`` if given)."""
+        try:
+            meta = parse_metainfo(data)
+        except P2pdistError as exc:
+            raise TorrentRefused(f"corrupt torrent: {exc}") from None
+        try:
+            require_valid_signature(meta, self.keys)
+        except SignatureError as exc:
+            raise TorrentRefused(str(exc)) from None
+        identity = meta.info.package
+        if identity is None or identity.package_id != package_id:
+            raise TorrentRefused(f"torrent is for {identity or 'no package'}, not {package_id}")
+        if version is not None and identity.version != version:
+            raise TorrentRefused(f"torrent is for {identity}, not version {version}")
+        if not meta.info.private:
+            raise TorrentRefused("torrent is not private (packages are shared only through the tracker)")
+        return meta
+
+    def _add(self, meta: Metainfo, data: bytes, now: float) -> Package:
+        assert self.state is not None and meta.info.package is not None
+        key = meta.info_hash_hex
+        row = PackageRow(
+            key, meta.info.package.package_id, meta.info.package.version, meta.info.name, meta.info.total_length,
+            state=CHECKING, added_at=now, last_advertised=now,
+        )  # fmt: skip
+        try:
+            self.state.save_torrent(key, data)
+            self.state.save_package(row)
+        except (OutputError, sqlite3.Error) as exc:
+            self.state.forget_files(key)
+            raise OutputError(f"cannot store {meta.info.package}: {exc}") from None
+        package = Package(row, meta)
+        self.packages[key] = package
+        log.info("%s: added %s (%d bytes, %s)", meta.info.package, meta.info.name, meta.info.total_length, key)
+        self._spawn(self._start(package))
+        return package
+
+    def _advertise(self, package: Package, now: float) -> None:
+        package.row.last_advertised = max(package.row.last_advertised, now)
+        if package.state == ERROR and package.retry_at is not None:
+            package.retry_at = min(package.retry_at, now)  # someone needs it now: retry soon
+        self._flush(package)
+
+    # ------------------------------------------------------------------------ engine
+
+    async def _start(self, package: Package, *, startup: bool = False) -> None:
+        if startup:
+            async with self._startup, package.lock:
+                await self._start_locked(package)
+        else:
+            async with package.lock:
+                await self._start_locked(package)
+
+    async def _start_locked(self, package: Package) -> None:
+        if package.removed or self._closing or package.torrent is not None:
+            return
+        assert self.state is not None
+        meta = package.meta
+        directory = self.settings.cache_dir / package.key
+        package.starting, package.error, package.retry_at = True, None, None
+        package.last_attempt = self.clock()
+        try:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {directory}: {exc.strerror}") from None
+            storage = FileStorage(meta.info, directory, resume_path=self.state.resume_path(package.key), info_hash=meta.info_hash)
+            try:
+                torrent = await self.session.add_torrent(meta, storage)
+            except BaseException:
+                with contextlib.suppress(StorageError):
+                    await storage.close()
+                raise
+        except StorageError as exc:
+            package.starting = False
+            self._failed(package, str(exc))
+            return
+        except BaseException:
+            package.starting = False
+            raise
+        package.starting = False
+        package.torrent = torrent
+        torrent.add_listener(lambda event: self._on_torrent_event(package, torrent, event))
+        if torrent.state is TorrentState.ERROR:
+            self._failed(package, torrent.error or "storage error")
+        elif torrent.completed.is_set():
+            self._completed(package)
+        elif package.row.completed_at is not None:
+            package.row.completed_at = None  # damaged since: being repaired
+        if meta.trackers and self.http is not None:
+            package.tracker = TrackerClient(torrent, self.http, port=self.session.port)
+            package.tasks.append(asyncio.ensure_future(package.tracker.run()))
+        if self.http is not None and not torrent.completed.is_set():
+            for url in meta.web_seeds:
+                seed = WebSeed(torrent, url, self.http, grace=self.settings.web_seed_grace)
+                package.webseeds.append(seed)
+                package.tasks.append(asyncio.ensure_future(seed.run()))
+        self._flush(package)
+
+    async def _stop_locked(self, package: Package, *, announce: bool) -> None:
+        """Take the package out of the session, folding its counters into the row."""
+        tasks, package.tasks = package.tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        torrent = package.torrent
+        if torrent is None:
+            return
+        if announce and package.tracker is not None:
+            await package.tracker.stop(timeout=3.0)
+        await self.session.remove_torrent(torrent.meta.info_hash)
+        peers, webseed, uploaded = package.totals()
+        package.row.bytes_from_peers, package.row.bytes_from_webseed, package.row.uploaded = peers, webseed, uploaded
+        package.progress = torrent.progress
+        package.torrent, package.tracker, package.webseeds = None, None, []
+
+    def _on_torrent_event(self, package: Package, torrent: Torrent, event: str) -> None:
+        if package.torrent is not torrent or self._closing:
+            return
+        if event == "completed":
+            self._completed(package)
+        elif event == "error" and package.error is None:  # the first of a burst of failed writes
+            self._failed(package, torrent.error or "storage error")
+
+    def _completed(self, package: Package) -> None:
+        if package.row.completed_at is None:
+            package.row.completed_at = self.clock()
+            log.info("%s: complete", package.meta.info.package)
+            self._spawn(self._report(package))
+        package.progress = 1.0
+        self._flush(package)
+
+    def _failed(self, package: Package, message: str) -> None:
+        package.error = one_line(message)
+        package.retry_at = self.clock() + self.settings.retry_interval
+        package.free_at_error = self._free_bytes()
+        log.error("%s: %s (retrying every %g s)", package.meta.info.package, package.error, self.settings.retry_interval)
+        self._flush(package)
+
+    def _free_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.settings.cache_dir).free
+        except OSError:
+            return 0
+
+    def _worth_retrying(self, package: Package, now: float) -> bool:
+        """Room came back (free space grew by a piece since the failure), or it has been a while.
+
+        The free-space test saves re-fetching a piece per retry on a disk that is still full;
+        the slow unconditional retry covers what it cannot see (quotas, other errors).
+        """
+        if self._free_bytes() >= package.free_at_error + 2 * package.meta.info.piece_length:
+            return True
+        return now - package.last_attempt >= 10 * self.settings.retry_interval
+
+    async def _retry(self, package: Package) -> None:
+        """Restart a package that stopped on an error; storage resumes from its resume data."""
+        async with package.lock:
+            if package.removed or self._closing or package.state != ERROR:
+                return
+            if not self._worth_retrying(package, self.clock()):
+                return
+            log.info("%s: retrying after: %s", package.meta.info.package, package.error)
+            await self._stop_locked(package, announce=False)
+            await self._start_locked(package)
+
+    # ------------------------------------------------------------------------ removal
+
+    async def remove(self, package_id: str) -> None:
+        """Remove every cached version of a package; Conflict if one is in use."""
+        package_id = self._package_id(package_id)
+        async with self._id_lock(package_id):
+            versions = [p for p in self.packages.values() if p.row.package_id == package_id]
+            if not versions and package_id not in self.fetches:
+                raise UnknownPackage(f"{package_id} is not in the cache")
+            in_use = self.in_use()
+            busy = [p for p in versions if p.key in in_use]
+            if busy:
+                raise Conflict(f"{package_id} v{busy[0].row.version} is in use by a running command")
+            self.fetches.pop(package_id, None)
+            for package in versions:
+                await self._remove(package, "removed on request")
+
+    async def _remove(self, package: Package, reason: str) -> None:
+        assert self.state is not None
+        async with package.lock:
+            if package.removed:
+                return
+            package.removed = True
+            await self._stop_locked(package, announce=True)
+            self.packages.pop(package.key, None)
+            self.state.delete_package(package.key)
+            self.state.forget_files(package.key)
+        await self._delete_folder(self.settings.cache_dir / package.key)
+        log.info("%s: removed (%s)", package.meta.info.package, reason)
+
+    async def _delete_folder(self, folder: Path) -> None:
+        def delete() -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+        await asyncio.get_running_loop().run_in_executor(None, delete)
+
+    async def cleanup(self, now: float | None = None) -> list[Removal]:
+        """Apply the retention policy once; returns what was removed."""
+        now = self.clock() if now is None else now
+        in_use = self.in_use()
+        cached = [CachedPackage(p.key, p.row.size, p.row.last_advertised) for p in self.packages.values()]
+        removals = plan_cleanup(cached, now, self.limits, in_use)
+        done = []
+        for removal in removals:
+            package = self.packages.get(removal.key)
+            if package is None:
+                continue
+            async with self._id_lock(package.row.package_id):
+                # An ensure may have advertised it while we waited for the lock.
+                if package.removed or package.key in self.in_use():
+                    continue
+                if now < package.row.last_advertised + self.limits.min_seed:
+                    continue
+                await self._remove(package, removal.reason)
+                done.append(removal)
+        await self._sweep_orphans(in_use)
+        return done
+
+    async def _sweep_orphans(self, in_use: set[str]) -> None:
+        """Folders named like an info-hash that no package owns (a crash between steps)."""
+        try:
+            entries = list(self.settings.cache_dir.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if _HEX40.match(entry.name) and entry.name not in self.packages and entry.name not in in_use and entry.is_dir():
+                log.info("removing orphaned cache folder %s", entry)
+                await self._delete_folder(entry)
+
+    # ------------------------------------------------------------------------ verify
+
+    async def verify(self, package_id: str) -> PackageStatus:
+        """Re-hash every piece; a damaged package goes back to downloading to be repaired."""
+        package = self._selected_package(self._package_id(package_id))
+        async with package.lock:
+            if package.removed:
+                raise UnknownPackage(f"{package_id} is not in the cache")
+            torrent = package.torrent
+            if torrent is not None and torrent.state in (TorrentState.SEEDING, TorrentState.DOWNLOADING):
+                have = await torrent.storage.recheck()
+                if have.all() and torrent.state is TorrentState.SEEDING:
+                    return self.status_of(package)
+                log.warning("%s: %d of %d pieces verify; repairing", package.meta.info.package, have.count, len(have))
+                await self._stop_locked(package, announce=False)
+            else:
+                # Not running (error, or still checking): start over without resume data, so
+                # every piece is hashed again.
+                await self._stop_locked(package, announce=False)
+                assert self.state is not None
+                self.state.forget_resume(package.key)
+            await self._start_locked(package)
+        return self.status_of(package)
+
+    # ------------------------------------------------------------------------ leases
+
+    def acquire(self, package_id: str, pid: int, version: int | None = None) -> str:
+        """Protect the package from removal while process ``pid`` runs; Conflict unless complete."""
+        package_id = self._package_id(package_id)
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise BadRequest("pid must be a positive integer")
+        package = self._find(package_id, version) if version is not None else self._selected_package(package_id)
+        if package is None:
+            raise UnknownPackage(f"{package_id} v{version} is not in the cache")
+        if package.state != COMPLETE:
+            raise Conflict(f"{package_id} v{package.row.version} is not complete ({package.state})")
+        if not pid_alive(pid):
+            raise BadRequest(f"process {pid} does not exist")
+        assert self.state is not None
+        lease = LeaseRow(secrets.token_hex(16), package.key, pid, self.clock())
+        self.state.add_lease(lease)
+        self.leases[lease.lease] = lease
+        log.info("%s: leased to process %d", package.meta.info.package, pid)
+        return lease.lease
+
+    def release(self, lease: str) -> None:
+        assert self.state is not None
+        if self.leases.pop(lease, None) is None:
+            raise UnknownPackage("no such lease")
+        self.state.delete_lease(lease)
+
+    def in_use(self) -> set[str]:
+        """Info-hashes with a live lease; void leases (process gone) are dropped on the way."""
+        live = set()
+        for lease in list(self.leases.values()):
+            if pid_alive(lease.pid):
+                live.add(lease.info_hash)
+            else:
+                del self.leases[lease.lease]
+                if self.state is not None:
+                    self.state.delete_lease(lease.lease)
+        return live
+
+    # ------------------------------------------------------------------------ status
+
+    def _find(self, package_id: str, version: int | None) -> Package | None:
+        """A cached version of ``package_id``: that version, or the newest when None."""
+        versions = [p for p in self.packages.values() if p.row.package_id == package_id and not p.removed]
+        if version is not None:
+            versions = [p for p in versions if p.row.version == version]
+        return max(versions, key=lambda p: (p.row.version, p.row.last_advertised), default=None)
+
+    def _current(self, package_id: str) -> Package | None:
+        """The version most recently asked for (what status and leases refer to)."""
+        versions = [p for p in self.packages.values() if p.row.package_id == package_id and not p.removed]
+        return max(versions, key=lambda p: (p.row.last_advertised, p.row.version), default=None)
+
+    def _selected_package(self, package_id: str) -> Package:
+        package = self._current(package_id)
+        if package is None:
+            raise UnknownPackage(f"{package_id} is not in the cache")
+        return package
+
+    def status(self, package_id: str) -> PackageStatus:
+        package_id = self._package_id(package_id)
+        package = self._current(package_id)
+        fetch = self.fetches.get(package_id)
+        if fetch is not None and (package is None or fetch.at >= package.row.last_advertised):
+            return self._fetch_status(fetch)
+        if package is None:
+            raise UnknownPackage(f"{package_id} is not in the cache")
+        return self.status_of(package)
+
+    def list(self) -> list[PackageStatus]:
+        statuses = [self.status_of(p) for p in self.packages.values()]
+        statuses += [self._fetch_status(f) for f in self.fetches.values()]
+        return sorted(statuses, key=lambda s: (s.package_id, s.version if s.version is not None else -1))
+
+    def status_of(self, package: Package) -> PackageStatus:
+        row, torrent = package.row, package.torrent
+        state = package.state
+        if torrent is not None:
+            package.progress = torrent.progress
+        error = package.error
+        if state == ERROR and error and package.retry_at is not None:
+            error = f"{error} (retrying every {self.settings.retry_interval:g} s)"
+        peers, webseed, uploaded = package.totals()
+        return PackageStatus(
+            package_id=row.package_id,
+            version=row.version,
+            info_hash=row.info_hash,
+            name=row.name,
+            state=state,
+            progress=round(package.progress, 4),
+            size=row.size,
+            bytes_from_peers=peers,
+            bytes_from_webseed=webseed,
+            uploaded=uploaded,
+            peers=len(torrent.peers) if torrent is not None else 0,
+            download_rate=round(torrent.download_meter.rate) if torrent is not None else 0,
+            upload_rate=round(torrent.upload_meter.rate) if torrent is not None else 0,
+            path=str(self.package_path(package)) if state == COMPLETE else None,
+            error=error,
+            tracker_error=one_line(package.tracker.status.last_error) if package.tracker and package.tracker.status.last_error else None,
+            last_advertised=iso(row.last_advertised) or "",
+            completed_at=iso(row.completed_at) if state == COMPLETE else None,
+            seed_until=iso(row.last_advertised + self.limits.min_seed) or "",
+        )
+
+    def _fetch_status(self, fetch: Fetch) -> PackageStatus:
+        return PackageStatus(
+            package_id=fetch.package_id,
+            version=fetch.version,
+            name=fetch.package_id,
+            state=fetch.state,
+            error=fetch.error,
+            last_advertised=iso(fetch.at) or "",
+            seed_until=iso(fetch.at + self.limits.min_seed) or "",
+        )
+
+    def package_path(self, package: Package) -> Path:
+        return self.settings.cache_dir / package.key / package.meta.info.name
+
+    # ------------------------------------------------------------------------ periodic work
+
+    async def _maintenance(self) -> None:
+        """Retries, counter flushes, reports and cleanup on one timer."""
+        settings = self.settings
+        step = min(1.0, settings.retry_interval)
+        start = time.monotonic()
+        next_flush = start + settings.flush_interval
+        next_report = start + settings.report_interval
+        next_cleanup = start
+        while True:
+            await asyncio.sleep(step)
+            now = self.clock()
+            for package in list(self.packages.values()):
+                due = package.retry_at
+                if due is not None and now >= due and package.state == ERROR and not package.lock.locked():
+                    package.retry_at = now + settings.retry_interval
+                    self._spawn(self._retry(package))
+            tick = time.monotonic()
+            if tick >= next_flush:
+                next_flush = tick + settings.flush_interval
+                for package in list(self.packages.values()):
+                    self._flush(package)
+            if tick >= next_report:
+                next_report = tick + settings.report_interval
+                self._spawn(self._report_all())
+            if tick >= next_cleanup:
+                next_cleanup = tick + settings.cache.cleanup_interval
+                try:
+                    await self.cleanup()
+                except Exception:
+                    log.exception("cleanup failed")
+
+    def _flush(self, package: Package) -> None:
+        """Write the package's row (state, counters, times) to SQLite."""
+        if self.state is None or package.removed:
+            return
+        row = package.row
+        if package.torrent is None or package.torrent.state is not TorrentState.STOPPED:
+            row.state, row.error = package.state, package.error  # a stopped engine says nothing new
+        live = package.totals()
+        try:
+            self.state.update_package(
+                row.info_hash,
+                state=row.state,
+                error=row.error,
+                bytes_from_peers=live[0],
+                bytes_from_webseed=live[1],
+                uploaded=live[2],
+                last_advertised=row.last_advertised,
+                completed_at=row.completed_at,
+            )
+        except Exception as exc:  # a full disk must not take the agent down with it
+            log.warning("cannot save state of %s: %s", row.info_hash, exc)
+
+    async def _report_all(self) -> None:
+        await asyncio.gather(*(self._report(p) for p in list(self.packages.values())), return_exceptions=True)
+
+    async def _report(self, package: Package) -> None:
+        """Send the package's totals to the site server (once per change)."""
+        if self.http is None or self.http.closed:
+            return
+        peers, webseed, uploaded = package.totals()
+        snapshot = (peers, webseed, uploaded, package.row.completed_at is not None)
+        if snapshot == package.reported:
+            return
+        body = {
+            "info_hash": package.key,
+            "package": package.row.package_id,
+            "version": package.row.version,
+            "from_peers": peers,
+            "from_webseed": webseed,
+            "uploaded": uploaded,
+            "completed": snapshot[3],
+        }
+        try:
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with self.http.post(f"{self.settings.repository_url}/api/report", json=body, timeout=timeout) as reply:
+                if reply.status == 200:
+                    package.reported = snapshot
+                else:
+                    log.debug("report for %s refused: HTTP %d", package.key, reply.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.debug("report for %s failed: %s", package.key, exc)

@@ -1,0 +1,93 @@
+"""Running the agent as a long-lived service: logging, signals, start and graceful stop.
+
+Shared by ``python -m p2pdist.agent`` and ``p2pdist agent``. SIGTERM/SIGINT (Ctrl+C, Ctrl+Break
+or a service manager's stop on Windows) close the control API, announce ``stopped`` to the
+tracker, save resume data and counters, then exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import signal
+import sys
+from pathlib import Path
+
+from p2pdist.agent.config import AgentSettings, load_agent_settings
+from p2pdist.agent.control import ControlServer
+from p2pdist.agent.daemon import Agent
+from p2pdist.agent.runtime import run
+from p2pdist.errors import OutputError
+
+log = logging.getLogger("p2pdist.agent")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def default_config_path() -> Path:
+    from p2pdist.agent.control_client import default_state_dir
+
+    if sys.platform == "win32":
+        return default_state_dir() / "agent.toml"
+    return Path("/etc/p2pdist/agent.toml")
+
+
+def setup_logging(settings: AgentSettings, *, verbose: bool = False) -> None:
+    """Log to stderr and, unless ``log_file = ""``, to a rotating file."""
+    level = logging.DEBUG if verbose else getattr(logging, settings.log_level.upper())
+    root = logging.getLogger("p2pdist")
+    root.setLevel(level)
+    formatter = logging.Formatter(LOG_FORMAT)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(formatter)
+    root.addHandler(stderr)
+    log_file = settings.log_file
+    if log_file is not None and str(log_file) not in ("", "."):
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=10 << 20, backupCount=3, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write log file {log_file}: {exc.strerror}") from None
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        signals.append(signal.SIGBREAK)
+        for signum in signals:
+            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+        return
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def serve(settings: AgentSettings, stop: asyncio.Event | None = None) -> int:
+    """Run the agent and its control API until ``stop`` is set (or a stop signal arrives)."""
+    if stop is None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+    agent = Agent(settings)
+    control = ControlServer(agent, settings.control, settings.token_file)
+    try:
+        await agent.start()
+        await control.start()
+        print(f"p2pdist agent: control API on {control.address}, peers on port {agent.session.port}", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await control.close()
+        await agent.close()
+    return 0
+
+
+def run_agent(config: Path | None, *, verbose: bool = False) -> int:
+    settings = load_agent_settings(config if config is not None else default_config_path())
+    setup_logging(settings, verbose=verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        return run(serve(settings))
+    return 0

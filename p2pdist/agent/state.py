@@ -1,0 +1,230 @@
+"""The agent's persistent state: one SQLite file (packages, counters, leases) plus torrent files.
+
+SQLite in WAL mode with ``synchronous=NORMAL``: a crash loses at most the last few counter
+updates, never the database, and each write is a single small row, cheap enough to run on the
+event loop. The signed ``.torrent`` files and the storage resume data live beside the database
+(``torrents/<info-hash>.torrent``, ``resume/<info-hash>.resume``), written temp -> fsync ->
+rename so a crash leaves the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pdist.errors import LocalError, OutputError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS packages (
+    info_hash TEXT PRIMARY KEY,
+    package_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    bytes_from_peers INTEGER NOT NULL DEFAULT 0,
+    bytes_from_webseed INTEGER NOT NULL DEFAULT 0,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    added_at REAL NOT NULL,
+    last_advertised REAL NOT NULL,
+    completed_at REAL
+);
+CREATE INDEX IF NOT EXISTS packages_by_id ON packages (package_id, version);
+CREATE TABLE IF NOT EXISTS leases (
+    lease TEXT PRIMARY KEY,
+    info_hash TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+COLUMNS = (
+    "info_hash, package_id, version, name, size, state, error, bytes_from_peers, bytes_from_webseed, "
+    "uploaded, added_at, last_advertised, completed_at"
+)
+
+
+@dataclass
+class PackageRow:
+    info_hash: str
+    package_id: str
+    version: int
+    name: str
+    size: int
+    state: str = "checking"
+    error: str | None = None
+    bytes_from_peers: int = 0
+    bytes_from_webseed: int = 0
+    uploaded: int = 0
+    added_at: float = 0.0
+    last_advertised: float = 0.0
+    completed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    lease: str
+    info_hash: str
+    pid: int
+    created_at: float
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644, *, secure: Callable[[Path], None] | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder: old or new, never half.
+
+    ``secure(temp)`` runs on the still-empty temporary file (e.g. to set a Windows ACL), so a
+    secret is never readable by anyone else, not even for a moment.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        if secure is not None:
+            secure(Path(temp))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def lock_exclusively(path: Path) -> int:
+    """Hold an exclusive lock on ``path`` for as long as the returned descriptor is open.
+
+    Two agents on one state folder would start the same torrents twice and fight over the
+    files; the second one is refused. The kernel drops the lock when the process dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if sys.platform == "win32":  # pragma: no cover - Windows only
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LocalError(f"another agent is already running on the state folder {path.parent}") from None
+    return fd
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class AgentState:
+    """The SQLite database and the files kept beside it, under ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.torrent_dir = self.state_dir / "torrents"
+        self.resume_dir = self.state_dir / "resume"
+        try:
+            for folder in (self.state_dir, self.torrent_dir, self.resume_dir):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = lock_exclusively(self.state_dir / "agent.lock")
+        except OSError as exc:
+            raise OutputError(f"cannot use state folder {self.state_dir}: {exc.strerror}") from None
+        try:
+            self.db = sqlite3.connect(self.state_dir / "agent.sqlite3", isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            os.close(self._lock_fd)
+            raise OutputError(f"cannot open the agent database in {self.state_dir}: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+        os.close(self._lock_fd)  # releases the lock
+
+    # ---------------------------------------------------------------------- files
+
+    def torrent_path(self, info_hash: str) -> Path:
+        return self.torrent_dir / f"{info_hash}.torrent"
+
+    def resume_path(self, info_hash: str) -> Path:
+        return self.resume_dir / f"{info_hash}.resume"
+
+    def save_torrent(self, info_hash: str, data: bytes) -> None:
+        try:
+            write_atomically(self.torrent_path(info_hash), data)
+        except OSError as exc:
+            raise OutputError(f"cannot store torrent {info_hash}: {exc.strerror}") from None
+
+    def load_torrent(self, info_hash: str) -> bytes | None:
+        try:
+            return self.torrent_path(info_hash).read_bytes()
+        except OSError:
+            return None
+
+    def forget_files(self, info_hash: str) -> None:
+        for path in (self.torrent_path(info_hash), self.resume_path(info_hash)):
+            _unlink(path)
+
+    def forget_resume(self, info_hash: str) -> None:
+        _unlink(self.resume_path(info_hash))
+
+    # ---------------------------------------------------------------------- packages
+
+    def packages(self) -> list[PackageRow]:
+        rows = self.db.execute(f"SELECT {COLUMNS} FROM packages ORDER BY package_id, version").fetchall()
+        return [PackageRow(*row) for row in rows]
+
+    def save_package(self, row: PackageRow) -> None:
+        self.db.execute(
+            f"INSERT OR REPLACE INTO packages ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.info_hash, row.package_id, row.version, row.name, row.size, row.state, row.error,
+                row.bytes_from_peers, row.bytes_from_webseed, row.uploaded, row.added_at,
+                row.last_advertised, row.completed_at,
+            ),
+        )  # fmt: skip
+
+    def update_package(self, info_hash: str, **values: object) -> None:
+        allowed = set(COLUMNS.split(", ")) - {"info_hash"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown package columns {sorted(unknown)}")
+        if not values:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        self.db.execute(f"UPDATE packages SET {assignments} WHERE info_hash = ?", (*values.values(), info_hash))
+
+    def delete_package(self, info_hash: str) -> None:
+        # Leases stay: they end with their process, and while it runs the folder must stay too.
+        self.db.execute("DELETE FROM packages WHERE info_hash = ?", (info_hash,))
+
+    # ---------------------------------------------------------------------- leases
+
+    def leases(self) -> list[LeaseRow]:
+        return [LeaseRow(*row) for row in self.db.execute("SELECT lease, info_hash, pid, created_at FROM leases")]
+
+    def add_lease(self, lease: LeaseRow) -> None:
+        self.db.execute(
+            "INSERT INTO leases (lease, info_hash, pid, created_at) VALUES (?,?,?,?)",
+            (lease.lease, lease.info_hash, lease.pid, lease.created_at),
+        )
+
+    def delete_lease(self, lease: str) -> bool:
+        return self.db.execute("DELETE FROM leases WHERE lease = ?", (lease,)).rowcount > 0
