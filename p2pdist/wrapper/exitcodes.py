@@ -1,0 +1,63 @@
+"""The wrapper's own exit codes, and how a child's return code becomes ours.
+
+SMS judges a program only by its exit code, so the wrapper returns the command's code unchanged
+and keeps its own few codes apart from what installers use: 0, 1 and other small numbers, the
+msiexec 16xx family, 3010/3011 and the HRESULTs. The retry code defaults to 1618
+(ERROR_INSTALL_ALREADY_RUNNING), which the SMS client's retry list carries out of the box.
+
+POSIX exit statuses are 8 bits: there a code arrives as ``code & 0xFF`` (1618 shows up as 82,
+the wrapper's own codes as 21-24). ``visible`` says what a parent process will actually see.
+"""
+
+from __future__ import annotations
+
+import os
+
+RETRY_DEFAULT = 1618
+"""Not ready yet (package incomplete, agent down, re-verification failed): SMS tries again later."""
+
+EXIT_USAGE = 7701
+"""The wrapper's own options are wrong: the program line in SMS needs fixing."""
+
+EXIT_NO_PACKAGE = 7702
+"""No ``--pkg`` and the current directory does not name a PackageID."""
+
+EXIT_NOT_FOUND = 7703
+"""The command is neither in the package folder nor on PATH, or it could not be started."""
+
+EXIT_INTERNAL = 7704
+"""A fault in the wrapper itself; the log line carries the reason."""
+
+WRAPPER_CODES = frozenset({EXIT_USAGE, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_INTERNAL})
+
+SUCCESS_CODES = (0, 1604, 1641, 3010, 3011)
+"""What SMS counts as success (the non-zero ones also ask for a reboot or report a suspended install)."""
+
+MAX_CODE = 2**31 - 1
+
+
+def from_returncode(returncode: int) -> int:
+    """A ``subprocess`` return code as an exit code: a POSIX signal death N becomes 128+N, as shells do."""
+    if returncode < 0:
+        return 128 - returncode
+    return returncode
+
+
+def visible(code: int, *, posix: bool | None = None) -> int:
+    """The exit status a parent sees for ``code``: the low 8 bits on POSIX, the full value on Windows."""
+    if posix is None:
+        posix = os.name == "posix"
+    return code & 0xFF if posix else code
+
+
+def check_retry_code(code: int, *, posix: bool | None = None) -> int:
+    """Validate a ``--retry-code``: it must look like a failure to SMS and not be one of ours."""
+    if not 1 <= code <= MAX_CODE:
+        raise ValueError(f"retry code {code} is not between 1 and {MAX_CODE}")
+    if code in SUCCESS_CODES:
+        raise ValueError(f"retry code {code} is a success code for SMS")
+    if code in WRAPPER_CODES:
+        raise ValueError(f"retry code {code} is one of the wrapper's own exit codes")
+    if visible(code, posix=posix) == 0:
+        raise ValueError(f"retry code {code} would read as 0 (success) on this system, where exit codes are 8-bit")
+    return code

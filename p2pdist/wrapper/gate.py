@@ -1,0 +1,217 @@
+"""Is the package ready to run? The wrapper's conversation with the agent's control API.
+
+ensure (fetches the torrent if needed, starts or continues the download, refreshes the
+advertised lease) -> optionally poll status while the download progresses (``--wait``) -> verify
+(re-hash every piece: the cache is re-checked before anything runs from it) -> lease (the agent
+never removes or replaces a package while a process holds one). Any other answer -- incomplete,
+damaged, agent down, tracker unreachable -- is a ``NotReady`` with a one-line reason, and the
+wrapper exits with the retry code: SMS tries again later. Every call has a time bound, so the
+retry path returns within seconds; only the verify, which reads the whole package, gets longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from p2pdist.errors import P2pdistError
+
+T = TypeVar("T")
+
+COMPLETE = "complete"
+QUICK_TIMEOUT = 5.0
+VERIFY_TIMEOUT = 900.0
+POLL_INTERVAL = 1.0
+STALL_TIMEOUT = 60.0
+
+
+class AgentControl(Protocol):
+    """The part of ``p2pdist.agent.control_client.ControlClient`` the wrapper uses."""
+
+    async def ensure(self, package_id: str, version: int | None = None) -> Any: ...
+
+    async def status(self, package_id: str) -> Any: ...
+
+    async def verify(self, package_id: str) -> Any: ...
+
+    async def acquire(self, package_id: str, pid: int) -> str: ...
+
+    async def release(self, lease: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The package is complete, re-verified and leased to this process."""
+
+    path: str
+    lease: str
+    status: Any
+
+
+@dataclass(frozen=True)
+class NotReady:
+    """The command cannot run now; ``reason`` is one line for the log, ``progress`` 0..1 when known."""
+
+    reason: str
+    progress: float | None = None
+
+
+class Unanswered(Exception):
+    """A control call failed: the agent is down, timed out or answered with an error."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+
+
+async def _call(what: str, call: Awaitable[T], timeout: float) -> T:
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except TimeoutError:
+        raise Unanswered(what, f"no answer from the agent within {timeout:g} s") from None
+    except (P2pdistError, OSError) as exc:
+        raise Unanswered(what, one_line(str(exc)) or type(exc).__name__) from None
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _size(size: object) -> str:
+    if not isinstance(size, int) or size <= 0:
+        return "unknown size"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def describe(status: Any) -> str:
+    """One line about a PackageStatus: state, progress, size, peers and any error."""
+    progress = getattr(status, "progress", None)
+    parts = [str(getattr(status, "state", "unknown"))]
+    if isinstance(progress, (int, float)):
+        parts.append(f"{progress:.1%} of {_size(getattr(status, 'size', None))}")
+    peers = getattr(status, "peers", None)
+    if isinstance(peers, int):
+        parts.append(f"{peers} peers")
+    for name in ("error", "tracker_error"):
+        if text := getattr(status, name, None):
+            parts.append(f"{name.replace('_', ' ')}: {one_line(str(text))}")
+    return ", ".join(parts)
+
+
+def _progress(status: Any) -> float | None:
+    value = getattr(status, "progress", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _wrong_version(status: Any, version: int | None) -> str | None:
+    have = getattr(status, "version", None)
+    if version is not None and have is not None and have != version:
+        return f"the agent has version {have}, the program asks for version {version}"
+    return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Time bounds of the conversation; tests shorten them."""
+
+    quick: float = QUICK_TIMEOUT
+    verify: float = VERIFY_TIMEOUT
+    poll: float = POLL_INTERVAL
+    stall: float = STALL_TIMEOUT
+
+
+def _fingerprint(status: Any) -> tuple[object, ...]:
+    """What changes while a download makes progress."""
+    return tuple(
+        getattr(status, name, None) for name in ("state", "progress", "bytes_from_peers", "bytes_from_webseed")
+    )
+
+
+async def wait_until_complete(
+    control: AgentControl,
+    package_id: str,
+    status: Any,
+    *,
+    wait: float,
+    timing: Timing,
+    clock: Callable[[], float] = time.monotonic,
+) -> Any:
+    """Poll status for up to ``wait`` seconds while the download progresses; the last status seen.
+
+    Stops early when the package completes, reports an error, or shows no progress for
+    ``timing.stall`` seconds: waiting longer would only hold up SMS.
+    """
+    deadline = clock() + wait
+    last, changed = _fingerprint(status), clock()
+    max_polls = int(wait / max(timing.poll, 0.001)) + 2
+    for _ in range(max_polls):
+        if getattr(status, "state", None) in (COMPLETE, "error"):
+            return status
+        now = clock()
+        if now >= deadline or now - changed >= timing.stall:
+            return status
+        await asyncio.sleep(min(timing.poll, deadline - now))
+        status = await _call("status", control.status(package_id), timing.quick)
+        if (seen := _fingerprint(status)) != last:
+            last, changed = seen, clock()
+    return status
+
+
+async def prepare(
+    control: AgentControl,
+    package_id: str,
+    *,
+    pid: int,
+    version: int | None = None,
+    wait: float = 0.0,
+    timing: Timing = Timing(),
+) -> Ready | NotReady:
+    """Ask the agent for the package and take a lease on it, or say why the command cannot run now."""
+    try:
+        status = await _call("ensure", control.ensure(package_id, version), timing.quick)
+        if getattr(status, "state", None) != COMPLETE and wait > 0:
+            status = await wait_until_complete(control, package_id, status, wait=wait, timing=timing)
+        if getattr(status, "state", None) != COMPLETE:
+            return NotReady(f"not complete: {describe(status)}", _progress(status))
+        if problem := _wrong_version(status, version):
+            return NotReady(problem, _progress(status))
+        verified = await _call("verify", control.verify(package_id), timing.verify)
+        path = getattr(verified, "path", None)
+        if getattr(verified, "state", None) != COMPLETE or not path:
+            return NotReady(f"failed re-verification, the agent repairs it: {describe(verified)}", _progress(verified))
+        if problem := _wrong_version(verified, version):
+            return NotReady(problem, _progress(verified))
+        lease = await _call("lease", control.acquire(package_id, pid), timing.quick)
+    except Unanswered as exc:
+        return NotReady(str(exc))
+    return Ready(str(path), str(lease), verified)
+
+
+async def release(control: AgentControl, lease: str, *, timing: Timing = Timing()) -> str | None:
+    """Give the lease back; the problem as one line if that failed (the agent also ends it when we exit)."""
+    try:
+        await _call("release", control.release(lease), timing.quick)
+    except Unanswered as exc:
+        return f"lease not released ({exc}); the agent ends it when this process exits"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def open_control(address: str | None, token_file: str | None, timeout: float) -> AsyncIterator[AgentControl]:
+    """A control-API client for one conversation.
+
+    ``timeout`` is the client's own bound per request; the gate puts shorter bounds on the
+    calls that must be quick.
+    """
+    from p2pdist.agent.control_client import ControlClient
+
+    async with ControlClient(address, token_file=token_file, timeout=timeout) as client:
+        yield client

@@ -1,0 +1,138 @@
+"""Running the command from the cached package folder and returning its exit code exactly.
+
+The command is found as SMS finds it: in the package folder first, then ``%windir%`` (Windows),
+then PATH. The search is done here rather than by the system, because CreateProcess and
+``shutil.which`` on Windows look in the *wrapper's* current directory first, which may be the
+distribution point's share: the point is to run the local copy.
+
+It runs as an argument vector on POSIX and, on Windows, as the verbatim command-line tail (see
+winargs), never through a shell. Its standard streams are the wrapper's. The wrapper stays until
+the command ends, whatever signals arrive: Ctrl-C reaches the command from the console directly,
+SIGTERM and SIGHUP are passed on, and only the command's exit code decides the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from types import FrameType
+
+from p2pdist.errors import LocalError
+from p2pdist.wrapper.exitcodes import from_returncode
+from p2pdist.wrapper.resolve import Command
+
+
+class CannotStart(LocalError):
+    """The command is not in the package folder or on the search path, or the system refused to start it."""
+
+
+def search_dirs(package_dir: str, env: Mapping[str, str], *, windows: bool) -> list[str]:
+    """Where SMS looks for a program: the package folder, ``%windir%`` on Windows, then PATH."""
+    dirs = [package_dir]
+    if windows:
+        windir = env.get("windir") or env.get("WINDIR") or env.get("SystemRoot")
+        if windir:
+            dirs.append(windir)
+    dirs.extend(part for part in env.get("PATH", env.get("Path", "")).split(os.pathsep) if part)
+    return dirs
+
+
+def _candidates(name: str, pathext: Sequence[str]) -> list[str]:
+    """``name`` itself when it already has a listed extension, else ``name`` plus each extension."""
+    if not pathext:
+        return [name]
+    lower = name.lower()
+    if any(lower.endswith(ext.lower()) for ext in pathext):
+        return [name]
+    return [name + ext for ext in pathext]
+
+
+def _runnable(path: str, *, windows: bool) -> bool:
+    return os.path.isfile(path) and (windows or os.access(path, os.X_OK))
+
+
+def find_program(
+    program: str,
+    package_dir: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    windows: bool | None = None,
+) -> str | None:
+    """The full path of ``program`` as SMS would find it, or None.
+
+    A name with a directory part is taken relative to the package folder (or as is, when
+    absolute); a bare name is searched in ``search_dirs``, trying PATHEXT on Windows.
+    """
+    env = os.environ if env is None else env
+    if windows is None:
+        windows = sys.platform == "win32"
+    pathext: list[str] = []
+    if windows:
+        pathext = [ext for ext in env.get("PATHEXT", ".COM;.EXE;.BAT;.CMD").split(";") if ext]
+    separators = ("/", "\\") if windows else ("/",)
+    if any(sep in program for sep in separators) or (windows and program[1:2] == ":"):
+        base = os.path.normpath(program if os.path.isabs(program) else os.path.join(package_dir, program))
+        dirs, name = [os.path.dirname(base)], os.path.basename(base)
+    else:
+        dirs, name = search_dirs(package_dir, env, windows=windows), program
+    if not name:
+        return None
+    for directory in dirs:
+        for candidate in _candidates(name, pathext):
+            path = os.path.join(directory, candidate)
+            if _runnable(path, windows=windows):
+                return path
+    return None
+
+
+def start(command: Command, executable: str, cwd: str) -> subprocess.Popen[bytes]:
+    """Start the command in ``cwd`` with inherited standard streams; CannotStart if the system refuses."""
+    try:
+        if command.raw is not None:
+            return subprocess.Popen(command.raw, executable=executable, cwd=cwd)
+        return subprocess.Popen(list(command.argv), executable=executable, cwd=cwd)
+    except OSError as exc:
+        raise CannotStart(f"cannot start {command.program!r} ({executable}): {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _stay_for(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While the command runs, pass SIGTERM/SIGHUP on and let Ctrl-C go to it alone (POSIX, main thread)."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+    def ignore(signum: int, frame: FrameType | None) -> None:
+        return None
+
+    handlers = {signal.SIGTERM: forward, signal.SIGHUP: forward, signal.SIGINT: ignore}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def wait(process: subprocess.Popen[bytes]) -> int:
+    """Wait for the command to end and return its exit code (a POSIX signal death N is 128+N)."""
+    with _stay_for(process):
+        while True:
+            try:
+                return from_returncode(process.wait())
+            except KeyboardInterrupt:  # Windows console Ctrl-C: the command got it too; its exit code decides
+                continue
+
+
+def run(command: Command, executable: str, cwd: str) -> int:
+    """Start the command in ``cwd`` and return its exit code once it has ended."""
+    return wait(start(command, executable, cwd))
