@@ -1,15 +1,28 @@
 # Sourced by the demo and test scripts: make .venv (once) and install p2pdist into it.
-# Usage: . scripts/venv.sh [EXTRA]   e.g. "test" installs the test dependencies too.
+# Usage: P2PDIST_EXTRA=test . scripts/venv.sh   ("test" installs the test dependencies too).
+# (A variable, not an argument: a sourced file sees the caller's arguments when given none.)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-extra=${1:-}
+extra=${P2PDIST_EXTRA:-}
 venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv" || { echo "p2pdist: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's python3 ships venv support separately.
+    rm -rf "$venv"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv "$venv" || { echo "p2pdist: python3 -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
+  fi
 fi
 stamp="$venv/.installed-${extra:-base}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${extra:+[$extra]}"
+  echo "p2pdist: installing into $venv (first run only)..." >&2
+  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${extra:+[$extra]}" >"$venv/install.log" 2>&1; then
+    cat "$venv/install.log" >&2
+    echo "p2pdist: pip install failed (log above)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

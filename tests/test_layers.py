@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "agent": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce"},
     "wrapper": {"metainfo", "agent.control_client"},
     "cli": {"*"},
+    "demo": {"*"},  # the local demo drives every part, like a user would
     "__main__": {"cli"},
 }
 
