@@ -97,7 +97,6 @@ class Torrent:
         self.banned: set[str] = set()
         self._partial: dict[int, bytearray] = {}
         self._buffer_pool: list[bytearray] = []
-        self._sources: dict[int, dict[int, PeerConnection]] = {}
         self._failed_pieces: set[int] = set()
         self._smartban = SmartBan()
         self._choker_state = ChokerState()
@@ -491,9 +490,9 @@ class Torrent:
             self.first_block_at = time.monotonic()
         conn.last_block = conn.last_received
         conn.snubbed = False
-        conn.download_meter.add(size)  # type: ignore[union-attr]
-        self.download_meter.add(size)
-        if not self._download_bucket.unlimited:
+        conn.download_meter.total += size  # type: ignore[union-attr]
+        self.download_meter.total += size
+        if self._download_bucket.rate > 0:
             self._throttle_download(conn, size)
         if self._accept_block(conn, index, begin, data):
             self.bytes_from_peers += size
@@ -520,15 +519,13 @@ class Torrent:
         buffer = self._partial.get(index)
         if buffer is None:
             buffer = self._partial[index] = self._new_buffer(index)
-            self._sources[index] = {}
         buffer[begin : begin + len(data)] = data
-        self._sources[index][begin] = source
         for other, dup in cancels:
             if isinstance(other, PeerConnection) and not other.closed:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
         if done:
             del self._partial[index]
-            self._spawn(self._verify(index, buffer))
+            self._spawn(self._verify(index, buffer, picker.senders(index)))
         return True
 
     def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
@@ -560,7 +557,8 @@ class Torrent:
             conn.pause_reading()
             asyncio.get_running_loop().call_later(delay, conn.resume_reading)
 
-    async def _verify(self, index: int, buffer: bytearray) -> None:
+    async def _verify(self, index: int, buffer: bytearray, sources: dict[int, object]) -> None:
+        """Hash and store a whole piece; ``sources`` (offset -> sender) is the smart-ban evidence."""
         picker = self.picker
         assert picker is not None
         try:
@@ -568,7 +566,6 @@ class Torrent:
         except StorageError as exc:
             # Disk full or unwritable: stop this torrent's downloading, keep everything else.
             picker.piece_failed(index)
-            self._sources.pop(index, None)
             self.error_disk_full = exc.disk_full
             if self.state is not TorrentState.ERROR:
                 self._set_error(f"cannot write piece {index}: {exc}")
@@ -577,14 +574,13 @@ class Torrent:
         if self.state is TorrentState.STOPPED:
             return
         try:
-            await self._settle(index, buffer, ok)
+            await self._settle(index, buffer, ok, sources)
         finally:
             self._recycle(buffer)
 
-    async def _settle(self, index: int, buffer: bytearray, ok: bool) -> None:
+    async def _settle(self, index: int, buffer: bytearray, ok: bool, sources: dict[int, object]) -> None:
         picker = self.picker
         assert picker is not None
-        sources = self._sources.pop(index, {})
         if ok:
             picker.piece_verified(index)
             self._resume_dirty = True

@@ -245,6 +245,16 @@ class PiecePicker:
         """Pieces with blocks requested or received, oldest first."""
         return tuple(self._pieces)
 
+    def senders(self, index: int) -> dict[int, Hashable]:
+        """Who sent each received block of a started piece: offset -> peer (smart-ban evidence).
+
+        Read it when the piece is complete, before ``piece_verified``/``piece_failed``.
+        """
+        piece = self._pieces.get(index)
+        if piece is None:
+            return {}
+        return {piece.blocks[number].begin: peer for number, peer in piece.senders.items()}
+
     def block_state(self, block: Block) -> int:
         """FREE, REQUESTED or RECEIVED (FREE also for pieces not started; RECEIVED once we have it)."""
         if 0 <= block.index < self._n and self._state[block.index] == _HAVE:
