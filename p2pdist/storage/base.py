@@ -225,14 +225,19 @@ class Storage(abc.ABC):
         with self._pending_lock:
             return set(self._pending)
 
-    async def read_block(self, index: int, begin: int, length: int) -> bytes:
-        """``length`` bytes at ``begin`` of a verified piece."""
+    def _servable(self, index: int, begin: int, length: int) -> int:
+        """Check a block request against the piece and ``have``; returns the piece size."""
         self._check_ready()
         size = self.layout.piece_size(index)
         if begin < 0 or length <= 0 or begin + length > size:
             raise ValueError(f"block {begin}+{length} outside piece {index} of {size} bytes")
         if not self.have[index]:
             raise StorageError(f"piece {index} of {self.info.name!r} is not verified")
+        return size
+
+    async def read_block(self, index: int, begin: int, length: int) -> bytes:
+        """``length`` bytes at ``begin`` of a verified piece."""
+        size = self._servable(index, begin, length)
         if self._inline_loads:
             return self._load(index, begin, length)
         if size > self._cache.capacity // 2:
@@ -247,12 +252,7 @@ class Storage(abc.ABC):
         backend), else None: the upload path then awaits ``read_block``. Same checks as
         ``read_block``. A cached block is a view of the cached piece, so serving it copies nothing.
         """
-        self._check_open()
-        size = self.layout.piece_size(index)
-        if begin < 0 or length <= 0 or begin + length > size:
-            raise ValueError(f"block {begin}+{length} outside piece {index} of {size} bytes")
-        if not self.have[index]:
-            raise StorageError(f"piece {index} of {self.info.name!r} is not verified")
+        self._servable(index, begin, length)
         if self._inline_loads:
             return self._load(index, begin, length)
         piece = self._cache.get(index)
