@@ -70,3 +70,24 @@ async def test_five_leechers_trade_with_each_other() -> None:
         for session in sessions:
             await session.close()
         await seed_session.close()
+
+
+async def test_per_torrent_upload_limit_holds_the_rate_down() -> None:
+    data = random_bytes(600_000, seed=3)
+    _, meta = make_torrent({"c.bin": data}, single=True, name="c.bin", piece_length=32 * 1024)
+    limited = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, torrent_upload_rate_limit=200_000)
+    seed_session, leech_session = Session(limited, rng=random.Random(5)), Session(LOCAL, rng=random.Random(6))
+    await seed_session.start()
+    await leech_session.start()
+    try:
+        await seed_session.add_torrent(meta, MemoryStorage.from_data(meta.info, data))
+        leech = await leech_session.add_torrent(meta, MemoryStorage(meta.info))
+        started = asyncio.get_running_loop().time()
+        leech.add_peer_addresses([("127.0.0.1", seed_session.port)])
+        await _complete(leech)
+        elapsed = asyncio.get_running_loop().time() - started
+        # A 200 kB burst, then 400 kB at 200 kB/s: about 2 s; unlimited it takes ~0.1 s.
+        assert elapsed > 1.5, elapsed
+    finally:
+        await leech_session.close()
+        await seed_session.close()

@@ -41,6 +41,25 @@ class TokenBucket:
         return 0.0 if self._tokens > 0 else -self._tokens / self.rate
 
 
+class Throttle:
+    """Several buckets that all must allow a transfer: the session's global limit and a
+    torrent's own limit. ``limited`` is an attribute check the hot path can afford."""
+
+    def __init__(self, *buckets: TokenBucket) -> None:
+        self.buckets = buckets
+
+    @property
+    def limited(self) -> bool:
+        return any(bucket.rate > 0 for bucket in self.buckets)
+
+    def charge(self, amount: int) -> None:
+        for bucket in self.buckets:
+            bucket.charge(amount)
+
+    def delay(self) -> float:
+        return max((bucket.delay() for bucket in self.buckets), default=0.0)
+
+
 class RateMeter:
     """Bytes per second, smoothed over a few seconds (what the choker and the UI read).
 

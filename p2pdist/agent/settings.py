@@ -33,8 +33,10 @@ class EngineSettings:
     min_request_queue: int = 16
     max_request_queue: int = 500
     request_queue_seconds: float = 1.0
-    upload_rate_limit: int = 0  # bytes/s, 0 = unlimited
+    upload_rate_limit: int = 0  # bytes/s for the whole session, 0 = unlimited
     download_rate_limit: int = 0
+    torrent_upload_rate_limit: int = 0  # bytes/s for each torrent, on top of the session's limit
+    torrent_download_rate_limit: int = 0
     # A peer whose data failed hash checks this many times is banned for the session.
     ban_after_failures: int = 2
     tick_interval: float = 1.0

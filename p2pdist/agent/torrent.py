@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from p2pdist.agent.peer import PeerConnection
-from p2pdist.agent.ratelimit import RateMeter, TokenBucket
+from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
@@ -100,8 +100,12 @@ class Torrent:
         self._failed_pieces: set[int] = set()
         self._smartban = SmartBan()
         self._choker_state = ChokerState()
-        self._upload_bucket = upload_bucket or TokenBucket(settings.upload_rate_limit)
-        self._download_bucket = download_bucket or TokenBucket(settings.download_rate_limit)
+        self._upload = Throttle(
+            upload_bucket or TokenBucket(settings.upload_rate_limit), TokenBucket(settings.torrent_upload_rate_limit)
+        )
+        self._download = Throttle(
+            download_bucket or TokenBucket(settings.download_rate_limit), TokenBucket(settings.torrent_download_rate_limit)
+        )
         self._can_connect = can_connect
         self.download_meter = RateMeter()
         self.upload_meter = RateMeter()
@@ -492,7 +496,7 @@ class Torrent:
         conn.snubbed = False
         conn.download_meter.total += size  # type: ignore[union-attr]
         self.download_meter.total += size
-        if self._download_bucket.rate > 0:
+        if self._download.limited:
             self._throttle_download(conn, size)
         if self._accept_block(conn, index, begin, data):
             self.bytes_from_peers += size
@@ -551,8 +555,8 @@ class Torrent:
             self._buffer_pool.append(buffer)
 
     def _throttle_download(self, conn: PeerConnection, size: int) -> None:
-        self._download_bucket.charge(size)
-        delay = self._download_bucket.delay()
+        self._download.charge(size)
+        delay = self._download.delay()
         if delay > 0 and not conn.read_paused:
             conn.pause_reading()
             asyncio.get_running_loop().call_later(delay, conn.resume_reading)
@@ -670,7 +674,7 @@ class Torrent:
         """
         wire = conn.wire
         storage = self.storage
-        bucket = self._upload_bucket
+        throttle = self._upload
         try:
             while conn.upload_queue and not conn.closed:
                 chunks: list[bytes | memoryview] = []
@@ -692,9 +696,9 @@ class Torrent:
                     sent += len(data)
                 if not chunks or conn.closed:
                     continue
-                if not bucket.unlimited:
-                    bucket.charge(sent)
-                    delay = bucket.delay()
+                if throttle.limited:
+                    throttle.charge(sent)
+                    delay = throttle.delay()
                     if delay > 0:
                         await asyncio.sleep(delay)
                         if conn.closed:
