@@ -42,6 +42,7 @@ _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 _U32x3 = struct.Struct(">III")
 _REQUEST = struct.Struct(">IBIII")
+_NAMES = {int(kind): kind.name.lower() for kind in m.MessageId}  # for error messages, without an Enum call per message
 _HANDSHAKE_LIMITS = bencode.Limits(max_depth=4, max_tokens=512, max_string=4096, max_int_digits=12)
 _DESCRIBE = (m.BitfieldMessage, m.HaveAll, m.HaveNone)
 # Messages we may send before our bitfield without closing the window for it (as state.py
@@ -341,7 +342,7 @@ class PeerWire:
     def _decode(self, kind: int, body: int, size: int) -> object:
         buf = self._buf
         if kind <= 3:
-            self._fixed(size, 0, m.MessageId(kind).name.lower())
+            self._fixed(size, 0, _NAMES[kind])
             if kind == 0:
                 self.peer_choking = True
                 if not self.fast:
@@ -357,9 +358,9 @@ class PeerWire:
             self.peer_interested = kind == 2
             return m.Interested() if kind == 2 else m.NotInterested()
         if kind in (4, 0x0D, 0x11):  # have, suggest, allowed_fast
-            self._fixed(size, 4, m.MessageId(kind).name.lower())
+            self._fixed(size, 4, _NAMES[kind])
             (index,) = _U32.unpack_from(buf, body)
-            self._check_index(index, m.MessageId(kind).name.lower())
+            self._check_index(index, _NAMES[kind])
             if kind == 4:
                 return m.Have(index)
             if kind == 0x0D:
@@ -377,7 +378,7 @@ class PeerWire:
                 raise ProtocolError(str(exc)) from None
             return m.BitfieldMessage(field)
         if kind in (6, 8, 0x10):  # request, cancel, reject
-            name = m.MessageId(kind).name.lower()
+            name = _NAMES[kind]
             self._fixed(size, 12, name)
             index, begin, length = _U32x3.unpack_from(buf, body)
             self._check_block(index, begin, length, name)
@@ -398,7 +399,7 @@ class PeerWire:
             self._fixed(size, 2, "port")
             return m.Port(struct.unpack_from(">H", buf, body)[0])
         if kind in (0x0E, 0x0F):
-            self._fixed(size, 0, m.MessageId(kind).name.lower())
+            self._fixed(size, 0, _NAMES[kind])
             return m.HaveAll() if kind == 0x0E else m.HaveNone()
         if kind == 20:
             if size < 1:
