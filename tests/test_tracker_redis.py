@@ -18,7 +18,15 @@ import pytest
 
 from p2pdist.tracker.announce import TrackerFailure, parse_announce_response
 from p2pdist.tracker.settings import StoreSettings, TrackerSettings
-from p2pdist.tracker.store import MemoryPeerStore, PeerLimitError, PeerRecord, StoreError
+from p2pdist.tracker.store import (
+    TAIL_LEN,
+    MemoryPeerStore,
+    PeerLimitError,
+    PeerRecord,
+    StoreError,
+    pack_endpoint,
+    unpack_endpoint,
+)
 from test_tracker_helpers import (
     TOKEN,
     announce_url,
@@ -84,25 +92,42 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     await redis_store.close()
 
 
-def rec(ip: str, port: int, seeder: bool = False, expires: float = 200.0, location: str = "") -> PeerRecord:
-    return PeerRecord(ip, port, f"{ip}:{port}".encode().ljust(20, b"-")[:20], seeder, location, "s", expires)
+def rec(ip: str, port: int, seeder: bool = False, expires: int = 200, location: str = "") -> PeerRecord:
+    return PeerRecord(pack_endpoint(ip, port), f"{ip}:{port}".encode().ljust(20, b"-")[:20], seeder, (location, "s"),
+                      expires)  # fmt: skip
+
+
+def peers_of(swarm) -> list[tuple[str, int, bool, int]]:  # type: ignore[no-untyped-def]
+    """(ip, port, seeder, expires) of every record in a returned swarm, sorted."""
+    found = []
+    for group in swarm.values():
+        for seeder in (True, False):
+            endpoints, tails = group.role(seeder)
+            for index in range(len(endpoints) // group.width):
+                endpoint = bytes(endpoints[index * group.width : (index + 1) * group.width])
+                expires = int.from_bytes(tails[index * TAIL_LEN + 20 : (index + 1) * TAIL_LEN], "big")
+                found.append((*unpack_endpoint(endpoint), seeder, expires))
+    return sorted(found)
 
 
 async def test_store_contract(store) -> None:
-    peers = await store.announce(IH, "HQ", rec("10.0.0.1", 1, location="a|b"), False, 100.0, 2)
-    assert peers == [rec("10.0.0.1", 1, location="a|b")]
-    await store.announce(IH, "HQ", rec("10.0.0.1", 2, seeder=True, expires=150.0), False, 100.0, 2)
+    swarm = await store.announce(IH, "HQ", rec("10.0.0.1", 1, location="a|b"), False, 100.0, 2)
+    assert peers_of(swarm) == [("10.0.0.1", 1, False, 200)] and (swarm.seeders, swarm.leechers) == (0, 1)
+    assert list(swarm) == [("a|b", "s")]
+    await store.announce(IH, "HQ", rec("10.0.0.1", 2, seeder=True, expires=150), False, 100.0, 2)
     await store.announce(IH, "Branch", rec("fd00::1", 3), False, 100.0, 2)
     with pytest.raises(PeerLimitError):
         await store.announce(IH, "Branch", rec("10.0.0.1", 4), False, 100.0, 2)
-    hq = await store.announce(IH, "HQ", rec("10.0.0.1", 1, expires=210.0), False, 100.0, 2)  # refresh: no new slot
-    assert sorted((p.port, p.seeder, p.expires) for p in hq) == [(1, False, 210.0), (2, True, 150.0)]
+    hq = await store.announce(IH, "HQ", rec("10.0.0.1", 1, expires=210, location="a|b"), False, 100.0, 2)  # refresh
+    assert peers_of(hq) == [("10.0.0.1", 1, False, 210), ("10.0.0.1", 2, True, 150)]
+    assert (hq.seeders, hq.leechers) == (1, 1)
     await store.add_completed(IH, "HQ")
     counts = await store.counts(IH, 100.0)
     assert {s: (c.seeders, c.leechers, c.completed) for s, c in counts.items()} == {"HQ": (1, 1, 1), "Branch": (0, 1, 0)}
     assert await store.peer_count() == 3
     after_stop = await store.announce(IH, "Branch", rec("fd00::1", 3), True, 100.0, 2)
-    assert after_stop == [] and await store.peer_count() == 2
+    assert peers_of(after_stop) == [] and await store.peer_count() == 2
+    assert (await store.counts(IH, 160.0))["HQ"].seeders == 0  # expired, not yet swept
     assert await store.sweep(160.0) == 1  # the seeder expired at 150
     assert await store.peer_count() == 1
     await store.announce(IH, "HQ", rec("10.0.0.1", 4), False, 160.0, 2)  # the freed slot is usable

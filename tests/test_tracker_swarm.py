@@ -161,7 +161,7 @@ async def test_expiry_sweep_and_retire_drop() -> None:
 def test_rate_limiter_token_bucket() -> None:
     limiter = RateLimiter(rate=1.0, burst=3, max_addresses=4)
     assert [limiter.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
-    assert limiter.retry_after("a") == 1
+    assert limiter.retry_after("a", 0.0) == 1
     assert limiter.allow("a", 1.0) and not limiter.allow("a", 1.0)
     assert limiter.allow("b", 0.0)
     for n in range(10):  # the table stays bounded

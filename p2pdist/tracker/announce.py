@@ -11,11 +11,13 @@ bounded (query length, parameter count, digits), so a hostile request costs its 
 
 from __future__ import annotations
 
+import codecs
 import functools
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import quote, quote_from_bytes, urlsplit, urlunsplit
 
 from p2pdist import bencode
@@ -50,8 +52,10 @@ class TrackerFailure(RemoteError):
         self.retry_in = retry_in
 
 
-@dataclass(frozen=True)
-class AnnounceRequest:
+class AnnounceRequest(NamedTuple):
+    """One announce; a tuple because the tracker parses one per request (a frozen dataclass
+    costs several times more to build)."""
+
     info_hash: bytes
     peer_id: bytes
     port: int
@@ -94,17 +98,33 @@ class ScrapeResponse:
 
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _UNHEX = {bytes([a, b]): bytes([int(bytes([a, b]), 16)]) for a in _HEX_DIGITS for b in _HEX_DIGITS}
+# CPython's C decoder of backslash escapes: turning each "%" into "\\x" lets it do the %-decoding
+# about ten times faster than a Python loop (a binary info_hash is mostly escapes). It is not
+# part of the documented codecs API, so the plain loop stays as the fallback.
+_escape_decode = getattr(codecs, "escape_decode", None)
+_BAD_ESCAPE = "bad %-escape in query string"
+
+
+def _unquote_loop(value: bytes) -> bytes:
+    parts = value.split(b"%")
+    try:
+        return parts[0] + b"".join([_UNHEX[part[:2]] + part[2:] for part in parts[1:]])
+    except KeyError:
+        raise AnnounceError(_BAD_ESCAPE) from None
+
+
+def _unquote_c(value: bytes) -> bytes:
+    try:
+        return _escape_decode(value.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]  # type: ignore[misc]
+    except ValueError:  # "invalid \\x escape": a % without two hex digits after it
+        raise AnnounceError(_BAD_ESCAPE) from None
 
 
 def unquote_bytes(value: bytes) -> bytes:
     """Strict binary-safe %-decoding: a ``%`` not followed by two hex digits is an error."""
     if b"%" not in value:
         return value
-    parts = value.split(b"%")
-    try:
-        return parts[0] + b"".join([_UNHEX[part[:2]] + part[2:] for part in parts[1:]])
-    except KeyError:
-        raise AnnounceError("bad %-escape in query string") from None
+    return _unquote_c(value) if _escape_decode is not None else _unquote_loop(value)
 
 
 def split_query(query: bytes) -> list[tuple[bytes, bytes]]:
@@ -122,12 +142,22 @@ def split_query(query: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def _unique(pairs: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    fields: dict[bytes, bytes] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise AnnounceError(f"duplicate parameter {name.decode('latin-1')!r}")
-        fields[name] = value
+def _fields(query: bytes) -> dict[bytes, bytes]:
+    """Name -> raw value, with the same bounds as ``split_query`` and no name twice."""
+    if len(query) > MAX_QUERY_BYTES:
+        raise AnnounceError(f"query string longer than {MAX_QUERY_BYTES} bytes")
+    items = query.split(b"&")
+    given = len(items) - items.count(b"")
+    if given > MAX_PARAMS:
+        raise AnnounceError(f"more than {MAX_PARAMS} query parameters")
+    fields = {name: value for name, _, value in [item.partition(b"=") for item in items if item]}
+    if len(fields) != given:  # some name came twice: say which
+        seen = set()
+        for item in items:
+            name = item.partition(b"=")[0]
+            if item and name in seen:
+                raise AnnounceError(f"duplicate parameter {name.decode('latin-1')!r}")
+            seen.add(name)
     return fields
 
 
@@ -180,27 +210,42 @@ def _flag(fields: dict[bytes, bytes], name: bytes, default: bool) -> bool:
 
 def parse_announce_query(query: bytes) -> AnnounceRequest:
     """Parse the raw query string of an ``/announce`` request; AnnounceError says what is wrong."""
-    fields = _unique(split_query(query))
+    fields = _fields(query)
+    get = fields.get
+    port, left = get(b"port", b""), get(b"left", b"")
+    uploaded, downloaded = get(b"uploaded", b"0"), get(b"downloaded", b"0")
+    # The usual announce has plain, short numbers; anything else takes the checks that say why.
+    if (0 < len(port) < 6 and port.isdigit() and 0 < int(port) < 65536 and 0 < len(left) < 19 and left.isdigit()
+            and len(uploaded) < 19 and uploaded.isdigit() and len(downloaded) < 19 and downloaded.isdigit()):  # fmt: skip
+        numbers = int(port), int(uploaded), int(downloaded), int(left)
+    else:
+        numbers = _numbers(fields)
+    event = get(b"event", b"").decode("latin-1")
+    if event not in EVENTS:
+        raise AnnounceError(f"unknown event {event[:32]!r}")
+    return AnnounceRequest(  # positional: a NamedTuple is built several times faster that way
+        _hash_param(fields, b"info_hash"),
+        _hash_param(fields, b"peer_id"),
+        *numbers,
+        event,
+        None if get(b"numwant") is None else _uint(fields, b"numwant", MAX_NUMWANT, cap=True),
+        _flag(fields, b"compact", True),
+        _flag(fields, b"no_peer_id", False),
+        None if get(b"ip") is None else _text(fields, b"ip"),
+        None if get(b"key") is None else _text(fields, b"key"),
+    )
+
+
+def _numbers(fields: dict[bytes, bytes]) -> tuple[int, int, int, int]:
+    """(port, uploaded, downloaded, left), each checked with a reason when it is wrong."""
     port = _uint(fields, b"port", 65535)
     if port == 0:
         raise AnnounceError("port must be 1-65535")
-    raw_event = fields.get(b"event", b"")
-    event = raw_event.decode("latin-1")
-    if event not in EVENTS:
-        raise AnnounceError(f"unknown event {event[:32]!r}")
-    return AnnounceRequest(
-        info_hash=_hash_param(fields, b"info_hash"),
-        peer_id=_hash_param(fields, b"peer_id"),
-        port=port,
-        uploaded=_uint(fields, b"uploaded", MAX_COUNTER, default=0),
-        downloaded=_uint(fields, b"downloaded", MAX_COUNTER, default=0),
-        left=_uint(fields, b"left", MAX_COUNTER),
-        event=event,
-        numwant=_uint(fields, b"numwant", MAX_NUMWANT, default=-1, cap=True) if b"numwant" in fields else None,
-        compact=_flag(fields, b"compact", True),
-        no_peer_id=_flag(fields, b"no_peer_id", False),
-        ip=_text(fields, b"ip"),
-        key=_text(fields, b"key"),
+    return (
+        port,
+        _uint(fields, b"uploaded", MAX_COUNTER, default=0),
+        _uint(fields, b"downloaded", MAX_COUNTER, default=0),
+        _uint(fields, b"left", MAX_COUNTER),
     )
 
 
@@ -271,29 +316,36 @@ def encode_announce_response(response: AnnounceResponse, compact: bool = True) -
 
 
 def _encode_compact(response: AnnounceResponse) -> bytes:
-    """The hot path of a tracker, written out by hand; keys in bencoding's sorted order."""
     v4, v6 = [], []
     for ip, port in response.peers:
         is_v6, packed = _compact_peer(ip, port)
         (v6 if is_v6 else v4).append(packed)
-    peers = b"".join(v4)
-    parts = [
-        b"d8:completei%de10:incompletei%de8:intervali%de" % (response.complete, response.incomplete, response.interval)
-    ]
-    if response.min_interval is not None:
-        parts.append(b"12:min intervali%de" % response.min_interval)
-    parts.append(b"5:peers%d:" % len(peers))
-    parts.append(peers)
-    if v6:
-        peers6 = b"".join(v6)
-        parts.append(b"6:peers6%d:" % len(peers6))
-        parts.append(peers6)
-    if response.warning:
-        warning = response.warning.encode()
-        parts.append(b"15:warning message%d:" % len(warning))
-        parts.append(warning)
-    parts.append(b"e")
-    return b"".join(parts)
+    warning = response.warning.encode() if response.warning else None
+    return encode_compact_body(
+        response.interval, response.min_interval, response.complete, response.incomplete,
+        b"".join(v4), b"".join(v6), warning,
+    )  # fmt: skip
+
+
+def encode_compact_body(
+    interval: int,
+    min_interval: int | None,
+    complete: int,
+    incomplete: int,
+    peers: bytes,
+    peers6: bytes = b"",
+    warning: bytes | None = None,
+) -> bytes:
+    """The compact announce reply written out by hand: a tracker's hot path, so no generic
+    bencoder. Keys in bencoding's sorted order; ``peers``/``peers6`` are the joined 6-/18-byte
+    BEP 23 / BEP 7 entries. The tests check it against ``bencode.encode``."""
+    head = b"d8:completei%de10:incompletei%de8:intervali%de" % (complete, incomplete, interval)
+    if min_interval is not None:
+        head += b"12:min intervali%de" % min_interval
+    tail = b"6:peers6%d:%se" % (len(peers6), peers6) if peers6 else b"e"
+    if warning:
+        tail = tail[:-1] + b"15:warning message%d:%se" % (len(warning), warning)
+    return b"%s5:peers%d:%s%s" % (head, len(peers), peers, tail)
 
 
 def encode_failure(reason: str, retry_in: int | None = None) -> bytes:

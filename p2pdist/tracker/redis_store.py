@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2pdist.tracker.store import PeerLimitError, PeerRecord, SiteCounts, StoreError
+from p2pdist.tracker.store import (
+    PeerLimitError,
+    PeerRecord,
+    SiteCounts,
+    SiteSwarm,
+    StoreError,
+    pack_endpoint,
+    unpack_endpoint,
+)
 
 try:
     from redis.exceptions import RedisError
@@ -96,7 +104,15 @@ return 1
 def _record(member: bytes, value: bytes) -> PeerRecord:
     ip, _, port = member.decode().rpartition("|")
     seeder, expires, peer_id, subnet, location = value.decode().split("|", 4)
-    return PeerRecord(ip, int(port), bytes.fromhex(peer_id), seeder == "1", location, subnet, float(expires))
+    return PeerRecord(pack_endpoint(ip, int(port)), bytes.fromhex(peer_id), seeder == "1", (location, subnet),
+                      int(float(expires)))  # fmt: skip
+
+
+def _swarm(flat: list[bytes]) -> SiteSwarm:
+    swarm = SiteSwarm()
+    for i in range(0, len(flat), 2):
+        swarm.put(_record(flat[i], flat[i + 1]))
+    return swarm
 
 
 class RedisPeerStore:
@@ -131,17 +147,18 @@ class RedisPeerStore:
 
     async def announce(
         self, info_hash: bytes, site: str, record: PeerRecord, stopped: bool, now: float, per_address: int
-    ) -> list[PeerRecord]:
+    ) -> SiteSwarm:
         ih = info_hash.hex()
         peers, data, swarm = self._keys(ih, site)
-        value = f"{int(record.seeder)}|{record.expires!r}|{record.peer_id.hex()}|{record.subnet}|{record.location}"
-        args = [repr(now), f"{record.ip}|{record.port}", value, repr(record.expires), int(stopped), per_address,
-                record.ip, swarm, site]  # fmt: skip
+        location, subnet = record.group
+        ip, port = unpack_endpoint(record.endpoint)
+        value = f"{int(record.seeder)}|{record.expires}|{record.peer_id.hex()}|{subnet}|{location}"
+        args = [repr(now), f"{ip}|{port}", value, record.expires, int(stopped), per_address, ip, swarm, site]
         keys = [peers, data, self._addr, self._swarms, self.prefix + ih + ":sites"]
         flat = await self._run(self._announce, keys, args)
         if flat and flat[0] == b"!limit":
-            raise PeerLimitError(f"address {record.ip} already has {flat[1].decode()} registrations")
-        return [_record(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+            raise PeerLimitError(f"address {ip} already has {flat[1].decode()} registrations")
+        return _swarm(flat)
 
     async def add_completed(self, info_hash: bytes, site: str) -> None:
         ih = info_hash.hex()
@@ -166,9 +183,8 @@ class RedisPeerStore:
             raise StoreError(f"peer store (Redis): {exc}") from None
         result = {}
         for site, table in zip(sites, tables):
-            live = [r for r in (_record(m, v) for m, v in table.items()) if r.expires > now]
-            seeders = sum(1 for r in live if r.seeder)
-            result[site] = SiteCounts(seeders, len(live) - seeders, int(done.get(site.encode(), 0)))
+            seeders, leechers = _swarm([x for pair in table.items() for x in pair]).live(now)
+            result[site] = SiteCounts(seeders, leechers, int(done.get(site.encode(), 0)))
         return result
 
     async def drop(self, info_hash: bytes) -> None:

@@ -1,7 +1,10 @@
 """Running the site server: listening socket, optional TLS, graceful shutdown, uvloop.
 
 ``start`` is shared by ``p2pdist server`` and the tests, so the tests exercise the same limits
-on request line and header sizes as production.
+on request line and header sizes as production. One socket, one application: with the memory
+store its connections start in the HTTP front (``front``), which answers plain announces and
+scrapes itself and hands every other request to the aiohttp application; with a store that
+waits (Redis) aiohttp serves everything.
 """
 
 from __future__ import annotations
@@ -17,22 +20,25 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from p2pdist.errors import InputError
+from p2pdist.tracker.front import FrontSite, TrackerFront
 from p2pdist.tracker.settings import ListenSettings, ServerSettings
-from p2pdist.tracker.web import build_app
+from p2pdist.tracker.web import STATE, build_app
 
 log = logging.getLogger("p2pdist.tracker")
+BACKLOG = 1024  # pending connections the kernel queues: bursts of new-connection announces
 
 
 @dataclass
 class RunningServer:
     runner: web.AppRunner
-    site: web.TCPSite
+    site: web.BaseSite
     port: int
     scheme: str
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        host = self.site._host or "127.0.0.1"  # noqa: SLF001 - aiohttp keeps the bound host here
+        host = self.host or "127.0.0.1"
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         if ":" in host:
@@ -58,8 +64,9 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
     """Start ``app`` on ``host:port`` (defaults from ``listen``; port 0 picks a free one)."""
     runner = web.AppRunner(
         app,
-        access_log=None,
+        access_log=None,  # no per-request logging: a tracker answers thousands a second
         tcp_keepalive=False,  # idle keep-alive connections are closed by aiohttp's own timeout
+        keepalive_timeout=listen.keepalive_timeout,
         # Malformed requests from clients are logged here, apart from the server's own messages.
         logger=logging.getLogger("p2pdist.tracker.http"),
         max_line_size=listen.max_line_size,
@@ -69,21 +76,24 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
     )
     await runner.setup()
     context = ssl_context(listen)
-    site = web.TCPSite(
-        runner,
-        host if host is not None else listen.host,
-        listen.port if port is None else port,
-        ssl_context=context,
-        backlog=1024,
-    )
+    host = host if host is not None else listen.host
+    port = listen.port if port is None else port
+    state = app[STATE]
+    site: web.BaseSite
+    if state.service.synchronous:
+        assert runner.server is not None
+        front = TrackerFront(state.service, runner.server, listen, trust_forwarded=state.sites.has_proxies)
+        site = FrontSite(runner, front, host, port, ssl_context=context, backlog=BACKLOG)
+    else:
+        site = web.TCPSite(runner, host, port, ssl_context=context, backlog=BACKLOG)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise InputError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from None
     sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]  # noqa: SLF001
-    bound = sockets[0].getsockname()[1] if sockets else listen.port
-    return RunningServer(runner, site, bound, "https" if context else "http")
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return RunningServer(runner, site, bound, "https" if context else "http", host)
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -31,10 +31,13 @@ class ListenSettings:
     max_field_size: int = 8190  # longest header line
     max_headers: int = 64
     shutdown_timeout: float = 5.0  # seconds open requests get to finish on SIGTERM/SIGINT
+    keepalive_timeout: float = 75.0  # an idle connection (no complete request) is closed after this
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"listen.port {self.port} outside 0-65535")
+        if self.keepalive_timeout <= 0:
+            raise ValueError("listen.keepalive_timeout must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("listen.tls_cert and listen.tls_key must be set together")
 

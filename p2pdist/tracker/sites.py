@@ -20,12 +20,18 @@ CACHE_LIMIT = 65536
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """Where a client sits: its address, site (None: in no site), location and subnet key."""
+    """Where a client sits: its address, site (None: in no site), location and subnet key.
+
+    ``packed`` (the address as 4 or 16 bytes) and ``group`` ((location, subnet), the key the
+    peer store groups peers by) are worked out once per address, since places are cached.
+    """
 
     address: str
     site: str | None
     location: str = ""
     subnet: str = ""  # /24 (IPv4) or /64 (IPv6): peers sharing it are preferred first
+    packed: bytes = b""
+    group: tuple[str, str] = ("", "")
 
 
 def normalize_address(text: str) -> str:
@@ -90,6 +96,7 @@ class SiteMap:
         self._proxies = tuple(_network(p, "proxies") for p in proxies)
         self._cache: dict[str, Place] = {}
         self._canonical: dict[str, str] = {}  # socket address text -> canonical form
+        self._by_source: dict[str, Place] = {}  # socket address text -> place (no proxies)
 
     def place_of(self, address: str) -> Place:
         """The site and location of a canonical address (see ``normalize_address``)."""
@@ -102,11 +109,28 @@ class SiteMap:
             if ip.version == network.version and ip in network:
                 site, location = rule_site, rule_location
                 break
-        place = Place(address, site, location, subnet_key(address))
+        subnet = subnet_key(address)
+        place = Place(address, site, location, subnet, ip.packed, (location, subnet))
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[address] = place
         return place
+
+    def locate(self, source: str, forwarded_for: str | None = None, ip_param: str | None = None) -> Place:
+        """The place of a request from socket address ``source`` (see ``client_address``).
+
+        Without proxies this is one dictionary lookup per request. ValueError if ``source`` is
+        not an IP address.
+        """
+        if not self._proxies:
+            place = self._by_source.get(source)
+            if place is None:
+                place = self.place_of(self.client_address(source))
+                if len(self._by_source) >= CACHE_LIMIT:
+                    self._by_source.clear()
+                self._by_source[source] = place
+            return place
+        return self.place_of(self.client_address(source, forwarded_for, ip_param))
 
     @property
     def has_proxies(self) -> bool:

@@ -1,8 +1,11 @@
 """The site server's aiohttp application: tracker, repository API and the status page.
 
-Handlers only parse, call the plain classes (``swarm.Tracker``, ``repository.Repository``) and
-render. All state lives in one ``ServerState`` under an ``AppKey``; the background task that
-expires peers and picks up other instances' publishes runs in ``cleanup_ctx``.
+Handlers only parse, call the plain classes (``service.TrackerService`` for the tracker,
+``repository.Repository``) and render. All state lives in one ``ServerState`` under an
+``AppKey``; the background task that expires peers and picks up other instances' publishes
+runs in ``cleanup_ctx``. With the memory store most tracker requests never reach the handlers
+here: the HTTP front (``front``) answers them on the same socket and hands everything else to
+this application.
 
 Tracker errors go back bencoded (clients read ``failure reason``): a malformed announce is a
 400 with a bencoded body, a refusal (unpublished torrent, rate limit) a 200 with one. API errors
@@ -25,29 +28,19 @@ from aiohttp import web
 
 from p2pdist.errors import OutputError, SignatureError
 from p2pdist.metainfo import normalize_package_id
-from p2pdist.tracker.announce import (
-    AnnounceError,
-    encode_announce_response,
-    encode_failure,
-    encode_scrape_response,
-    parse_announce_query,
-    parse_scrape_query,
-)
 from p2pdist.tracker.pages import SiteRow, render_index
 from p2pdist.tracker.ratelimit import RateLimiter
 from p2pdist.tracker.repository import PackageRecord, Report, Repository, RepositoryError, Totals
+from p2pdist.tracker.service import RATE_LIMITED, TrackerService
 from p2pdist.tracker.settings import ServerSettings
 from p2pdist.tracker.sites import Place, SiteMap
 from p2pdist.tracker.store import MemoryPeerStore, PeerStore, SiteCounts, StoreError
-from p2pdist.tracker.swarm import Tracker, TrackerRefusal
+from p2pdist.tracker.swarm import Tracker
 
 log = logging.getLogger("p2pdist.tracker")
 
 BENCODE_HEADERS = {"Content-Type": "text/plain"}  # what most trackers send; clients ignore it
 TORRENT_TYPE = "application/x-bittorrent"
-RATE_LIMITED = "too many requests from your address; slow down"
-STORE_DOWN = "tracker storage temporarily unavailable"
-RETRY_STORE = 60
 
 
 @dataclass
@@ -58,6 +51,7 @@ class ServerState:
     store: PeerStore
     tracker: Tracker
     limiter: RateLimiter
+    service: TrackerService
     token: str
     clock: Callable[[], float] = time.time
 
@@ -82,7 +76,8 @@ def build_state(settings: ServerSettings, store: PeerStore | None = None) -> Ser
     )
     limits = settings.limits
     limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
-    return ServerState(settings, sites, repository, store, tracker, limiter, settings.token())
+    service = TrackerService(tracker, sites, limiter, time.time)
+    return ServerState(settings, sites, repository, store, tracker, limiter, service, settings.token())
 
 
 def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.Application:
@@ -149,14 +144,20 @@ def json_error(message: str, status: int) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def place_of(request: web.Request, ip_param: str | None = None) -> Place:
+def forwarded_for(request: web.Request) -> str | None:
+    """Every X-Forwarded-For header, joined in order (only read when proxies are configured)."""
+    if not request.app[STATE].sites.has_proxies:
+        return None
+    values = request.headers.getall("X-Forwarded-For", ())
+    return ",".join(values) if values else None
+
+
+def place_of(request: web.Request) -> Place:
     state = request.app[STATE]
-    remote = request.remote
-    if not remote:
-        raise web.HTTPBadRequest(text="unknown source address")
-    forwarded = request.headers.get("X-Forwarded-For") if state.sites.has_proxies else None
-    address = state.sites.client_address(remote, forwarded, ip_param)
-    return state.sites.place_of(address)
+    try:
+        return state.sites.locate(request.remote or "", forwarded_for(request))
+    except ValueError:
+        raise web.HTTPBadRequest(text="unknown source address") from None
 
 
 def raw_query(request: web.Request) -> bytes:
@@ -192,42 +193,15 @@ def api(handler: Handler) -> Handler:
 
 
 async def announce(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    try:
-        parsed = parse_announce_query(raw_query(request))
-    except AnnounceError as exc:
-        return bencoded(encode_failure(exc.reason), 400)
-    place = place_of(request, parsed.ip)
-    now = state.clock()
-    if not state.limiter.allow(place.address, now):
-        return bencoded(encode_failure(RATE_LIMITED, state.limiter.retry_after(place.address)))
-    try:
-        response = await state.tracker.announce(parsed, place, now)
-    except TrackerRefusal as exc:
-        return bencoded(encode_failure(exc.reason, exc.retry_in))
-    except StoreError as exc:
-        log.warning("%s", exc)
-        return bencoded(encode_failure(STORE_DOWN, RETRY_STORE), 503)
-    return bencoded(encode_announce_response(response, parsed.compact))
+    service = request.app[STATE].service
+    status, body = await service.announce(raw_query(request), request.remote or "", forwarded_for(request))
+    return bencoded(body, status)
 
 
 async def scrape(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    try:
-        hashes = parse_scrape_query(raw_query(request))
-    except AnnounceError as exc:
-        return bencoded(encode_failure(exc.reason), 400)
-    if not hashes:
-        return bencoded(encode_failure("full scrape is not offered; name each info_hash"), 400)
-    place = place_of(request)
-    now = state.clock()
-    if not state.limiter.allow(place.address, now):
-        return bencoded(encode_failure(RATE_LIMITED, state.limiter.retry_after(place.address)))
-    try:
-        return bencoded(encode_scrape_response(await state.tracker.scrape(hashes, place, now)))
-    except StoreError as exc:
-        log.warning("%s", exc)
-        return bencoded(encode_failure(STORE_DOWN, RETRY_STORE), 503)
+    service = request.app[STATE].service
+    status, body = await service.scrape(raw_query(request), request.remote or "", forwarded_for(request))
+    return bencoded(body, status)
 
 
 # --------------------------------------------------------------------------------- repository
