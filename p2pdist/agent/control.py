@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from p2pdist.httpio import read_capped
 from p2pdist.agent.config import ControlSettings
 from p2pdist.agent.control_client import SOCKET_HOST
 from p2pdist.agent.daemon import Agent, AgentError, BadRequest
@@ -100,8 +101,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is ``{}``."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise BadRequest(f"body larger than {MAX_BODY} bytes")
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
+    body = await read_capped(request.content, MAX_BODY)
+    if body is None:
         raise BadRequest(f"body larger than {MAX_BODY} bytes")
     if not body.strip():
         return {}

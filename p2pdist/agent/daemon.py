@@ -42,6 +42,7 @@ from typing import Any
 
 import aiohttp
 
+from p2pdist.httpio import read_capped
 from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
@@ -334,7 +335,7 @@ class Agent:
         try:
             timeout = aiohttp.ClientTimeout(total=self.settings.fetch_timeout)
             async with self.http.get(url, timeout=timeout, allow_redirects=False) as reply:
-                body = await reply.content.read(limit + 1)
+                body = await read_capped(reply.content, limit)
                 status = reply.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise RepositoryUnavailable(f"repository {base} unreachable: {exc or type(exc).__name__}") from None
@@ -345,7 +346,7 @@ class Agent:
             raise RepositoryUnavailable(f"repository {base} failed: HTTP {status}")
         if status != 200:
             raise TorrentRefused(f"repository answered HTTP {status} for {url}")
-        if len(body) > limit:
+        if body is None:
             raise TorrentRefused(f"torrent from the repository is larger than {limit} bytes")
         return body
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.errors import RemoteError
 from p2pdist.tracker.announce import (
@@ -125,8 +126,8 @@ class TrackerClient:
         async with self.http.get(full, timeout=timeout, allow_redirects=False) as reply:
             if reply.status != 200:
                 raise TrackerUnreachable(f"HTTP {reply.status}")
-            body = await reply.content.read(MAX_RESPONSE_BYTES + 1)
-            if len(body) > MAX_RESPONSE_BYTES:
+            body = await read_capped(reply.content, MAX_RESPONSE_BYTES)
+            if body is None:
                 raise TrackerUnreachable("response too large")
         return parse_announce_response(body)
 

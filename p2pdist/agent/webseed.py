@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.metainfo import Layout, Metainfo
 from p2pdist.piece_picker.picker import Block
@@ -189,15 +190,15 @@ class WebSeed:
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with self.http.get(url, headers=headers, timeout=timeout, allow_redirects=True) as reply:
             if reply.status == 206:
-                body = await reply.content.read(length + 1)
-                if len(body) != length:
+                body = await read_capped(reply.content, length)
+                if body is None or len(body) != length:
                     raise WebSeedError(f"{url}: range answer of {len(body)} bytes, expected {length}")
                 return body
             if reply.status == 200:
                 # No range support: accept only a whole file that is exactly what we asked for.
                 if offset == 0 and length == file_length:
-                    body = await reply.content.read(length + 1)
-                    if len(body) == length:
+                    body = await read_capped(reply.content, length)
+                    if body is not None and len(body) == length:
                         return body
                 raise WebSeedError(f"{url}: server ignores range requests")
             raise WebSeedError(f"{url}: HTTP {reply.status}")

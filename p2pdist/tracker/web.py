@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from p2pdist.httpio import read_capped
 from p2pdist.errors import OutputError, SignatureError
 from p2pdist.metainfo import normalize_package_id
 from p2pdist.tracker.pages import SiteRow, render_index
@@ -72,7 +73,12 @@ def build_state(settings: ServerSettings, store: PeerStore | None = None) -> Ser
     repository = Repository(settings.data_dir, settings.trusted_keys())
     store = store if store is not None else make_store(settings)
     tracker = Tracker(
-        store, settings.tracker, repository.is_tracked, sites.seeds, settings.limits.peers_per_address
+        store,
+        settings.tracker,
+        repository.is_tracked,
+        sites.seeds,
+        settings.limits.peers_per_address,
+        isolated_sites=frozenset(site.name for site in settings.sites if site.isolate_locations),
     )
     limits = settings.limits
     limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
@@ -227,8 +233,8 @@ def require_admin(request: web.Request) -> None:
 async def read_bounded(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await read_capped(request.content, limit)
+    if body is None:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
     return body
 
