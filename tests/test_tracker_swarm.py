@@ -193,3 +193,28 @@ async def test_any_announce_sequence_keeps_sites_apart_and_groups_ordered(steps)
             assert other.site == place.site
             rank.append(1 if other.location == place.location else 2)
         assert rank == sorted(rank)
+
+
+async def test_isolated_locations_meet_only_their_own_location() -> None:
+    """Branch offices behind WAN links: no peers from the other branch, site seeds still offered."""
+    site = SiteSettings(
+        "Lyon",
+        ("10.20.0.0/16",),
+        (LocationSettings("A", ("10.20.1.0/24",)), LocationSettings("B", ("10.20.2.0/24",))),
+        ("10.20.0.5:6881",),
+        isolate_locations=True,
+    )
+    sites = SiteMap((site,), "")
+    tracker = Tracker(MemoryPeerStore(), SETTINGS, {IH}.__contains__, sites.seeds, 0, random.Random(1), isolated_sites=frozenset({"Lyon"}))
+    for n, address in enumerate(["10.20.1.1", "10.20.1.2", "10.20.2.1", "10.20.2.2"]):
+        await announce(tracker, sites, address, n, port=6881 + n)
+    answer = await announce(tracker, sites, "10.20.1.3", 9)
+    from p2pdist.tracker.announce import parse_announce_response
+
+    peers = sorted(parse_announce_response(answer.encode(True)).peers)
+    assert peers == [("10.20.0.5", 6881), ("10.20.1.1", 6881), ("10.20.1.2", 6882)]
+    shared = Tracker(MemoryPeerStore(), SETTINGS, {IH}.__contains__, sites.seeds, 0, random.Random(1))
+    for n, address in enumerate(["10.20.1.1", "10.20.2.1"]):
+        await announce(shared, sites, address, n, port=6881 + n)
+    peers = parse_announce_response((await announce(shared, sites, "10.20.1.3", 9)).encode(True)).peers
+    assert peers[0] == ("10.20.1.1", 6881) and ("10.20.2.1", 6882) in peers  # own location first

@@ -79,6 +79,10 @@ class SiteSettings:
     subnets: tuple[str, ...] = ()
     locations: tuple[LocationSettings, ...] = ()
     seeds: tuple[str, ...] = ()  # "address:port" (IPv6 as "[addr]:port"), offered to every location
+    # False: a location's PCs meet their own location's PCs first, then the rest of the site.
+    # True for locations that are branch offices behind their own WAN links: a PC then meets only
+    # PCs of its own location (and the site's seeds), so no piece crosses two WAN links.
+    isolate_locations: bool = False
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,14 @@ class Tracker:
         seeds: dict[str, tuple[tuple[str, int], ...]] | None = None,
         per_address: int = 0,
         rng: random.Random | None = None,
+        isolated_sites: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.settings = settings
         self.is_tracked = is_tracked
         self.seeds = seeds or {}
         self.per_address = per_address
+        self.isolated_sites = isolated_sites  # sites whose locations never meet each other
         self.rng = rng or random.Random()
         self.synchronous = bool(getattr(store, "synchronous", False))
         self._seed_endpoints = {site: [pack_endpoint(ip, port) for ip, port in s] for site, s in self.seeds.items()}
@@ -206,7 +208,11 @@ class Tracker:
         return answer
 
     def select(self, swarm: SiteSwarm, me: PeerRecord, site: str, numwant: int, now: float, answer: Answer) -> None:
-        """Up to ``numwant`` peers into ``answer``: tier after tier, then the site's seeds."""
+        """Up to ``numwant`` peers into ``answer``: tier after tier, then the site's seeds.
+
+        Tiers: the asker's own subnet group, the rest of its location, and (except for sites that
+        isolate their locations) the rest of the site.
+        """
         mine = swarm.get(me.group)
         if mine is not None:
             self._pick((mine,), me, numwant, now, answer)
@@ -215,7 +221,7 @@ class Tracker:
             near = [g for g in swarm.values() if g.location == location and g is not mine]
             if near:
                 self._pick(near, me, numwant, now, answer)
-            if answer.count < numwant:
+            if answer.count < numwant and site not in self.isolated_sites:
                 far = [g for g in swarm.values() if g.location != location]
                 if far:
                     self._pick(far, me, numwant, now, answer)
