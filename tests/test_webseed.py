@@ -135,3 +135,30 @@ async def test_modified_file_on_distribution_point_is_never_accepted(tmp_path: P
         await session.close()
         await seed_session.close()
         await runner.cleanup()
+
+
+async def test_two_pcs_split_the_web_seed_work(tmp_path: Path) -> None:
+    """Two PCs of a branch start together: they take turns instead of both pulling everything."""
+    files = {"big.bin": random_bytes(2_000_000, seed=13)}
+    _, meta = make_torrent(files, name="PS100015", piece_length=32 * 1024)
+    write_files(tmp_path / "dp", meta, files)
+    runner, base = await _file_server(tmp_path / "dp")
+    sessions = [Session(SETTINGS, rng=random.Random(20 + n)) for n in range(2)]
+    for session in sessions:
+        await session.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            torrents = [await s.add_torrent(meta, MemoryStorage(meta.info)) for s in sessions]
+            torrents[0].add_peer_addresses([("127.0.0.1", sessions[1].port)])
+            await asyncio.sleep(0.5)  # connected before the grace period ends
+            seeds = [WebSeed(t, base, http, grace=1.0) for t in torrents]
+            tasks = [asyncio.ensure_future(s.run()) for s in seeds]
+            await asyncio.wait_for(asyncio.gather(*(t.completed.wait() for t in torrents)), 30)
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
+            pulled = sum(t.bytes_from_webseed for t in torrents)
+            assert pulled <= 1.25 * meta.info.total_length, pulled / meta.info.total_length
+            assert all(t.bytes_from_webseed > 0 for t in torrents)  # both took their turn
+    finally:
+        for session in sessions:
+            await session.close()
+        await runner.cleanup()

@@ -5,7 +5,10 @@ link. So the web seed is the source of last resort: it joins the picker as a pee
 every piece, waits a grace period (so peers of the branch get the first word), and then takes
 only pieces that ``allowed`` accepts: by default pieces no connected peer has, which are also not
 being fetched from a peer (the picker never hands out a requested block outside endgame, and the
-web seed never joins the endgame). A branch therefore pulls each piece over the WAN about once;
+web seed never joins the endgame). PCs that download at the same time also take turns: with k
+downloading PCs connected, piece i is the web-seed job of the PC whose peer id is (i mod k)-th in
+sorted order, so the PCs of a branch split the missing pieces without a message; a PC whose
+share is done helps with the rest. A branch therefore pulls each piece over the WAN about once;
 the branch-office benchmark measures how close to once.
 
 Blocks go into the torrent through the same assembly and verification path as peer blocks, so a
@@ -77,6 +80,7 @@ class WebSeed:
         self.last_error: str | None = None
         self._failures = 0
         self._wake = asyncio.Event()
+        self._turns = (1, 0)  # (PCs sharing the web seed work, this PC's turn)
 
     def __repr__(self) -> str:
         return f"<WebSeed {self.url}>"
@@ -93,6 +97,32 @@ class WebSeed:
             return False
         return self._custom_allowed is None or self._custom_allowed(index)
 
+    def _refresh_turns(self) -> None:
+        """Take turns with the connected peers that also download: piece i is PC (i mod k)'s job.
+
+        Every PC sorts the same peer ids, so without any message the PCs of a branch split the
+        pieces nobody has into disjoint shares, instead of racing each other for the same ones.
+        """
+        torrent = self.torrent
+        ids = [torrent.peer_id]
+        for conn in torrent.peers:
+            handshake = conn.wire.peer_handshake
+            if handshake is not None and not conn.is_seed and not conn.closed:
+                ids.append(handshake.peer_id)
+        ids.sort()
+        self._turns = (len(ids), ids.index(torrent.peer_id))
+
+    def mine(self, index: int) -> bool:
+        k, turn = self._turns
+        return (k <= 1 or index % k == turn) and self.allowed(index)
+
+    def _mine_left(self) -> bool:
+        picker = self.torrent.picker
+        assert picker is not None
+        k, turn = self._turns
+        have = picker.have
+        return any(not have[i] and picker.availability(i) <= 1 for i in range(turn, self.torrent.info.num_pieces, max(1, k)))
+
     async def _watch_peers(self) -> None:
         """Set ``_stalled`` while peers deliver nothing for ``stall`` seconds."""
         last = self.torrent.bytes_from_peers
@@ -100,6 +130,7 @@ class WebSeed:
         while True:
             await asyncio.sleep(1.0)
             now = asyncio.get_running_loop().time()
+            self._refresh_turns()
             current = self.torrent.bytes_from_peers
             if current != last:
                 last, quiet_since = current, now
@@ -116,6 +147,7 @@ class WebSeed:
         workers = []
         try:
             await asyncio.sleep(self.grace)
+            self._refresh_turns()
             workers = [asyncio.ensure_future(self._worker()) for _ in range(self.parallel)]
             workers.append(asyncio.ensure_future(self._watch_peers()))
             await asyncio.wait(
@@ -134,7 +166,9 @@ class WebSeed:
         picker = torrent.picker
         assert picker is not None
         while torrent.state is TorrentState.DOWNLOADING:
-            blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.allowed)
+            blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.mine)
+            if not blocks and (self._stalled or not self._mine_left()):
+                blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.allowed)
             if not blocks:
                 await asyncio.sleep(0.5)  # peers have the rest, or will soon; look again
                 continue
