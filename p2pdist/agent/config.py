@@ -19,8 +19,7 @@ import platformdirs
 from p2pdist.agent.control_client import TOKEN_FILE_NAME, default_address, default_state_dir
 from p2pdist.agent.settings import EngineSettings
 from p2pdist.config import ConfigError, load_settings
-from p2pdist.errors import LocalError
-from p2pdist.metainfo.signing import load_public_key, parse_public_key
+from p2pdist.metainfo.signing import trusted_keys
 
 DAY = 86400.0
 
@@ -148,18 +147,7 @@ class AgentSettings:
 
     def trusted_keys(self) -> tuple[bytes, ...]:
         """Raw 32-byte keys from ``public_keys`` and ``public_key_files``; ConfigError if malformed."""
-        keys = []
-        for index, text in enumerate(self.public_keys):
-            try:
-                keys.append(parse_public_key(text))
-            except LocalError as exc:
-                raise ConfigError(f"public_keys[{index}]: {exc}") from None
-        for path in self.public_key_files:
-            try:
-                keys.append(load_public_key(path))
-            except LocalError as exc:
-                raise ConfigError(f"public_key_files: {exc}") from None
-        return tuple(keys)
+        return trusted_keys(self.public_keys, self.public_key_files)
 
 
 def load_agent_settings(path: Path | str | None) -> AgentSettings:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pdist import bencode
+from p2pdist.config import ConfigError
 from p2pdist.errors import LocalError, OutputError, SignatureError
 from p2pdist.metainfo.identity import PackageIdentity
 from p2pdist.metainfo.model import Metainfo, Signature, reencode
@@ -154,6 +155,23 @@ def parse_public_key(text: str) -> bytes:
     if len(raw) != 32:
         raise LocalError("public key must be 32 bytes (64 hex digits)")
     return raw
+
+
+def trusted_keys(texts: Iterable[str], files: Iterable[Path]) -> tuple[bytes, ...]:
+    """The raw keys a settings file trusts (inline texts, then key files); the error names the
+    setting (``public_keys[1]``, ``public_key_files``) so a typo is one clear line."""
+    keys = []
+    for index, text in enumerate(texts):
+        try:
+            keys.append(parse_public_key(text))
+        except LocalError as exc:
+            raise ConfigError(f"public_keys[{index}]: {exc}") from None
+    for path in files:
+        try:
+            keys.append(load_public_key(path))
+        except LocalError as exc:
+            raise ConfigError(f"public_key_files: {exc}") from None
+    return tuple(keys)
 
 
 def load_public_key(path: Path) -> bytes:
