@@ -100,6 +100,9 @@ async def run_all(harness: Harness, names: list[str], rounds: int, bound_s: floa
         for name in names:
             started = time.monotonic()
             print(f"[branch] round {number}: {name} ...", file=sys.stderr, flush=True)
+            # Each round starts from empty agent homes and caches (the summary already holds the
+            # previous round's figures); logs live elsewhere and are kept.
+            shutil.rmtree(harness.work / name, ignore_errors=True)
             try:
                 raw = await APPROACHES[name](harness, http_s if name == "http" else bound_s)
                 error = None
