@@ -106,25 +106,26 @@ def _logging(verbose: bool) -> None:
     )
 
 
-def _get(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace) -> tuple[Metainfo, EngineSettings, list[tuple[str, int]]]:
+    """What get and seed both check before touching any data: torrent, settings, peers."""
     _logging(args.verbose)
     meta = _load(args.torrent)
-    settings = _settings(args)
-    peers = [parse_host_port(text) for text in args.peer]
+    return meta, _settings(args), [parse_host_port(text) for text in args.peer]
+
+
+def _get(args: argparse.Namespace) -> int:
+    meta, settings, peers = _prepare(args)
     _writable_dir(args.output)
     (args.output / ".p2pdist").mkdir(exist_ok=True)
-    storage = FileStorage(meta.info, args.output, resume_path=_resume_path(args.output, meta))
+    storage = FileStorage(meta.info, args.output, resume_path=_resume_path(args.output, meta), info_hash=meta.info_hash)
     return run(_swarm(meta, storage, settings, peers, args, download=True))
 
 
 def _seed(args: argparse.Namespace) -> int:
-    _logging(args.verbose)
-    meta = _load(args.torrent)
-    settings = _settings(args)
-    peers = [parse_host_port(text) for text in args.peer]
+    meta, settings, peers = _prepare(args)
     if not args.directory.is_dir():
         raise InputError(f"{args.directory}: no such folder")
-    storage = FileStorage(meta.info, args.directory)
+    storage = FileStorage(meta.info, args.directory, info_hash=meta.info_hash)
     return run(_swarm(meta, storage, settings, peers, args, download=False))
 
 

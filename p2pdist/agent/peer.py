@@ -46,7 +46,6 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.last_block = now  # last piece data received (snub detection)
         self._writable = asyncio.Event()
         self._writable.set()
-        self.received_bytes = 0
         # Torrent-side per-peer state.
         self.have: Bitfield | None = None
         self.is_seed = False
@@ -81,7 +80,6 @@ class PeerConnection(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.wire.buffer_updated(nbytes)
-        self.received_bytes += nbytes
         self.last_received = time.monotonic()
         wire = self.wire
         try:

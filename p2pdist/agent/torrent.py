@@ -87,7 +87,6 @@ class Torrent:
         self.rng = rng or random.Random()
         self.state = TorrentState.CHECKING
         self.error: str | None = None
-        self.error_disk_full = False  # the error is a full disk (the agent retries when space returns)
         self.picker: PiecePicker | None = None
         self.peers: set[PeerConnection] = set()
         self._peer_ids: dict[bytes, PeerConnection] = {}
@@ -205,14 +204,21 @@ class Torrent:
         for conn in list(self.peers):
             if conn.closed or conn.have is None:
                 continue
-            chunks = []
-            for block in list(self.picker.requested_from(conn)):
-                self.picker.block_lost(conn, block)
-                if (block.index, block.begin, block.length) in conn.wire.requests_out:
-                    chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
+            chunks = self._withdraw_requests(conn, cancel=True)
             if conn.wire.am_interested:
                 chunks.append(conn.wire.send(m.NotInterested()))
             conn.writelines(chunks)
+
+    def _withdraw_requests(self, conn: PeerConnection, *, cancel: bool) -> list[bytes]:
+        """Give every block requested from ``conn`` back to the picker; with ``cancel``, the
+        ``cancel`` messages for those still on the wire (the caller writes them)."""
+        assert self.picker is not None
+        chunks = []
+        for block in list(self.picker.requested_from(conn)):
+            self.picker.block_lost(conn, block)
+            if cancel and (block.index, block.begin, block.length) in conn.wire.requests_out:
+                chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
+        return chunks
 
     def _set_error(self, message: str) -> None:
         self.state = TorrentState.ERROR
@@ -440,8 +446,7 @@ class Torrent:
         assert self.picker is not None
         if not conn.wire.fast and conn.have is not None:
             # Without the fast extension a choke drops every request we had with this peer.
-            for block in list(self.picker.requested_from(conn)):
-                self.picker.block_lost(conn, block)
+            self._withdraw_requests(conn, cancel=False)
             self._refill_all(exclude=conn)
 
     def _on_unchoke(self, conn: PeerConnection, event: object) -> None:
@@ -570,7 +575,6 @@ class Torrent:
         except StorageError as exc:
             # Disk full or unwritable: stop this torrent's downloading, keep everything else.
             picker.piece_failed(index)
-            self.error_disk_full = exc.disk_full
             if self.state is not TorrentState.ERROR:
                 self._set_error(f"cannot write piece {index}: {exc}")
                 self._stop_requesting()
@@ -801,11 +805,7 @@ class Torrent:
         assert self.picker is not None
         conn.snubbed = True
         conn.queue_target = self.settings.min_request_queue
-        chunks = []
-        for block in list(self.picker.requested_from(conn)):
-            self.picker.block_lost(conn, block)
-            chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
-        conn.writelines(chunks)
+        conn.writelines(self._withdraw_requests(conn, cancel=True))
         log.info("%s: peer %s snubbed us", self.info.name, conn.describe())
         self._refill_all(exclude=conn)
 

@@ -79,7 +79,6 @@ class WebSeed:
         self.bytes_downloaded = 0
         self.last_error: str | None = None
         self._failures = 0
-        self._wake = asyncio.Event()
         self._turns = (1, 0)  # (PCs sharing the web seed work, this PC's turn)
 
     def __repr__(self) -> str:
