@@ -16,6 +16,10 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def sys_cpu() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["seed", "leech"])
@@ -42,7 +46,7 @@ def main() -> None:
         sys.stdin.readline()
         print(json.dumps({"cpu": cpu() - start, "uploaded": handle.status().total_payload_upload}), flush=True)
         return
-    start_cpu, start = cpu(), time.perf_counter()
+    start_cpu, start_sys, start = cpu(), sys_cpu(), time.perf_counter()
     handle = ses.add_torrent(params)
     handle.connect_peer(("127.0.0.1", args.peer))
     first = None
@@ -54,7 +58,7 @@ def main() -> None:
             break
         time.sleep(0.005)
     done = time.perf_counter()
-    print(json.dumps({"elapsed": done - start, "transfer": done - (first or done), "cpu": cpu() - start_cpu}), flush=True)
+    print(json.dumps({"elapsed": done - start, "transfer": done - (first or done), "cpu": cpu() - start_cpu, "sys": sys_cpu() - start_sys}), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def sys_cpu() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 async def main(args: argparse.Namespace) -> None:
     meta = read_metainfo(args.torrent)
     session = Session(EngineSettings(listen_host="127.0.0.1", listen_port=0))
@@ -40,13 +44,13 @@ async def main(args: argparse.Namespace) -> None:
         print(json.dumps({"cpu": cpu() - start, "uploaded": torrent.upload_meter.total}), flush=True)
     else:
         storage = NullStorage(meta.info) if args.null else FileStorage(meta.info, Path(args.data))
-        start_cpu, start = cpu(), time.perf_counter()
+        start_cpu, start_sys, start = cpu(), sys_cpu(), time.perf_counter()
         torrent = await session.add_torrent(meta, storage)
         torrent.add_peer_addresses([("127.0.0.1", args.peer)])
         await torrent.completed.wait()
         done = time.monotonic()
         elapsed = time.perf_counter() - start
-        print(json.dumps({"elapsed": elapsed, "transfer": done - (torrent.first_block_at or done), "cpu": cpu() - start_cpu}), flush=True)
+        print(json.dumps({"elapsed": elapsed, "transfer": done - (torrent.first_block_at or done), "cpu": cpu() - start_cpu, "sys": sys_cpu() - start_sys, "wasted": torrent.bytes_wasted, "hash_failures": torrent.hash_failures}), flush=True)
     await session.close()
 
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pdist.errors import LocalError
+from p2pdist.errors import LocalError, ProtocolError
 from p2pdist.metainfo import Layout
 from p2pdist.wire import messages as m
-from p2pdist.wire.codec import NEED_DATA, PeerWire
+from p2pdist.wire.codec import NEED_DATA, PeerWire, PieceRun, RequestRun, WireLimits
 from tests.support.torrents import make_torrent
 
 _, META = make_torrent({"a.bin": bytes(100_000)}, single=True, name="a.bin", piece_length=32 * 1024)
@@ -58,14 +58,109 @@ def test_send_requests_refuses_what_send_refuses() -> None:
         wire.send_requests([(0, 0, 16384)])
 
 
-def test_borrowed_piece_data_is_a_view_with_the_same_bytes() -> None:
-    copy_wire, copy_peer = _pair()
-    view_wire, view_peer = _pair(borrow_piece_data=True)
-    payload = bytes(range(256)) * 64
-    for wire, peer in ((copy_wire, copy_peer), (view_wire, view_peer)):
-        peer.receive_data(wire.send_requests([(1, 0, 16384)]))
-        assert isinstance(peer.next_event(), m.Request)
-        wire.receive_data(peer.piece_header(1, 0, 16384) + payload)
-    copied, viewed = copy_wire.next_event(), view_wire.next_event()
-    assert isinstance(copied.data, bytes) and isinstance(viewed.data, memoryview)
-    assert bytes(viewed.data) == copied.data == payload
+def _events(wire: PeerWire) -> list[object]:
+    out = []
+    for _ in range(10_000):
+        event = wire.next_event()
+        if event is NEED_DATA:
+            return out
+        out.append(list(event) if isinstance(event, (PieceRun, RequestRun)) else event)
+    raise AssertionError("codec never asked for more data")
+
+
+def _payload(key: tuple[int, int, int]) -> bytes:
+    return bytes([key[0] * 7 + key[1] // 16384 & 0xFF]) * key[2]
+
+
+@settings(max_examples=60)
+@given(blocks, st.lists(st.integers(min_value=1, max_value=40_000), min_size=1, max_size=8))
+def test_piece_runs_carry_the_same_blocks_as_single_events(chosen: list[tuple[int, int, int]], cuts: list[int]) -> None:
+    single, single_peer = _pair()
+    batched, batched_peer = _pair(runs=True)
+    stream = b""
+    for wire, peer in ((single, single_peer), (batched, batched_peer)):
+        peer.receive_data(wire.send_requests(chosen))
+        _events(peer)
+        stream = b"".join(peer.piece_header(*key) + _payload(key) for key in chosen)
+    single.receive_data(stream)
+    expected = [(e.index, e.begin, e.data) for e in _events(single)]  # type: ignore[attr-defined]
+    got: list[tuple[int, int, bytes]] = []
+    position = 0
+    for cut in [*cuts, len(stream)]:
+        piece_of_stream = stream[position : position + cut]
+        position += len(piece_of_stream)
+        batched.receive_data(piece_of_stream)
+        for run in _events(batched):
+            assert isinstance(run, list) and run, "piece messages come out as non-empty runs"
+            got += [(index, begin, bytes(data)) for index, begin, data in run]  # copy while borrowed
+    assert got == expected == [(i, b, _payload((i, b, n))) for i, b, n in chosen]
+    assert not batched.requests_out and not single.requests_out
+
+
+def test_a_run_holds_every_complete_piece_message_of_one_read() -> None:
+    wire, peer = _pair(runs=True)
+    keys = ALL_BLOCKS[:5]
+    peer.receive_data(wire.send_requests(keys))
+    _events(peer)
+    wire.receive_data(b"".join(peer.piece_header(*key) + _payload(key) for key in keys) + m.Have(1).encode())
+    first = wire.next_event()
+    assert isinstance(first, PieceRun) and [(i, b) for i, b, _ in first] == [(i, b) for i, b, _ in keys]
+    assert all(isinstance(data, memoryview) for _, _, data in first)
+    assert wire.next_event() == m.Have(1)
+
+
+def test_a_bad_piece_inside_a_run_ends_the_connection() -> None:
+    wire, peer = _pair(runs=True)
+    good, bad = ALL_BLOCKS[0], ALL_BLOCKS[1]
+    peer.receive_data(wire.send_requests([good]))
+    _events(peer)
+    wire.receive_data(peer.piece_header(*good) + _payload(good) + m.Piece(bad[0], bad[1], _payload(bad)).encode())
+    with pytest.raises(ProtocolError, match="unrequested block"):
+        wire.next_event()
+    with pytest.raises(ProtocolError):
+        wire.next_event()
+
+
+@settings(max_examples=60)
+@given(blocks)
+def test_request_runs_record_the_same_requests_as_single_events(chosen: list[tuple[int, int, int]]) -> None:
+    single, single_peer = _pair()
+    batched, batched_peer = _pair(runs=True)
+    single_peer.receive_data(single.send_requests(chosen))
+    batched_peer.receive_data(batched.send_requests(chosen))
+    one_by_one = [(e.index, e.begin, e.length) for e in _events(single_peer)]  # type: ignore[attr-defined]
+    in_runs = []  # a request while the first-message window is open comes out alone
+    for event in _events(batched_peer):
+        in_runs += event if isinstance(event, list) else [(event.index, event.begin, event.length)]  # type: ignore[attr-defined]
+    assert in_runs == one_by_one == chosen
+    assert list(batched_peer.requests_in) == list(single_peer.requests_in) == chosen
+
+
+def test_request_runs_keep_the_queue_cap() -> None:
+    wire, peer = _pair(runs=True)
+    peer.limits = WireLimits(max_incoming_requests=3)
+    peer.receive_data(wire.send_requests(ALL_BLOCKS[:4]))
+    with pytest.raises(ProtocolError, match="more than 3 requests queued"):
+        _events(peer)
+
+
+def test_frame_pieces_matches_piece_header_and_refuses_what_it_cannot_send() -> None:
+    wire, peer = _pair()
+    keys = ALL_BLOCKS[:3]
+    peer.receive_data(wire.send_requests(keys))
+    _events(peer)
+    datas = [_payload(key) for key in keys]
+    for bad_keys, bad_datas in (
+        ([ALL_BLOCKS[4]], [_payload(ALL_BLOCKS[4])]),  # never requested
+        ([keys[0]], [b"short"]),  # wrong length
+        ([keys[0], keys[0]], [datas[0], datas[0]]),  # the same block twice
+        (keys, datas[:2]),  # a datum missing
+    ):
+        with pytest.raises(LocalError):
+            peer.frame_pieces(bad_keys, bad_datas)
+        assert list(peer.requests_in) == keys, "a refused batch records nothing"
+    chunks = peer.frame_pieces(keys, datas)
+    assert b"".join(chunks) == b"".join(m.Piece(*key[:2], data).encode() for key, data in zip(keys, datas))
+    assert not peer.requests_in
+    wire.receive_data(b"".join(chunks))
+    assert [e.data for e in _events(wire)] == datas  # type: ignore[attr-defined]

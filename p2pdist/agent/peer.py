@@ -16,13 +16,19 @@ from typing import Protocol
 
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError, RemoteError
-from p2pdist.wire.codec import NEED_DATA, PeerWire
+from p2pdist.wire.codec import NEED_DATA, PeerWire, PieceRun, RequestRun
 
 log = logging.getLogger("p2pdist.peer")
 
 
 class PeerOwner(Protocol):
     def on_event(self, conn: PeerConnection, event: object) -> None: ...
+
+    def on_blocks(self, conn: PeerConnection, run: PieceRun) -> None:
+        """Piece messages as the codec's borrowed run of ``(index, begin, data)`` tuples."""
+
+    def on_requests(self, conn: PeerConnection, run: RequestRun) -> None:
+        """Request messages as the codec's run of ``(index, begin, length)`` keys."""
 
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None: ...
 
@@ -52,7 +58,8 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.upload_queue: deque[tuple[int, int, int]] = deque()
         self.uploading = False
         self.snubbed = False
-        self.queue_target = 0
+        self.queue_target = 0  # requests to keep in flight
+        self.refill_at = 0  # top the pipeline up when in-flight requests fall to this
         self.blocks_since_growth = 0
         self.download_meter = None  # RateMeter, set by the torrent
         self.upload_meter = None
@@ -81,13 +88,19 @@ class PeerConnection(asyncio.BufferedProtocol):
             return
         self.wire.buffer_updated(nbytes)
         self.last_received = time.monotonic()
-        wire = self.wire
+        next_event = self.wire.next_event
         try:
             while not self.closed:
-                event = wire.next_event()
-                if event is NEED_DATA:
+                event = next_event()
+                kind = type(event)
+                if kind is PieceRun:  # the hot paths: a socket read's worth of blocks
+                    self.owner.on_blocks(self, event)
+                elif kind is RequestRun:
+                    self.owner.on_requests(self, event)
+                elif event is NEED_DATA:
                     break
-                self.owner.on_event(self, event)
+                else:
+                    self.owner.on_event(self, event)
         except RemoteError as exc:
             self.close(f"protocol error: {exc}")
         except LocalError as exc:

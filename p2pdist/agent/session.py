@@ -62,7 +62,7 @@ class Session:
         self._reaper = asyncio.ensure_future(self._reap_pending())
 
     def _inbound(self) -> PeerConnection:
-        conn = PeerConnection(PeerWire(peer_id=self.peer_id, borrow_piece_data=True), self, outbound=False)
+        conn = PeerConnection(PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False)
         self._pending.add(conn)
         if self.connection_count() > self.settings.max_connections:
             asyncio.get_running_loop().call_soon(conn.close, "too many connections")
@@ -113,6 +113,12 @@ class Session:
             return
         if not torrent.attach_inbound(conn, event):
             conn.close("torrent does not accept this peer now")
+
+    def on_blocks(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None:
+        conn.close("piece before handshake")  # the unbound codec refuses this first; kept total
+
+    def on_requests(self, conn: PeerConnection, run: list[tuple[int, int, int]]) -> None:
+        conn.close("request before handshake")
 
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
         self._pending.discard(conn)

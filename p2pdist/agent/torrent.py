@@ -30,7 +30,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
@@ -39,7 +39,7 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo
 from p2pdist.piece_picker.choker import ChokerState, PeerStats, decide
-from p2pdist.piece_picker.picker import Block, PiecePicker
+from p2pdist.piece_picker.picker import TAKEN, Block, PiecePicker
 from p2pdist.piece_picker.smartban import SmartBan
 from p2pdist.storage.base import Storage, StorageError
 from p2pdist.wire import messages as m
@@ -49,7 +49,8 @@ from p2pdist.wire.state import Phase
 log = logging.getLogger("p2pdist.torrent")
 
 Address = tuple[str, int]
-UPLOAD_BATCH = 16  # blocks per socket write when they are in memory (256 KiB)
+POOL_BYTES = 32 << 20
+UPLOAD_BATCH = 32  # blocks per socket write when they are in memory (512 KiB)
 
 
 class TorrentState(enum.Enum):
@@ -129,6 +130,7 @@ class Torrent:
             m.Unchoke: self._on_unchoke,
             m.Interested: self._on_interested,
             m.NotInterested: self._ignore,
+            m.Piece: self._on_piece,
             m.Request: self._on_request,
             m.Cancel: self._ignore,  # the codec forgets the request; the upload loop skips it
             m.Reject: self._on_reject,
@@ -285,7 +287,7 @@ class Torrent:
 
     async def _connect(self, address: Address) -> None:
         loop = asyncio.get_running_loop()
-        wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout, borrow_piece_data=True)
+        wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout, runs=True)
         conn = PeerConnection(wire, self, outbound=True, address=address)
         local_addr = (self.settings.bind_host, 0) if self.settings.bind_host else None
         try:
@@ -327,10 +329,7 @@ class Torrent:
     # -- events ----------------------------------------------------------------------------
 
     def on_event(self, conn: PeerConnection, event: object) -> None:
-        if type(event) is m.Piece:
-            self._on_block(conn, event)  # type: ignore[arg-type]
-        else:
-            self._dispatch[type(event)](conn, event)
+        self._dispatch[type(event)](conn, event)
 
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
         self.peers.discard(conn)
@@ -361,7 +360,7 @@ class Torrent:
         self._peer_ids[handshake.peer_id] = conn
         conn.download_meter = RateMeter()
         conn.upload_meter = RateMeter()
-        conn.queue_target = self.settings.min_request_queue * 2
+        self._retarget(conn, self.settings.min_request_queue * 2)
         chunks = []
         if conn.wire.extensions:
             chunks.append(conn.wire.extension_handshake(client=self.settings.client_name, listen_port=self.listen_port or None))
@@ -377,7 +376,7 @@ class Torrent:
     def _on_extended_handshake(self, conn: PeerConnection, event: object) -> None:
         handshake: m.ExtendedHandshake = event  # type: ignore[assignment]
         if handshake.reqq:
-            conn.queue_target = min(conn.queue_target, handshake.reqq)
+            self._retarget(conn, conn.queue_target)
 
     def _peer_reqq(self, conn: PeerConnection) -> int:
         ext = conn.wire.peer_extension_handshake
@@ -478,69 +477,104 @@ class Torrent:
         if self.state is not TorrentState.DOWNLOADING:
             return
         in_flight = len(conn.wire.requests_out)
-        target = min(conn.queue_target, self._peer_reqq(conn))
-        if in_flight > target * 3 // 4:
+        if in_flight > conn.refill_at:
             return
-        blocks = picker.pick(conn, target - in_flight)
+        blocks = picker.pick(conn, conn.queue_target - in_flight)
         if blocks:
-            conn.write(conn.wire.send_requests([(b.index, b.begin, b.length) for b in blocks]))
+            conn.write(conn.wire.send_requests(blocks))
 
     def _refill_all(self, exclude: PeerConnection | None = None) -> None:
         for conn in list(self.peers):
             if conn is not exclude:
                 self._refill(conn)
 
-    def _on_block(self, conn: PeerConnection, event: m.Piece) -> None:
-        picker = self.picker
-        assert picker is not None
-        index, begin, data = event.index, event.begin, event.data
-        size = len(data)
-        if self.first_block_at is None:
-            self.first_block_at = time.monotonic()
+    def on_blocks(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None:
+        """Blocks from a peer, as the codec's borrowed run of ``(index, begin, data)``.
+
+        The hot path: 65 536 blocks per GiB, a few per socket read. Per block only the picker's
+        ledger and one copy into the piece buffer; counters, snub state, slow start and the
+        request refill are settled once per run.
+        """
+        take = self.picker.take_block  # type: ignore[union-attr]
+        partial = self._partial
+        got = wasted = 0
+        for index, begin, data in run:
+            size = len(data)
+            taken = take(conn, index, begin, size)
+            if taken is None:
+                wasted += size  # a late duplicate (endgame) or a piece already verified
+                continue
+            got += size
+            buffer = partial.get(index)
+            if buffer is None:
+                buffer = self._start_piece(index)
+            buffer[begin : begin + size] = data
+            if taken is not TAKEN:
+                self._settle_block(index, buffer, taken)
+        total = got + wasted
         conn.last_block = conn.last_received
         conn.snubbed = False
-        conn.download_meter.total += size  # type: ignore[union-attr]
-        self.download_meter.total += size
+        conn.download_meter.total += total  # type: ignore[union-attr]
+        self.download_meter.total += total
+        self.bytes_from_peers += got
+        self.bytes_wasted += wasted
         if self._download.limited:
-            self._throttle_download(conn, size)
-        if self._accept_block(conn, index, begin, data):
-            self.bytes_from_peers += size
-        else:
-            self.bytes_wasted += size  # a late duplicate (endgame) or a piece already verified
+            self._throttle_download(conn, total)
         # Slow start: each time a whole queue's worth of blocks has arrived, double the queue,
         # so a fast link reaches a full pipeline within a few hundred blocks; the tick trims it
         # back to about one second of data for slower peers.
-        conn.blocks_since_growth += 1
+        conn.blocks_since_growth += len(run)
         if conn.blocks_since_growth >= conn.queue_target:
             conn.blocks_since_growth = 0
-            conn.queue_target = min(self.settings.max_request_queue, conn.queue_target * 2)
-        if len(conn.wire.requests_out) <= conn.queue_target * 3 // 4:
+            self._retarget(conn, conn.queue_target * 2)
+        if len(conn.wire.requests_out) <= conn.refill_at:
             self._refill(conn)
+
+    def _on_piece(self, conn: PeerConnection, event: object) -> None:
+        """A piece event from a codec that does not lend its buffer (the engine's own do)."""
+        self.on_blocks(conn, [(event.index, event.begin, event.data)])  # type: ignore[attr-defined]
+
+    def _retarget(self, conn: PeerConnection, target: int) -> None:
+        """Set how many requests to keep in flight with ``conn`` (within our cap and its reqq)
+        and the low-water mark below which the pipeline is topped up in one batch."""
+        conn.queue_target = max(1, min(target, self._peer_reqq(conn)))
+        conn.refill_at = conn.queue_target * 3 // 4
 
     def _accept_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
         """Put a block from any source (peer or web seed) into its piece; False if not wanted."""
-        picker = self.picker
-        assert picker is not None
-        taken = picker.take_block(source, index, begin, len(data))
+        taken = self.picker.take_block(source, index, begin, len(data))  # type: ignore[union-attr]
         if taken is None:
             return False
-        done, cancels = taken
+        self._place(index, begin, data, taken)
+        return True
+
+    def _place(self, index: int, begin: int, data: bytes | memoryview, taken: tuple[bool, Sequence[tuple[object, Block]]]) -> None:
+        """Copy a block the picker took into its piece."""
         buffer = self._partial.get(index)
         if buffer is None:
-            buffer = self._partial[index] = self._new_buffer(index)
+            buffer = self._start_piece(index)
         buffer[begin : begin + len(data)] = data
+        if taken is not TAKEN:
+            self._settle_block(index, buffer, taken)
+
+    def _start_piece(self, index: int) -> bytearray:
+        buffer = self._partial[index] = self._new_buffer(index)
+        if self.first_block_at is None:
+            self.first_block_at = time.monotonic()
+        return buffer
+
+    def _settle_block(self, index: int, buffer: bytearray, taken: tuple[bool, Sequence[tuple[object, Block]]]) -> None:
+        """Cancel the block's duplicate requests (endgame); verify the piece once it is whole."""
+        done, cancels = taken
         for other, dup in cancels:
             if isinstance(other, PeerConnection) and not other.closed:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
         if done:
             del self._partial[index]
-            self._spawn(self._verify(index, buffer, picker.senders(index)))
-        return True
+            self._spawn(self._verify(index, buffer, self.picker.senders(index)))  # type: ignore[union-attr]
 
     def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
         """A block fetched over HTTP (BEP 19); counted apart from peer bytes (the WAN savings)."""
-        if self.first_block_at is None:
-            self.first_block_at = time.monotonic()
         self.download_meter.add(len(data))
         if self._accept_block(source, index, begin, data):
             self.bytes_from_webseed += len(data)
@@ -556,7 +590,9 @@ class Torrent:
         return bytearray(size)
 
     def _recycle(self, buffer: bytearray) -> None:
-        if len(buffer) == self.info.piece_length and len(self._buffer_pool) < 16:
+        # Up to 32 MiB of spare buffers: enough for the pieces waiting on the hash thread at
+        # full speed, so steady state allocates nothing.
+        if len(buffer) == self.info.piece_length and len(self._buffer_pool) * len(buffer) < POOL_BYTES:
             self._buffer_pool.append(buffer)
 
     def _throttle_download(self, conn: PeerConnection, size: int) -> None:
@@ -658,48 +694,78 @@ class Torrent:
     # -- uploading -------------------------------------------------------------------------
 
     def _on_request(self, conn: PeerConnection, event: object) -> None:
-        index, begin, length = event.index, event.begin, event.length  # type: ignore[attr-defined]
+        """A request event from a codec that does not batch (the engine's own do)."""
+        self.on_requests(conn, [(event.index, event.begin, event.length)])  # type: ignore[attr-defined]
+
+    def on_requests(self, conn: PeerConnection, run: list[tuple[int, int, int]]) -> None:
+        """Requests from a peer, as the codec's run of (index, begin, length) keys.
+
+        While we choke the peer, or for a piece we do not have, each request is refused (a
+        ``reject`` under the fast extension, silence otherwise); the rest join the peer's
+        upload queue in order.
+        """
         wire = conn.wire
-        if wire.am_choking or not self.have[index]:
-            if wire.fast and (index, begin, length) in wire.requests_in:
-                conn.write(wire.send(m.Reject(index, begin, length)))
-            return
-        conn.upload_queue.append((index, begin, length))
-        if not conn.uploading:
+        if not wire.am_choking:
+            picker = self.picker
+            if picker is not None and picker.complete:
+                conn.upload_queue.extend(run)  # a seed has every piece: no check per block
+                run = []
+            else:
+                have = self.have
+                refused = []
+                for key in run:
+                    if have[key[0]]:
+                        conn.upload_queue.append(key)
+                    else:
+                        refused.append(key)
+                run = refused
+        if run and wire.fast:
+            conn.writelines([wire.send(m.Reject(*key)) for key in run if key in wire.requests_in])
+        if conn.upload_queue and not conn.uploading:
             conn.uploading = True
             self._spawn(self._serve(conn))
 
     async def _serve(self, conn: PeerConnection) -> None:
         """Send requested blocks to one peer, in order, with flow control.
 
-        Blocks already in memory go out in batches of up to ``UPLOAD_BATCH`` per socket write
-        (a loopback write costs about as much as the copy it makes); a block that needs a disk
-        read ends the batch and is awaited.
+        Blocks whose piece is in memory go out in batches of up to ``UPLOAD_BATCH`` per socket
+        write (a loopback write costs about as much as the copy it makes), sliced from the
+        piece without a copy; a piece that needs a disk read ends the batch and is awaited,
+        which brings the whole piece into the cache for the requests that follow.
         """
         wire = conn.wire
         storage = self.storage
         throttle = self._upload
+        queue = conn.upload_queue
+        requests_in = wire.requests_in
         try:
-            while conn.upload_queue and not conn.closed:
-                chunks: list[bytes | memoryview] = []
-                sent = 0
-                while conn.upload_queue and len(chunks) < 2 * UPLOAD_BATCH:
-                    key = conn.upload_queue.popleft()
-                    if key not in wire.requests_in:
-                        continue  # cancelled, or dropped by a choke
-                    data = storage.peek_block(*key)
-                    if data is None:
-                        if chunks:
-                            conn.upload_queue.appendleft(key)
-                            break
-                        data = await storage.read_block(*key)
-                        if conn.closed or key not in wire.requests_in:
-                            continue
-                    chunks.append(wire.piece_header(*key))
-                    chunks.append(data)
-                    sent += len(data)
-                if not chunks or conn.closed:
+            while queue and not conn.closed:
+                keys: list[tuple[int, int, int]] = []
+                blocks: list[bytes | memoryview] = []
+                current, piece = -1, None
+                while queue and len(keys) < UPLOAD_BATCH:
+                    key = queue.popleft()
+                    if key not in requests_in or key in keys:
+                        continue  # cancelled, dropped by a choke, or asked twice
+                    index, begin, length = key
+                    if index != current:
+                        current, piece = index, storage.cached_piece(index)
+                    if piece is not None:
+                        blocks.append(piece[begin : begin + length])
+                        keys.append(key)
+                        continue
+                    if keys:
+                        queue.appendleft(key)
+                        break
+                    data = await storage.read_block(index, begin, length)
+                    current = -1  # the piece is cached now: look it up again for the next key
+                    if conn.closed or key not in requests_in:
+                        continue
+                    blocks.append(data)
+                    keys.append(key)
+                if not keys or conn.closed:
                     continue
+                sent = sum(len(block) for block in blocks)
                 if throttle.limited:
                     throttle.charge(sent)
                     delay = throttle.delay()
@@ -707,7 +773,8 @@ class Torrent:
                         await asyncio.sleep(delay)
                         if conn.closed:
                             break
-                conn.writelines(chunks)
+                keys, blocks = _still_requested(requests_in, keys, blocks)
+                conn.writelines(wire.frame_pieces(keys, blocks))  # type: ignore[arg-type]
                 conn.upload_meter.add(sent)  # type: ignore[union-attr]
                 self.upload_meter.add(sent)
                 await conn.drain()
@@ -795,7 +862,7 @@ class Torrent:
                 conn.upload_meter.update()  # type: ignore[union-attr]
             if now - conn.connected_at >= 3 * settings.tick_interval:
                 wanted = int(rate * settings.request_queue_seconds / BLOCK_SIZE) + settings.min_request_queue
-                conn.queue_target = max(settings.min_request_queue, min(settings.max_request_queue, conn.queue_target, 2 * wanted))
+                self._retarget(conn, max(settings.min_request_queue, min(conn.queue_target, 2 * wanted)))
             if wire.requests_out and now - conn.last_block > settings.request_timeout and not conn.snubbed:
                 self._snub(conn)
         self._connect_more()
@@ -804,7 +871,7 @@ class Torrent:
         """A peer that sends nothing for our requests: give its blocks to others."""
         assert self.picker is not None
         conn.snubbed = True
-        conn.queue_target = self.settings.min_request_queue
+        self._retarget(conn, self.settings.min_request_queue)
         conn.writelines(self._withdraw_requests(conn, cancel=True))
         log.info("%s: peer %s snubbed us", self.info.name, conn.describe())
         self._refill_all(exclude=conn)
@@ -835,3 +902,11 @@ class Torrent:
 def _block_digests(data: bytes) -> dict[int, bytes]:
     """SHA-1 of each 16 KiB block, keyed by offset (smart-ban evidence; only for failed pieces)."""
     return {begin: hashlib.sha1(data[begin : begin + BLOCK_SIZE]).digest() for begin in range(0, len(data), BLOCK_SIZE)}
+
+
+def _still_requested(requests_in: dict, keys: list, blocks: list) -> tuple[list, list]:
+    """Drop blocks cancelled while the batch waited (a disk read, the rate limit)."""
+    if all(key in requests_in for key in keys):
+        return keys, blocks
+    kept = [(key, block) for key, block in zip(keys, blocks) if key in requests_in]
+    return [key for key, _ in kept], [block for _, block in kept]

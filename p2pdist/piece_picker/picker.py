@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import NamedTuple
 
 from p2pdist.bitfield import Bitfield
@@ -83,6 +83,12 @@ class Block(NamedTuple):
     index: int
     begin: int
     length: int
+
+
+# What take_block answers for almost every block: accepted, piece not complete, nothing to
+# cancel. One shared object, so the engine's hot path tells it apart with ``is``.
+TAKEN: tuple[bool, tuple[()]] = (False, ())
+_TAKEN_LAST: tuple[bool, tuple[()]] = (True, ())
 
 
 class PickerError(LocalError):
@@ -171,7 +177,8 @@ class PiecePicker:
     def _make_blocks(self, index: int) -> tuple[Block, ...]:
         size = self._last_size if index == self._n - 1 else self._piece_length
         whole, rest = divmod(size, BLOCK_SIZE)
-        blocks = [Block(index, begin, BLOCK_SIZE) for begin in range(0, whole * BLOCK_SIZE, BLOCK_SIZE)]
+        new = tuple.__new__  # what Block(...) does, without its Python-level __new__ per block
+        blocks = [new(Block, (index, begin, BLOCK_SIZE)) for begin in range(0, whole * BLOCK_SIZE, BLOCK_SIZE)]
         if rest:
             blocks.append(Block(index, whole * BLOCK_SIZE, rest))
         return tuple(blocks)
@@ -512,20 +519,21 @@ class PiecePicker:
         A block requested from someone else but delivered by ``peer`` is accepted.
         """
         taken = self.take_block(peer, block.index, block.begin, block.length)
-        return (False, []) if taken is None else taken
+        return (False, []) if taken is None else (taken[0], list(taken[1]))
 
-    def take_block(self, peer: Hashable, index: int, begin: int, length: int) -> tuple[bool, list[tuple[Hashable, Block]]] | None:
+    def take_block(self, peer: Hashable, index: int, begin: int, length: int) -> tuple[bool, Sequence[tuple[Hashable, Block]]] | None:
         """``block_received`` for the engine's hot path: coordinates in, no Block built.
 
         None when the block is not wanted (not requested from anyone, or already received or
-        verified), and then nothing changes; else what ``block_received`` returns.
+        verified), and then nothing changes; else (piece complete, requests to cancel), which
+        is the shared ``TAKEN`` object in the common case.
         """
         piece = self._pieces.get(index)
         if piece is None:
             return None
-        number, rest = divmod(begin, BLOCK_SIZE)
+        number = begin // BLOCK_SIZE
         blocks = piece.blocks
-        if rest or not 0 <= number < len(blocks) or blocks[number].length != length or piece.state[number] != REQUESTED:
+        if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number].length != length:
             return None
         requesters = piece.requesters.pop(number)
         piece.state[number] = RECEIVED
@@ -533,6 +541,10 @@ class PiecePicker:
         piece.senders[number] = peer
         self._remaining -= 1
         canonical = blocks[number]
+        done = piece.received == len(blocks)
+        if len(requesters) == 1 and requesters[0] == peer:
+            self._peers[peer].outstanding.discard(canonical)
+            return _TAKEN_LAST if done else TAKEN
         cancels: list[tuple[Hashable, Block]] = []
         for other in requesters:
             other_state = self._peers.get(other)
@@ -540,7 +552,7 @@ class PiecePicker:
                 other_state.outstanding.discard(canonical)
             if other != peer:
                 cancels.append((other, canonical))
-        return piece.received == len(blocks), cancels
+        return done, cancels
 
     def block_lost(self, peer: Hashable, block: Block) -> None:
         """A request to ``peer`` is void (rejected, choked, timed out): the block is free again

@@ -258,6 +258,21 @@ class Storage(abc.ABC):
         piece = self._cache.get(index)
         return None if piece is None else memoryview(piece)[begin : begin + length]
 
+    def cached_piece(self, index: int) -> memoryview | None:
+        """A whole verified piece when it is already in memory, as a view (no copy), else None.
+
+        The upload path serves a run of requests for one piece from one lookup; when this is
+        None it awaits ``read_block``, which loads the piece into the cache.
+        """
+        self._check_ready()
+        if not self.have[index]:
+            raise StorageError(f"piece {index} of {self.info.name!r} is not verified")
+        piece = self._in_memory(index)
+        return None if piece is None else memoryview(piece)
+
+    def _in_memory(self, index: int) -> Buffer | None:
+        return self._cache.get(index)
+
     async def _load_whole(self, index: int, size: int) -> bytes:
         """Read a piece once however many blocks of it are requested at the same time."""
         task = self._loading.get(index)

@@ -54,6 +54,9 @@ class MemoryStorage(Storage):
     def _read_candidate(self, index: int) -> Buffer | None:
         return self._pieces.get(index)
 
+    def _in_memory(self, index: int) -> Buffer | None:
+        return self._pieces.get(index)
+
     async def _recheck_candidates(self) -> Sequence[int]:
         return sorted(self._pieces)
 
@@ -81,6 +84,9 @@ class NullStorage(Storage):
 
     def _read_candidate(self, index: int) -> Buffer | None:
         return None
+
+    def _in_memory(self, index: int) -> Buffer | None:
+        raise StorageError(f"null storage of {self.info.name!r} keeps no data to serve")
 
     async def recheck(self, progress: Progress | None = None) -> Bitfield:
         self._check_open()

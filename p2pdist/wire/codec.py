@@ -41,6 +41,8 @@ NEED_DATA: Final = _NeedData()
 _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 _U32x3 = struct.Struct(">III")
+_HEADER = struct.Struct(">IB")
+_PIECE_HEADER = struct.Struct(">IBII")
 _REQUEST = struct.Struct(">IBIII")
 _NAMES = {int(kind): kind.name.lower() for kind in m.MessageId}  # for error messages, without an Enum call per message
 _HANDSHAKE_LIMITS = bencode.Limits(max_depth=4, max_tokens=512, max_string=4096, max_int_digits=12)
@@ -49,6 +51,23 @@ _DESCRIBE = (m.BitfieldMessage, m.HaveAll, m.HaveNone)
 # lets the peer do).
 _KEEPS_WINDOW = (m.ExtendedHandshake, m.Extended, m.KeepAlive, m.AllowedFast, m.Port)
 _SENDABLE = frozenset(kind for phase, kind in TRANSITIONS if phase is not Phase.AWAIT_HANDSHAKE)
+
+
+class PieceRun(list):  # type: ignore[type-arg]
+    """Consecutive piece messages as ``(index, begin, data)`` tuples (``runs`` mode).
+
+    Each data is a memoryview into the codec's receive buffer, valid only until the next call
+    into the codec: copy it out at once. A socket read holds several blocks; one event per
+    read instead of one per block is what keeps a pure-Python receive path near line rate.
+    """
+
+    __slots__ = ()
+
+
+class RequestRun(list):  # type: ignore[type-arg]
+    """Consecutive request messages as ``(index, begin, length)`` keys (``runs`` mode)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -80,15 +99,15 @@ class PeerWire:
         fast: bool = True,
         extensions: bool = True,
         limits: WireLimits = WireLimits(),
-        borrow_piece_data: bool = False,
+        runs: bool = False,
     ) -> None:
         if len(peer_id) != 20:
             raise LocalError("peer id must be 20 bytes")
         self.limits = limits
-        # With borrow_piece_data a Piece event's data is a memoryview into the receive buffer,
-        # valid only until the next call into the codec: the engine copies each block into its
-        # piece buffer at once, so the copy into a bytes object is saved on every block.
-        self.borrow_piece_data = borrow_piece_data
+        # With runs, consecutive piece messages come out as one PieceRun event and consecutive
+        # requests as one RequestRun (see those classes), so the engine makes no event object
+        # and no call per 16 KiB block; piece data are borrowed views of the receive buffer.
+        self.runs = runs
         self.our_peer_id = peer_id
         self.our_reserved = m.make_reserved(extensions=extensions, fast=fast)
         self.info_hash = info_hash
@@ -111,6 +130,7 @@ class PeerWire:
         self.allowed_fast_out: set[int] = set()  # pieces we let the peer request while choked
         self._layout: Layout | None = None
         self._buf = bytearray(0)
+        self._view = memoryview(self._buf)  # of _buf, which only ever changes by same-size writes
         self._start = 0
         self._end = 0
         # Bytes handed to receive_data that did not fit the buffer yet. The buffer never grows
@@ -137,6 +157,7 @@ class PeerWire:
         if len(self._buf) < capacity:
             pending = bytes(self._buf[self._start : self._end])
             self._buf = bytearray(capacity)
+            self._view = memoryview(self._buf)
             self._buf[: len(pending)] = pending
             self._start, self._end = 0, len(pending)
 
@@ -149,6 +170,7 @@ class PeerWire:
     def _ensure_buffer(self) -> None:
         if not self._buf:
             self._buf = bytearray(256 * 1024)
+            self._view = memoryview(self._buf)
 
     def _compact(self) -> None:
         """Slide the unread tail to the front; same-size slice assignment never resizes the
@@ -183,7 +205,7 @@ class PeerWire:
         if self._end == len(self._buf):
             self._fail()
             raise ProtocolError("receive buffer full: peer sent more than one message can hold")
-        return memoryview(self._buf)[self._end :]
+        return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
@@ -236,6 +258,12 @@ class PeerWire:
 
     def next_event(self) -> object:
         """The next complete message, ``NEED_DATA``, or ProtocolError (the connection is over)."""
+        if self.phase is Phase.RUNNING and not self._overflow:  # the steady state, one call deep
+            try:
+                return self._read_message()
+            except RemoteError:
+                self._fail()
+                raise
         if self.phase is Phase.CLOSED:
             raise ProtocolError("connection already failed")
         try:
@@ -292,24 +320,62 @@ class PeerWire:
         body = start + 5
         size = length - 1
         if kind == 7:  # piece: the hot path, kept first and inline
-            if size < 9:
-                raise ProtocolError("piece message too short")
-            index, begin = _U32x2.unpack_from(buf, body)
-            key = (index, begin, size - 8)
-            if key in self.requests_out:
-                del self.requests_out[key]
-            elif key in self._cancelled:
-                del self._cancelled[key]
-            else:
-                raise ProtocolError(f"unrequested block: piece {index} offset {begin} length {size - 8}")
-            if self.borrow_piece_data:
-                event: object = m.Piece(index, begin, memoryview(buf)[body + 8 : body + size])
-            else:
-                with memoryview(buf) as view:
-                    event = m.Piece(index, begin, bytes(view[body + 8 : body + size]))
             if self.phase is not Phase.RUNNING:
                 self.phase = Phase.RUNNING
-            return event
+            if self.runs:
+                return self._read_piece_run(start, length)
+            index, begin = self._take_piece(start, length)
+            return m.Piece(index, begin, bytes(self._view[start + 13 : start + 4 + length]))
+        if kind == 6 and self.runs and length == 13 and self.phase is Phase.RUNNING:
+            return self._read_request_run(start)
+        return self._advance(self._decode(kind, body, size))
+
+    def _read_request_run(self, start: int) -> RequestRun:
+        """Every complete request message from ``start`` on, as (index, begin, length) keys,
+        each checked and recorded exactly as a single Request event would be."""
+        buf, end = self._buf, self._end
+        run = RequestRun()
+        while True:
+            key = _U32x3.unpack_from(buf, start + 5)
+            self._check_block(*key, "request")
+            self._record_request(key)
+            run.append(key)
+            start += 17
+            if end - start < 17 or buf[start + 4] != 6 or _U32.unpack_from(buf, start)[0] != 13:
+                return run
+            self._start = start + 17
+
+    def _take_piece(self, start: int, length: int) -> tuple[int, int]:
+        """Check the piece message at ``start`` answers a request of ours, and forget it."""
+        if length < 10:
+            raise ProtocolError("piece message too short")
+        index, begin = _U32x2.unpack_from(self._buf, start + 5)
+        key = (index, begin, length - 9)
+        # Values are None, so pop(key, 0) tells "was there" from "was not" in one lookup.
+        if self.requests_out.pop(key, 0) is not None and self._cancelled.pop(key, 0) is not None:
+            raise ProtocolError(f"unrequested block: piece {index} offset {begin} length {length - 9}")
+        return index, begin
+
+    def _read_piece_run(self, start: int, length: int) -> PieceRun:
+        """Every complete piece message from ``start`` on, as borrowed (index, begin, data).
+
+        A socket read holds several blocks; handing them over as one run costs the engine one
+        call per read instead of one per block. The first message is already consumed.
+        """
+        buf, view, end = self._buf, self._view, self._end
+        max_message = self.max_message
+        run = PieceRun()
+        while True:
+            index, begin = self._take_piece(start, length)
+            run.append((index, begin, view[start + 13 : start + 4 + length]))
+            start += 4 + length
+            if end - start < 5:
+                return run
+            length, kind = _HEADER.unpack_from(buf, start)
+            if kind != 7 or length > max_message or end - start < 4 + length:
+                return run  # anything else, including a bad length, goes the general way
+            self._start = start + 4 + length
+
         return self._advance(self._decode(kind, body, size))
 
     def _advance(self, event: object) -> object:
@@ -384,7 +450,8 @@ class PeerWire:
             self._check_block(index, begin, length, name)
             key = (index, begin, length)
             if kind == 6:
-                return self._incoming_request(key)
+                self._record_request(key)
+                return m.Request(index, begin, length)
             if kind == 8:
                 self.requests_in.pop(key, None)  # a cancel that crossed our piece is harmless
                 return m.Cancel(index, begin, length)
@@ -413,7 +480,8 @@ class PeerWire:
             return m.Extended(ext_id, payload)
         raise ProtocolError(f"unknown message id {kind}")
 
-    def _incoming_request(self, key: BlockKey) -> m.Request:
+    def _record_request(self, key: BlockKey) -> None:
+        """Owe the peer this block, within the queue cap (the caller checked its bounds)."""
         # Requests for pieces we declared allowed-fast are legal while choked (BEP 6); only the
         # queue cap bounds them.
         if self.am_choking and key[0] not in self.allowed_fast_out:
@@ -421,11 +489,10 @@ class PeerWire:
             if self._choked_requests > self.limits.max_requests_while_choked:
                 raise ProtocolError(f"more than {self.limits.max_requests_while_choked} requests while choked")
             if not self.fast:
-                return m.Request(*key)  # BEP 3: requests while choked are dropped, not owed
+                return  # BEP 3: requests while choked are dropped, not owed
         if key not in self.requests_in and len(self.requests_in) >= self.limits.max_incoming_requests:
             raise ProtocolError(f"more than {self.limits.max_incoming_requests} requests queued")
         self.requests_in[key] = None
-        return m.Request(*key)
 
     def _extension_handshake(self, payload: bytes) -> m.ExtendedHandshake:
         try:
@@ -575,3 +642,30 @@ class PeerWire:
             raise LocalError("sending a piece the peer did not request")
         self._described = True
         return struct.pack(">IBII", 9 + length, 7, index, begin)
+
+    def frame_pieces(self, keys: list[BlockKey], blocks: list[bytes | memoryview]) -> list[bytes | memoryview]:
+        """Piece messages for requested blocks, as header and data chunks for one writelines.
+
+        The upload path's batch form of ``piece_header``: the data is never joined or copied,
+        and a refused batch (a block not requested, a length that does not match, the same
+        block twice) is a LocalError that records nothing.
+        """
+        if self.phase is Phase.CLOSED:
+            raise LocalError("cannot send on a failed connection")
+        requests_in = self.requests_in
+        if len(keys) != len(blocks) or len(set(keys)) != len(keys):
+            raise LocalError("pieces to frame must be distinct blocks, one datum each")
+        for key, data in zip(keys, blocks):
+            if key not in requests_in:
+                raise LocalError(f"sending a piece the peer did not request: {key}")
+            if len(data) != key[2]:
+                raise LocalError(f"block {key} framed with {len(data)} bytes")
+        pack = _PIECE_HEADER.pack
+        out: list[bytes | memoryview] = []
+        for key, data in zip(keys, blocks):
+            del requests_in[key]
+            out.append(pack(9 + key[2], 7, key[0], key[1]))
+            out.append(data)
+        if out:
+            self._described = True
+        return out
