@@ -14,6 +14,7 @@ from p2pdist.agent.session import Session
 from p2pdist.agent.settings import EngineSettings
 from p2pdist.agent.webseed import WebSeed, file_urls
 from p2pdist.storage.memory import MemoryStorage
+from p2pdist.wire import messages as m
 from tests.support.torrents import make_torrent, random_bytes, write_files
 
 SETTINGS = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, choke_interval=0.5)
@@ -162,3 +163,92 @@ async def test_two_pcs_split_the_web_seed_work(tmp_path: Path) -> None:
         for session in sessions:
             await session.close()
         await runner.cleanup()
+
+
+async def _slow_file_server(root: Path, delay: float) -> tuple[web.AppRunner, str, list[int]]:
+    """A distribution point behind a slow link: every answer waits ``delay`` seconds, so the
+    fetches of several PCs overlap in time as they do over a WAN."""
+    served: list[int] = []
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(delay)
+        path = (root / request.match_info["path"]).resolve()
+        first, last = request.http_range.start or 0, request.http_range.stop
+        served.append((last if last is not None else path.stat().st_size) - first)
+        return web.FileResponse(path)
+
+    app = web.Application()
+    app.router.add_get("/{path:.+}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/", served
+
+
+async def test_pcs_joining_one_by_one_pull_each_piece_about_once(tmp_path: Path) -> None:
+    """PCs of a branch start a few tenths of a second apart while the DP is slow: turns alone
+    let them pull 1.18-1.24 copies here; with fetch claims each piece crosses about once."""
+    files = {"big.bin": random_bytes(2_000_000, seed=14)}
+    _, meta = make_torrent(files, name="PS100016", piece_length=32 * 1024)
+    write_files(tmp_path / "dp", meta, files)
+    runner, base, served = await _slow_file_server(tmp_path / "dp", 0.15)
+    sessions = [Session(SETTINGS, rng=random.Random(40 + n)) for n in range(4)]
+    for session in sessions:
+        await session.start()
+    tasks: list[asyncio.Future[None]] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            torrents = [await s.add_torrent(meta, MemoryStorage(meta.info)) for s in sessions]
+            for number, torrent in enumerate(torrents):
+                torrent.add_peer_addresses([("127.0.0.1", s.port) for s in sessions[:number]])
+                tasks.append(asyncio.ensure_future(WebSeed(torrent, base, http, grace=0.2).run()))
+                await asyncio.sleep(0.4)
+            await asyncio.wait_for(asyncio.gather(*(t.completed.wait() for t in torrents)), 60)
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
+            copies = sum(t.bytes_from_webseed for t in torrents) / meta.info.total_length
+            assert copies <= 1.05, copies
+            assert sum(served) <= 1.05 * meta.info.total_length
+            for torrent in torrents:
+                assert bytes(await torrent.storage.read_block(0, 0, 100)) == files["big.bin"][:100]
+    finally:
+        for task in tasks:
+            task.cancel()
+        for session in sessions:
+            await session.close()
+        await runner.cleanup()
+
+
+async def test_a_claim_holds_until_the_claimer_leaves_and_a_bad_one_ends_only_that_peer(tmp_path: Path) -> None:
+    files = {"big.bin": random_bytes(300_000, seed=15)}
+    _, meta = make_torrent(files, name="PS100017", piece_length=32 * 1024)
+    sessions = [Session(SETTINGS, rng=random.Random(60 + n)) for n in range(2)]
+    for session in sessions:
+        await session.start()
+    try:
+        a, b = [await s.add_torrent(meta, MemoryStorage(meta.info)) for s in sessions]
+        a.add_peer_addresses([("127.0.0.1", sessions[1].port)])
+        for _ in range(100):
+            if a.peers and b.peers and all(c.wire.peer_extension_handshake for c in (*a.peers, *b.peers)):
+                break
+            await asyncio.sleep(0.05)
+        a.claim_web_piece(3)
+        for _ in range(100):
+            if b.claimed_elsewhere(3):
+                break
+            await asyncio.sleep(0.02)
+        assert b.claimed_elsewhere(3) and not b.claimed_elsewhere(4)
+        (conn,) = a.peers
+        ext_id = conn.wire.peer_extension_handshake.extensions["p2pdist_fetching"]  # type: ignore[union-attr]
+        conn.write(conn.wire.send(m.Extended(ext_id, b"\x00\x00")))  # 2 bytes: not a claim
+        for _ in range(100):
+            if not b.peers:
+                break
+            await asyncio.sleep(0.02)
+        assert not b.peers, "the peer that sent a bad claim is disconnected"
+        assert not b.claimed_elsewhere(3), "a claim ends with the claimer's connection"
+        assert b.state.value == "downloading" and a.state.value == "downloading"
+    finally:
+        for session in sessions:
+            await session.close()

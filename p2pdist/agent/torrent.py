@@ -43,6 +43,7 @@ from p2pdist.piece_picker.picker import TAKEN, Block, PiecePicker
 from p2pdist.piece_picker.smartban import SmartBan
 from p2pdist.storage.base import Storage, StorageError
 from p2pdist.wire import messages as m
+from p2pdist.wire import fetching
 from p2pdist.wire.codec import PeerWire
 from p2pdist.wire.state import Phase
 
@@ -96,6 +97,8 @@ class Torrent:
         self._failures: dict[Address, int] = {}
         self.banned: set[str] = set()
         self._partial: dict[int, bytearray] = {}
+        self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
+        self._own_claims: set[int] = set()  # pieces we said we fetch from the web seed
         self._buffer_pool: list[bytearray] = []
         self._failed_pieces: set[int] = set()
         self._smartban = SmartBan()
@@ -137,7 +140,7 @@ class Torrent:
             m.AllowedFast: self._on_allowed_fast,
             m.Suggest: self._ignore,
             m.Port: self._ignore,  # DHT port: private torrents use no DHT
-            m.Extended: self._ignore,
+            m.Extended: self._on_extended,
             m.KeepAlive: self._ignore,
         }
 
@@ -363,7 +366,11 @@ class Torrent:
         self._retarget(conn, self.settings.min_request_queue * 2)
         chunks = []
         if conn.wire.extensions:
-            chunks.append(conn.wire.extension_handshake(client=self.settings.client_name, listen_port=self.listen_port or None))
+            chunks.append(
+                conn.wire.extension_handshake(
+                    client=self.settings.client_name, listen_port=self.listen_port or None, extensions={fetching.NAME: fetching.LOCAL_ID}
+                )
+            )
         have = self.have
         if conn.wire.fast and have.all():
             chunks.append(conn.wire.send(m.HaveAll()))
@@ -377,6 +384,10 @@ class Torrent:
         handshake: m.ExtendedHandshake = event  # type: ignore[assignment]
         if handshake.reqq:
             self._retarget(conn, conn.queue_target)
+        if self._own_claims:  # a newcomer learns what we are fetching from the web seed now
+            have = self.have
+            self._own_claims = {i for i in self._own_claims if not have[i]}
+            self._send_claims(conn, sorted(self._own_claims))
 
     def _peer_reqq(self, conn: PeerConnection) -> int:
         ext = conn.wire.peer_extension_handshake
@@ -453,6 +464,42 @@ class Torrent:
 
     def _on_allowed_fast(self, conn: PeerConnection, event: object) -> None:
         return None  # we do not request while choked; unchoke rounds are short on a LAN
+
+    def _on_extended(self, conn: PeerConnection, event: object) -> None:
+        if event.ext_id != fetching.LOCAL_ID:  # type: ignore[attr-defined]
+            return  # we advertise no other extension, so nothing else is meant for us
+        index = fetching.decode_payload(event.payload, self.info.num_pieces)  # type: ignore[attr-defined]
+        if not self.have[index]:
+            self._web_claims[index] = (conn, time.monotonic() + fetching.CLAIM_TTL)
+
+    def claim_web_piece(self, index: int) -> None:
+        """Tell the peers that we fetch ``index`` from the web seed now (p2pdist_fetching), so
+        the PCs of a branch pull each piece over the WAN once."""
+        self._web_claims.pop(index, None)
+        self._own_claims.add(index)
+        for conn in self.peers:
+            self._send_claims(conn, [index])
+
+    def _send_claims(self, conn: PeerConnection, pieces: Iterable[int]) -> None:
+        ext = conn.wire.peer_extension_handshake
+        if conn.closed or conn.is_seed or ext is None or conn.wire.phase is Phase.CLOSED:
+            return
+        peer_id = ext.extensions.get(fetching.NAME)
+        if peer_id:
+            conn.writelines(
+                [conn.wire.send(m.Extended(peer_id, fetching.encode_payload(i))) for i in pieces if conn.have is None or not conn.have[i]]
+            )
+
+    def claimed_elsewhere(self, index: int) -> bool:
+        """A connected peer said it fetches ``index`` from the web seed, and has not finished."""
+        claim = self._web_claims.get(index)
+        if claim is None:
+            return False
+        conn, until = claim
+        if conn.closed or time.monotonic() > until or (conn.have is not None and conn.have[index]):
+            del self._web_claims[index]
+            return False
+        return True
 
     def _on_interested(self, conn: PeerConnection, event: object) -> None:
         # Fill a free upload slot at once rather than waiting up to a whole choke round.
@@ -571,7 +618,7 @@ class Torrent:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
         if done:
             del self._partial[index]
-            self._spawn(self._verify(index, buffer, self.picker.senders(index)))  # type: ignore[union-attr]
+            self._spawn(self._verify(index, buffer))
 
     def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
         """A block fetched over HTTP (BEP 19); counted apart from peer bytes (the WAN savings)."""
@@ -602,8 +649,8 @@ class Torrent:
             conn.pause_reading()
             asyncio.get_running_loop().call_later(delay, conn.resume_reading)
 
-    async def _verify(self, index: int, buffer: bytearray, sources: dict[int, object]) -> None:
-        """Hash and store a whole piece; ``sources`` (offset -> sender) is the smart-ban evidence."""
+    async def _verify(self, index: int, buffer: bytearray) -> None:
+        """Hash and store a whole piece (its senders stay in the picker until it settles)."""
         picker = self.picker
         assert picker is not None
         try:
@@ -618,11 +665,11 @@ class Torrent:
         if self.state is TorrentState.STOPPED:
             return
         try:
-            await self._settle(index, buffer, ok, sources)
+            await self._settle(index, buffer, ok)
         finally:
             self._recycle(buffer)
 
-    async def _settle(self, index: int, buffer: bytearray, ok: bool, sources: dict[int, object]) -> None:
+    async def _settle(self, index: int, buffer: bytearray, ok: bool) -> None:
         picker = self.picker
         assert picker is not None
         if ok:
@@ -641,6 +688,7 @@ class Torrent:
             self.hash_failures += 1
             self._failed_pieces.add(index)
             digests = _block_digests(bytes(buffer))
+            sources = picker.senders(index)  # offset -> sender: the smart-ban evidence
             self._smartban.record_failed(index, {begin: (peer, digests[begin]) for begin, peer in sources.items()})
             contributors = picker.piece_failed(index)
             log.warning("%s: piece %d failed its hash check (%d peers contributed)", self.info.name, index, len(contributors))

@@ -9,7 +9,10 @@ web seed never joins the endgame). PCs that download at the same time also take 
 downloading PCs connected, piece i is the web-seed job of the PC whose peer id is (i mod k)-th in
 sorted order, so the PCs of a branch split the missing pieces without a message; a PC whose
 share is done helps with the rest. A branch therefore pulls each piece over the WAN about once;
-the branch-office benchmark measures how close to once.
+the branch-office benchmark measures how close to once. Before fetching a piece a PC claims it
+with a ``p2pdist_fetching`` message (p2pdist/wire/fetching.py), and a piece a peer claimed is
+not fetched again meanwhile: that closes the race turn-taking leaves while PCs still disagree
+on who is in the branch, and lets a PC whose share is done help without doubling a fetch.
 
 Blocks go into the torrent through the same assembly and verification path as peer blocks, so a
 modified file on the distribution point is caught by the piece hashes like any bad peer.
@@ -85,14 +88,15 @@ class WebSeed:
         return f"<WebSeed {self.url}>"
 
     def allowed(self, index: int) -> bool:
-        """Locality rule: only pieces that no connected peer has (this seed counts as one).
+        """Locality rule: only pieces that no connected peer has (this seed counts as one) and
+        that no connected peer is fetching from the web seed right now (its claim).
 
         If peers have pieces but give us nothing for ``stall`` seconds (they choke us, or are
         gone), every piece is allowed: the package must arrive even from a stingy branch.
         """
         picker = self.torrent.picker
         assert picker is not None
-        if picker.availability(index) > 1 and not self._stalled:
+        if not self._stalled and (picker.availability(index) > 1 or self.torrent.claimed_elsewhere(index)):
             return False
         return self._custom_allowed is None or self._custom_allowed(index)
 
@@ -120,7 +124,10 @@ class WebSeed:
         assert picker is not None
         k, turn = self._turns
         have = picker.have
-        return any(not have[i] and picker.availability(i) <= 1 for i in range(turn, self.torrent.info.num_pieces, max(1, k)))
+        return any(
+            not have[i] and picker.availability(i) <= 1 and not self.torrent.claimed_elsewhere(i)
+            for i in range(turn, self.torrent.info.num_pieces, max(1, k))
+        )
 
     async def _watch_peers(self) -> None:
         """Set ``_stalled`` while peers deliver nothing for ``stall`` seconds."""
@@ -171,6 +178,8 @@ class WebSeed:
             if not blocks:
                 await asyncio.sleep(0.5)  # peers have the rest, or will soon; look again
                 continue
+            for index in sorted({block.index for block in blocks}):
+                torrent.claim_web_piece(index)
             try:
                 await self._fetch(blocks)
             except (WebSeedError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

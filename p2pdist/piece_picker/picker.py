@@ -533,7 +533,7 @@ class PiecePicker:
             return None
         number = begin // BLOCK_SIZE
         blocks = piece.blocks
-        if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number].length != length:
+        if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number][2] != length:
             return None
         requesters = piece.requesters.pop(number)
         piece.state[number] = RECEIVED
