@@ -252,3 +252,31 @@ async def test_a_claim_holds_until_the_claimer_leaves_and_a_bad_one_ends_only_th
     finally:
         for session in sessions:
             await session.close()
+
+
+async def test_the_grace_period_ends_once_the_tracker_answered_and_peers_are_known(tmp_path: Path) -> None:
+    """Grace is an upper bound: before the tracker answered, the web seed waits; after it (no
+    peer named, none connecting), it starts at once instead of after 30 s."""
+    files = {"pkg.msi": random_bytes(200_000, seed=16)}
+    _, meta = make_torrent(files, name="PS100018", piece_length=32 * 1024)
+    write_files(tmp_path / "dp", meta, files)
+    runner, base = await _file_server(tmp_path / "dp")
+    session = Session(SETTINGS)
+    await session.start()
+    task = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            torrent = await session.add_torrent(meta, MemoryStorage(meta.info))
+            task = asyncio.ensure_future(WebSeed(torrent, base, http, grace=30.0).run())
+            await asyncio.sleep(0.5)
+            assert torrent.bytes_from_webseed == 0 and not torrent.peers_settled()
+            torrent.tracker_answered = True  # what TrackerClient sets after its first answer
+            assert torrent.peers_settled()
+            await asyncio.wait_for(torrent.completed.wait(), 5)
+            assert torrent.bytes_from_webseed == meta.info.total_length
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await runner.cleanup()

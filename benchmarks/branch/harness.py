@@ -61,7 +61,7 @@ class Options:
     stagger: float = 1.0  # client starts spread uniformly over this many seconds
     timeout: float = 0.0  # per approach; 0 = derived from the bound
     piece_size: str = ""  # "" = the creator's automatic choice
-    sample_interval: float = 0.5
+    sample_interval: float = 1.0  # each sample queries every agent: the emulated PCs share two cores
     # Run agents, wrapper and site server from this folder's p2pdist package (an A/B of an engine
     # patch without touching the tree): it goes first on their PYTHONPATH.
     p2pdist_path: Path | None = None

@@ -123,7 +123,9 @@ class AgentSettings:
     flush_interval: float = 10.0  # byte counters to SQLite
     fetch_timeout: float = 30.0  # getting a .torrent from the repository
     max_torrent_bytes: int = 16 * 1024 * 1024
-    web_seed_grace: float = 10.0  # seconds of no peer progress before the web seed helps
+    # At most this long before the web seed helps: the wait ends as soon as the tracker answered
+    # and the peers it named are connected and described (a LAN needs well under a second).
+    web_seed_grace: float = 10.0
     startup_concurrency: int = 2  # packages re-checked at once after a restart
 
     def __post_init__(self) -> None:

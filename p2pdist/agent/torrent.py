@@ -99,6 +99,7 @@ class Torrent:
         self._partial: dict[int, bytearray] = {}
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
         self._own_claims: set[int] = set()  # pieces we said we fetch from the web seed
+        self.tracker_answered = False  # set by the tracker client after its first answer
         self._buffer_pool: list[bytearray] = []
         self._failed_pieces: set[int] = set()
         self._smartban = SmartBan()
@@ -489,6 +490,13 @@ class Torrent:
             conn.writelines(
                 [conn.wire.send(m.Extended(peer_id, fetching.encode_payload(i))) for i in pieces if conn.have is None or not conn.have[i]]
             )
+
+    def peers_settled(self) -> bool:
+        """The tracker answered, every peer it named was dialled, and every connected peer has
+        said what it has: from here on, what no peer has must come from elsewhere."""
+        if not self.tracker_answered or self._connecting:
+            return False
+        return all(conn.have is not None or conn.closed for conn in self.peers)
 
     def claimed_elsewhere(self, index: int) -> bool:
         """A connected peer said it fetches ``index`` from the web seed, and has not finished."""

@@ -154,6 +154,7 @@ class TrackerClient:
                 self.status.peers_received += len(response.peers)
                 self.status.complete = response.complete
                 self.status.incomplete = response.incomplete
+                self.torrent.tracker_answered = True
                 self.torrent.add_peer_addresses(response.peers)
                 delay = float(max(response.interval, response.min_interval or 0, 5))
             self.status.next_announce = time.time() + delay

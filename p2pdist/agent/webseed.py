@@ -2,7 +2,8 @@
 
 The distribution point is the one source every client can reach, and the one behind the WAN
 link. So the web seed is the source of last resort: it joins the picker as a peer that has
-every piece, waits a grace period (so peers of the branch get the first word), and then takes
+every piece, waits a grace period (so peers of the branch get the first word; it ends early
+once the tracker's peers are connected and have said what they have), and then takes
 only pieces that ``allowed`` accepts: by default pieces no connected peer has, which are also not
 being fetched from a peer (the picker never hands out a requested block outside endgame, and the
 web seed never joins the endgame). PCs that download at the same time also take turns: with k
@@ -36,6 +37,7 @@ from p2pdist.piece_picker.picker import Block
 log = logging.getLogger("p2pdist.webseed")
 
 MAX_BACKOFF = 120.0
+SETTLE_MARGIN = 0.2  # seconds: a few LAN round trips, for claims to follow the handshakes
 
 
 class WebSeedError(Exception):
@@ -152,7 +154,7 @@ class WebSeed:
         picker.add_peer(self, has_all=True)
         workers = []
         try:
-            await asyncio.sleep(self.grace)
+            await self._grace_period()
             self._refresh_turns()
             workers = [asyncio.ensure_future(self._worker()) for _ in range(self.parallel)]
             workers.append(asyncio.ensure_future(self._watch_peers()))
@@ -166,6 +168,19 @@ class WebSeed:
             await asyncio.gather(*workers, return_exceptions=True)
             if torrent.picker is not None:
                 torrent.picker.remove_peer(self)
+
+    async def _grace_period(self) -> None:
+        """Up to ``grace`` seconds for the peers to speak first, over as soon as the tracker
+        answered and every peer it named is connected and described (or failed): waiting
+        longer only delays the pieces nobody in the branch has. A short margin lets the peers'
+        claims, sent when they read our extension handshake, arrive too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        while loop.time() < deadline:
+            if self.torrent.peers_settled():
+                await asyncio.sleep(min(SETTLE_MARGIN, max(0.0, deadline - loop.time())))
+                return
+            await asyncio.sleep(0.05)
 
     async def _worker(self) -> None:
         torrent = self.torrent
