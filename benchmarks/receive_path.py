@@ -114,7 +114,11 @@ async def one_round(meta_bytes: bytes, data: bytes, chunk: int) -> dict[str, flo
             await asyncio.sleep(0)  # let the hash results come back
             continue
         # Hand the bytes over as a socket would: up to `chunk` bytes per buffer_updated.
-        budget = 64
+        budget = 4
+        # Let the hash thread keep up, as it does between socket reads in a real transfer (the
+        # piece buffers then come back to the pool instead of being allocated afresh).
+        while len(torrent._tasks) > 4:  # the tick and choke loops, plus two pieces in flight
+            await asyncio.sleep(0.0005)
         while stream and budget:
             budget -= 1
             target = conn.get_buffer(chunk)

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -635,3 +635,51 @@ PickerMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestPickerMachine = PickerMachine.TestCase
+
+
+def _normalized(answer: object) -> object:
+    return None if answer is None else (answer[0], list(answer[1]))  # type: ignore[index]
+
+
+@st.composite
+def _runs(draw: st.DrawFn) -> tuple[int, list[int], list[tuple[int, int, int]]]:
+    seed = draw(st.integers(min_value=0, max_value=1000))
+    wants = draw(st.lists(st.integers(min_value=0, max_value=30), min_size=2, max_size=2))
+    run = draw(
+        st.lists(
+            st.tuples(
+                st.integers(min_value=0, max_value=5),
+                st.integers(min_value=0, max_value=4).map(lambda n: n * BLOCK_SIZE) | st.integers(min_value=0, max_value=5 * BLOCK_SIZE),
+                st.sampled_from([BLOCK_SIZE, BLOCK_SIZE, 100, 7]),
+            ),
+            max_size=40,
+        )
+    )
+    return seed, wants, run
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=_runs())
+def test_take_blocks_answers_as_take_block_one_by_one(case: tuple[int, list[int], list[tuple[int, int, int]]]) -> None:
+    """Same answers and same ledger, whatever mix of requested, duplicate, unrequested,
+    misaligned and wrong-length blocks a run holds, including endgame duplicates."""
+    seed, wants, run = case
+
+    def prepared() -> PiecePicker:
+        picker = PiecePicker(make_layout(6, 4, last_bytes=BLOCK_SIZE + 7), rng=random.Random(seed), endgame_threshold=8)
+        picker.add_peer("a", has_all=True)
+        picker.add_peer("b", has_all=True)
+        picker.pick("a", wants[0])
+        picker.pick("b", wants[1])
+        return picker
+
+    one_by_one, batched = prepared(), prepared()
+    blocks = [(index, begin, bytes(length)) for index, begin, length in run]
+    expected = [_normalized(one_by_one.take_block("a", index, begin, len(data))) for index, begin, data in blocks]
+    assert [_normalized(answer) for answer in batched.take_blocks("a", blocks)] == expected
+    for picker in (one_by_one, batched):
+        picker.check_invariants()
+    assert batched.remaining_blocks == one_by_one.remaining_blocks
+    assert batched.requested_from("a") == one_by_one.requested_from("a")
+    assert batched.requested_from("b") == one_by_one.requested_from("b")
+    assert [batched.senders(i) for i in range(6)] == [one_by_one.senders(i) for i in range(6)]

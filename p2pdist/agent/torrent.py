@@ -546,26 +546,28 @@ class Torrent:
     def on_blocks(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None:
         """Blocks from a peer, as the codec's borrowed run of ``(index, begin, data)``.
 
-        The hot path: 65 536 blocks per GiB, a few per socket read. Per block only the picker's
-        ledger and one copy into the piece buffer; counters, snub state, slow start and the
-        request refill are settled once per run.
+        The hot path: 65 536 blocks per GiB, about fifteen per socket read at full speed. The
+        picker takes the run in one call; per block there is one copy into the piece buffer;
+        counters, snub state, slow start and the request refill are settled once per run.
         """
-        take = self.picker.take_block  # type: ignore[union-attr]
+        answers = self.picker.take_blocks(conn, run)  # type: ignore[union-attr]
         partial = self._partial
         got = wasted = 0
-        for index, begin, data in run:
+        current, buffer = -1, None
+        for (index, begin, data), taken in zip(run, answers):
             size = len(data)
-            taken = take(conn, index, begin, size)
             if taken is None:
                 wasted += size  # a late duplicate (endgame) or a piece already verified
                 continue
             got += size
-            buffer = partial.get(index)
-            if buffer is None:
-                buffer = self._start_piece(index)
-            buffer[begin : begin + size] = data
+            if index != current:
+                current, buffer = index, partial.get(index)
+                if buffer is None:
+                    buffer = self._start_piece(index)
+            buffer[begin : begin + size] = data  # type: ignore[index]
             if taken is not TAKEN:
-                self._settle_block(index, buffer, taken)
+                self._settle_block(index, buffer, taken)  # type: ignore[arg-type]
+                current = -1  # a whole piece leaves the assembly; look up the next afresh
         total = got + wasted
         conn.last_block = conn.last_received
         conn.snubbed = False
