@@ -164,3 +164,10 @@ def test_frame_pieces_matches_piece_header_and_refuses_what_it_cannot_send() -> 
     assert not peer.requests_in
     wire.receive_data(b"".join(chunks))
     assert [e.data for e in _events(wire)] == datas  # type: ignore[attr-defined]
+
+
+def test_a_refused_request_batch_records_nothing() -> None:
+    wire, _ = _pair()
+    with pytest.raises(LocalError, match="outside the torrent"):
+        wire.send_requests([ALL_BLOCKS[0], ALL_BLOCKS[1], (LAYOUT.num_pieces, 0, 16384)])
+    assert not wire.requests_out

@@ -618,27 +618,29 @@ class PeerWire:
         """Encode many ``request`` messages at once: the refill path of a fast download.
 
         Same checks and bookkeeping as ``send(Request(...))`` for each block, without building a
-        message object per block; one bytes object for one socket write.
+        message object per block; one bytes object for one socket write. A refused batch
+        records nothing.
         """
         if not self.handshake_sent or self.phase in (Phase.AWAIT_HANDSHAKE, Phase.CLOSED):
             raise LocalError("cannot send requests before both handshakes")
         if self._layout is None:
             raise LocalError("bind() the torrent before requesting")
-        out = bytearray()
-        pack = _REQUEST.pack
-        requests_out = self.requests_out
-        choked = self.peer_choking
+        blocks = blocks if isinstance(blocks, list) else list(blocks)
+        if self.peer_choking and not all(block[0] in self.allowed_fast_in for block in blocks):
+            raise LocalError("request while choked by the peer")
         last = self._num_pieces - 1
         limit = self.limits.max_request_length
-        for index, begin, length in blocks:
-            if choked and index not in self.allowed_fast_in:
-                raise LocalError("request while choked by the peer")
+        piece_length, last_size = self._piece_length, self._last_piece_size
+        for index, begin, length in blocks:  # everything is checked before anything is recorded
             if not 0 <= index <= last or not 0 < length <= limit or begin < 0:
                 raise LocalError(f"request {index}/{begin}/{length} outside the torrent")
-            if begin + length > (self._last_piece_size if index == last else self._piece_length):
+            if begin + length > (last_size if index == last else piece_length):
                 raise LocalError(f"request past the end of piece {index}")
-            requests_out[(index, begin, length)] = None
-            out += pack(13, 6, index, begin, length)
+        out = bytearray(_REQUEST.size * len(blocks))
+        pack_into = _REQUEST.pack_into
+        for position, (index, begin, length) in enumerate(blocks):
+            pack_into(out, position * 17, 13, 6, index, begin, length)
+        self.requests_out.update(dict.fromkeys(blocks))
         if out:
             self._described = True
         return bytes(out)
