@@ -171,3 +171,19 @@ def test_a_refused_request_batch_records_nothing() -> None:
     with pytest.raises(LocalError, match="outside the torrent"):
         wire.send_requests([ALL_BLOCKS[0], ALL_BLOCKS[1], (LAYOUT.num_pieces, 0, 16384)])
     assert not wire.requests_out
+
+
+def test_a_forgotten_request_no_longer_counts_against_the_queue_cap() -> None:
+    wire = PeerWire(peer_id=b"A" * 20, info_hash=META.info_hash, layout=LAYOUT, fast=False, limits=WireLimits(max_incoming_requests=2))
+    peer = PeerWire(peer_id=b"B" * 20, info_hash=META.info_hash, layout=LAYOUT, fast=False)
+    peer.receive_data(wire.handshake())
+    wire.receive_data(peer.handshake())
+    assert isinstance(wire.next_event(), m.Handshake) and isinstance(peer.next_event(), m.Handshake)
+    peer.receive_data(wire.send(m.Unchoke()))
+    _events(peer)
+    for key in ALL_BLOCKS[:4]:  # four requests, one at a time, each refused: never more than one owed
+        wire.receive_data(peer.send_requests([key]))
+        _events(wire)
+        assert list(wire.requests_in) == [key]
+        wire.forget_request(key)
+    assert not wire.requests_in

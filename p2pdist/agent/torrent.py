@@ -779,6 +779,9 @@ class Torrent:
                 run = refused
         if run and wire.fast:
             conn.writelines([wire.send(m.Reject(*key)) for key in run if key in wire.requests_in])
+        elif run:
+            for key in run:
+                wire.forget_request(key)  # BEP 3 has no reject: the peer times the request out
         if conn.upload_queue and not conn.uploading:
             conn.uploading = True
             self._spawn(self._serve(conn))

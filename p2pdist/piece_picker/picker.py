@@ -57,6 +57,8 @@ from __future__ import annotations
 
 import heapq
 import random
+from functools import partial
+from itertools import repeat
 from collections.abc import Callable, Hashable, Sequence, Sized
 from typing import NamedTuple
 
@@ -89,6 +91,9 @@ class Block(NamedTuple):
 # cancel. One shared object, so the engine's hot path tells it apart with ``is``.
 TAKEN: tuple[bool, tuple[()]] = (False, ())
 _TAKEN_LAST: tuple[bool, tuple[()]] = (True, ())
+
+
+_new_block = partial(tuple.__new__, Block)
 
 
 class PickerError(LocalError):
@@ -177,8 +182,8 @@ class PiecePicker:
     def _make_blocks(self, index: int) -> tuple[Block, ...]:
         size = self._last_size if index == self._n - 1 else self._piece_length
         whole, rest = divmod(size, BLOCK_SIZE)
-        new = tuple.__new__  # what Block(...) does, without its Python-level __new__ per block
-        blocks = [new(Block, (index, begin, BLOCK_SIZE)) for begin in range(0, whole * BLOCK_SIZE, BLOCK_SIZE)]
+        # What Block(...) does, iterated in C: a piece of 64 blocks is started 16 000 times a GiB.
+        blocks = list(map(_new_block, zip(repeat(index), range(0, whole * BLOCK_SIZE, BLOCK_SIZE), repeat(BLOCK_SIZE))))
         if rest:
             blocks.append(Block(index, whole * BLOCK_SIZE, rest))
         return tuple(blocks)

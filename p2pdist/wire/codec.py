@@ -631,15 +631,15 @@ class PeerWire:
         last = self._num_pieces - 1
         limit = self.limits.max_request_length
         piece_length, last_size = self._piece_length, self._last_piece_size
-        for index, begin, length in blocks:  # everything is checked before anything is recorded
+        out = bytearray(_REQUEST.size * len(blocks))
+        pack_into = _REQUEST.pack_into
+        for position, (index, begin, length) in enumerate(blocks):
             if not 0 <= index <= last or not 0 < length <= limit or begin < 0:
                 raise LocalError(f"request {index}/{begin}/{length} outside the torrent")
             if begin + length > (last_size if index == last else piece_length):
                 raise LocalError(f"request past the end of piece {index}")
-        out = bytearray(_REQUEST.size * len(blocks))
-        pack_into = _REQUEST.pack_into
-        for position, (index, begin, length) in enumerate(blocks):
             pack_into(out, position * 17, 13, 6, index, begin, length)
+        # Recorded only once every block passed, so a refused batch records nothing.
         self.requests_out.update(dict.fromkeys(blocks))
         if out:
             self._described = True
@@ -653,6 +653,11 @@ class PeerWire:
             raise LocalError("sending a piece the peer did not request")
         self._described = True
         return struct.pack(">IBII", 9 + length, 7, index, begin)
+
+    def forget_request(self, key: BlockKey) -> None:
+        """We will not serve this request and, without the fast extension, cannot say so: stop
+        owing it, so refused requests do not count against the peer's queue cap."""
+        self.requests_in.pop(key, None)
 
     def frame_pieces(self, keys: list[BlockKey], blocks: list[bytes | memoryview]) -> list[bytes | memoryview]:
         """Piece messages for requested blocks, as header and data chunks for one writelines.

@@ -5,7 +5,10 @@ cross it once. Availability tells a PC which pieces its peers *have*; this messa
 which pieces a peer is *fetching* over HTTP right now, so two PCs do not pull the same piece at
 the same time (the race that turn-taking alone leaves open while PCs still disagree on who is
 in the branch). A claim is advisory and short-lived: it ends when the claimer announces the
-piece with ``have``, disconnects, or lets ``CLAIM_TTL`` pass.
+piece with ``have``, disconnects, or lets ``CLAIM_TTL`` pass. Claims only pass between peers of
+one site's private swarm; one that claims and never delivers delays those pieces until its
+claims expire, and at worst until nothing else is left to fetch and the web seed's stall rule
+(no peer delivered anything for a while) sets claims aside.
 
 Wire format: an extended message (id 20) whose extension id is the one the receiver assigned to
 ``p2pdist_fetching`` in its handshake; the payload is the piece index as 4 big-endian bytes.
