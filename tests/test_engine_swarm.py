@@ -91,3 +91,36 @@ async def test_per_torrent_upload_limit_holds_the_rate_down() -> None:
     finally:
         await leech_session.close()
         await seed_session.close()
+
+
+class _BrokenStore(MemoryStorage):
+    """Storage whose write path has a bug (not an I/O error) from the fifth piece on."""
+
+    def _store(self, index: int, data: memoryview) -> None:
+        if index >= 4:
+            raise RuntimeError("bug in the write path")
+        super()._store(index, data)
+
+
+async def test_a_bug_in_the_write_path_stops_that_torrent_with_a_reason_and_nothing_else() -> None:
+    data = random_bytes(400_000, seed=3)
+    _, meta = make_torrent({"a.bin": data}, single=True, name="a.bin", piece_length=32 * 1024)
+    seed_session, leech_session = Session(LOCAL, rng=random.Random(5)), Session(LOCAL, rng=random.Random(6))
+    await seed_session.start()
+    await leech_session.start()
+    try:
+        seed = await seed_session.add_torrent(meta, MemoryStorage.from_data(meta.info, data))
+        storage = _BrokenStore(meta.info)
+        leech = await leech_session.add_torrent(meta, storage)
+        leech.add_peer_addresses([("127.0.0.1", seed_session.port)])
+        for _ in range(200):
+            if leech.state.value == "error":
+                break
+            await asyncio.sleep(0.05)
+        assert leech.state.value == "error" and "piece" in (leech.error or "")
+        assert not leech.completed.is_set() and not storage.have.all()
+        assert not any(storage.have[i] for i in range(4, meta.info.num_pieces))  # never marked stored
+        assert seed.state.value == "seeding"  # the other side goes on
+    finally:
+        await leech_session.close()
+        await seed_session.close()

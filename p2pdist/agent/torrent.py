@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import hashlib
 import logging
 import random
@@ -628,7 +629,12 @@ class Torrent:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
         if done:
             del self._partial[index]
-            self._spawn(self._verify(index, buffer))
+            try:
+                stored = self.storage.submit_piece(index, buffer)
+            except StorageError as exc:
+                self._storage_failed(index, exc)
+                return
+            stored.add_done_callback(functools.partial(self._piece_stored, index, buffer))
 
     def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
         """A block fetched over HTTP (BEP 19); counted apart from peer bytes (the WAN savings)."""
@@ -659,21 +665,48 @@ class Torrent:
             conn.pause_reading()
             asyncio.get_running_loop().call_later(delay, conn.resume_reading)
 
-    async def _verify(self, index: int, buffer: bytearray) -> None:
-        """Hash and store a whole piece (its senders stay in the picker until it settles)."""
+    def _piece_stored(self, index: int, buffer: bytearray, stored: asyncio.Future[bool]) -> None:
+        """The worker hashed a whole piece (and wrote it when it matched).
+
+        A done-callback, not a task per piece: a verified piece settles here at once (the
+        picker, ``have`` to the peers, the buffer back to the pool); a failed hash, a piece
+        that failed before (smart-ban evidence to compare) and completion go on in a task.
+        """
+        if self.state is TorrentState.STOPPED or stored.cancelled():
+            return
         picker = self.picker
         assert picker is not None
         try:
-            ok = await self.storage.put_piece(index, buffer)
-        except StorageError as exc:
-            # Disk full or unwritable: stop this torrent's downloading, keep everything else.
-            picker.piece_failed(index)
-            if self.state is not TorrentState.ERROR:
-                self._set_error(f"cannot write piece {index}: {exc}")
-                self._stop_requesting()
-            return
-        if self.state is TorrentState.STOPPED:
-            return
+            error = stored.exception()
+            if error is not None:
+                if not isinstance(error, StorageError):
+                    log.error("%s: verifying piece %d failed", self.info.name, index, exc_info=error)
+                    error = StorageError(f"internal error: {error}")
+                self._storage_failed(index, error)  # type: ignore[arg-type]
+                return
+            ok = stored.result()
+            if ok and index not in self._failed_pieces:
+                picker.piece_verified(index)
+                self._resume_dirty = True
+                self._recycle(buffer)
+                self._announce_have(index)
+                if picker.complete:
+                    self._spawn(self._on_complete())
+                return
+            self._spawn(self._settle_and_recycle(index, buffer, ok))
+        except Exception:  # a bug here must not leave the piece unsettled without a trace
+            log.exception("%s: settling piece %d failed", self.info.name, index)
+            self._set_error(f"internal error settling piece {index}")
+
+    def _storage_failed(self, index: int, exc: StorageError) -> None:
+        """Disk full or unwritable: stop this torrent's downloading, keep everything else."""
+        assert self.picker is not None
+        self.picker.piece_failed(index)
+        if self.state is not TorrentState.ERROR:
+            self._set_error(f"cannot write piece {index}: {exc}")
+            self._stop_requesting()
+
+    async def _settle_and_recycle(self, index: int, buffer: bytearray, ok: bool) -> None:
         try:
             await self._settle(index, buffer, ok)
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -179,33 +180,36 @@ class Storage(abc.ABC):
 
         False on a hash or length mismatch (nothing written, ``have`` unchanged). True and the
         bit set on success. StorageError on I/O failure, ``have`` unchanged. The caller must not
-        change ``data`` until this returns.
+        change ``data`` until this returns. Cancelling the caller does not stop the worker: the
+        piece stays pending (never trusted by ``save_resume``) until the worker is done.
         """
+        return await asyncio.shield(self.submit_piece(index, data))
+
+    def submit_piece(self, index: int, data: bytes | bytearray | memoryview) -> asyncio.Future[bool]:
+        """``put_piece`` as a future, for callers that settle pieces in a done-callback rather
+        than a task per piece (the engine's receive path). ``have`` and the pending set are
+        updated when the worker is done, before any callback added to the returned future."""
         self._check_ready()
+        loop = asyncio.get_running_loop()
         size = self.layout.piece_size(index)
         view = memoryview(data)
         if view.nbytes != size:
-            return False
+            mismatch: asyncio.Future[bool] = loop.create_future()
+            mismatch.set_result(False)
+            return mismatch
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         already = self.have[index]
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._verify_and_store, index, view, already)
-        try:
-            ok = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # The worker may still be writing: keep the piece marked pending until it stops,
-            # so save_resume never trusts a file that is still changing underneath it.
-            future.add_done_callback(lambda _: self._unpend(index))
-            raise
-        except BaseException:
-            self._unpend(index)
-            raise
-        if ok:
+        future = loop.run_in_executor(self._executor, self._verify_and_store, index, view, already)
+        future.add_done_callback(functools.partial(self._stored, index))
+        return future
+
+    def _stored(self, index: int, future: asyncio.Future[bool]) -> None:
+        if not future.cancelled() and future.exception() is None and future.result() and not self._closed:
             self.have.set(index)
             if self._verified_meanwhile is not None:
                 self._verified_meanwhile.add(index)
         self._unpend(index)
-        return ok
 
     def _verify_and_store(self, index: int, view: memoryview, already: bool) -> bool:
         if sha1(view) != self.info.piece_hash(index):
