@@ -237,3 +237,41 @@ def test_random_layouts_round_trip(tmp_path: Path, files: list[tuple[int, bool]]
             else:
                 assert path.read_bytes() == data[entry.offset : entry.offset + entry.length]
 
+
+
+async def test_cached_piece_is_a_view_once_the_piece_is_in_memory(backend: tuple[str, Factory]) -> None:
+    kind, build = backend
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    storage = build(info)
+    await storage.start()
+    await fill(storage, data, [1])
+    with pytest.raises(StorageError, match="not verified"):
+        storage.cached_piece(0)
+    if kind == "null":
+        with pytest.raises(StorageError, match="keeps no data"):
+            storage.cached_piece(1)
+    else:
+        if kind == "file":
+            await storage.read_block(1, 0, BLOCK_SIZE)  # a disk read brings the whole piece in
+        view = storage.cached_piece(1)
+        assert isinstance(view, memoryview) and bytes(view) == piece_of(info, data, 1)
+    await storage.close()
+
+
+async def test_submit_piece_settles_have_before_the_callers_callbacks(backend: tuple[str, Factory]) -> None:
+    _, build = backend
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    storage = build(info)
+    await storage.start()
+    seen: list[tuple[bool, bool]] = []
+    good = storage.submit_piece(3, piece_of(info, data, 3))
+    good.add_done_callback(lambda f: seen.append((f.result(), storage.have[3])))
+    bad = storage.submit_piece(4, bytes(len(piece_of(info, data, 4))))
+    bad.add_done_callback(lambda f: seen.append((f.result(), storage.have[4])))
+    short = storage.submit_piece(5, b"too short")
+    assert await asyncio.gather(good, bad, short) == [True, False, False]
+    assert sorted(seen) == [(False, False), (True, True)]  # the workers may finish in either order
+    assert list(storage.have) == [3]
+    await storage.close()

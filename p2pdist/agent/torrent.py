@@ -6,12 +6,17 @@ Decisions are made by pure parts and applied here. The piece picker says which b
 request from whom, the choker says whom to upload to, storage says whether a piece verified.
 This class turns wire events into calls on those parts and their answers into messages.
 
-Receive path (the hot one): a ``piece`` event copies its block into the piece's assembly buffer
-and tells the picker. When the picker says a piece is whole, the buffer goes to storage, which
-hashes and writes it in one worker-thread hop; only then is it announced with ``have`` and ever
-served. Requests are refilled in batches when a peer's pipeline falls below three quarters of
-its target, and the target follows the measured rate (about one second of data in flight,
-doubled whenever the pipeline ran dry), within the peer's advertised ``reqq``.
+Receive path (the hot one): the codec hands over a socket read's piece messages as one run;
+the picker takes the run in one call and each block is copied into its piece's assembly buffer
+(pooled). When the picker says a piece is whole, the buffer goes to storage, which hashes and
+writes it in one worker-thread hop; a done-callback then settles it, and only then is it
+announced with ``have`` and ever served. Requests are refilled in batches when a peer's pipeline
+falls below three quarters of its target, and the target follows the measured rate (about one
+second of data in flight, doubled whenever the pipeline ran dry), within the peer's ``reqq``.
+
+Upload path: requests arrive as runs too and join the peer's queue; the upload loop slices up
+to ``UPLOAD_BATCH`` blocks from pieces in memory without copying and writes them, headers
+framed by the codec, in one call.
 
 A piece that fails its hash goes back to the picker. Its blocks' digests are kept with the peers
 that sent them; when the piece later verifies, the smart-ban ledger names the peers whose blocks

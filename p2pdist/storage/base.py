@@ -251,17 +251,6 @@ class Storage(abc.ABC):
             piece = await self._load_whole(index, size)
         return piece[begin : begin + length]
 
-    def peek_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
-        """The block at once when it is already in memory (the piece cache, or the memory
-        backend), else None: the upload path then awaits ``read_block``. Same checks as
-        ``read_block``. A cached block is a view of the cached piece, so serving it copies nothing.
-        """
-        self._servable(index, begin, length)
-        if self._inline_loads:
-            return self._load(index, begin, length)
-        piece = self._cache.get(index)
-        return None if piece is None else memoryview(piece)[begin : begin + length]
-
     def cached_piece(self, index: int) -> memoryview | None:
         """A whole verified piece when it is already in memory, as a view (no copy), else None.
 
