@@ -256,6 +256,16 @@ class PeerWire:
     def buffered(self) -> int:
         return self._end - self._start + self._overflow_bytes
 
+    @property
+    def bytes_missing(self) -> int:
+        """Bytes still to come before the message being received is complete (0 when the
+        buffer holds no partial message, or its length prefix has not arrived yet)."""
+        available = self._end - self._start
+        if self.phase is not Phase.RUNNING and self.phase is not Phase.AWAIT_FIRST or available < 4 or self._overflow:
+            return 0
+        (length,) = _U32.unpack_from(self._buf, self._start)
+        return max(0, 4 + length - available) if length <= self.max_message else 0
+
     def next_event(self) -> object:
         """The next complete message, ``NEED_DATA``, or ProtocolError (the connection is over)."""
         if self.phase is Phase.RUNNING and not self._overflow:  # the steady state, one call deep
