@@ -497,6 +497,15 @@ class Torrent:
                 [conn.wire.send(m.Extended(peer_id, fetching.encode_payload(i))) for i in pieces if conn.have is None or not conn.have[i]]
             )
 
+    def web_fetchers(self) -> set[bytes]:
+        """Peer ids of the connected peers with a live web-seed claim (fetching right now)."""
+        now = time.monotonic()
+        return {
+            conn.wire.peer_handshake.peer_id
+            for index, (conn, until) in self._web_claims.items()
+            if not conn.closed and until > now and conn.wire.peer_handshake is not None and not (conn.have is not None and conn.have[index])
+        }
+
     def peers_settled(self) -> bool:
         """The tracker answered, every peer it named was dialled, and every connected peer has
         said what it has: from here on, what no peer has must come from elsewhere."""

@@ -37,7 +37,8 @@ from p2pdist.piece_picker.picker import Block
 log = logging.getLogger("p2pdist.webseed")
 
 MAX_BACKOFF = 120.0
-SETTLE_MARGIN = 0.2  # seconds: a few LAN round trips, for claims to follow the handshakes
+SETTLE_MARGIN = 0.2
+HELP_PATIENCE = 2.0  # seconds with nothing to fetch before helping a PC that looks busy  # seconds: a few LAN round trips, for claims to follow the handshakes
 
 
 class WebSeedError(Exception):
@@ -85,6 +86,8 @@ class WebSeed:
         self.last_error: str | None = None
         self._failures = 0
         self._turns = (1, 0)  # (PCs sharing the web seed work, this PC's turn)
+        self._ids: list[bytes] = [torrent.peer_id]  # their peer ids, sorted: turn i is _ids[i]
+        self._last_pick = 0.0  # loop time a worker last found something to fetch
 
     def __repr__(self) -> str:
         return f"<WebSeed {self.url}>"
@@ -116,6 +119,7 @@ class WebSeed:
                 ids.append(handshake.peer_id)
         ids.sort()
         self._turns = (len(ids), ids.index(torrent.peer_id))
+        self._ids = ids
 
     def mine(self, index: int) -> bool:
         k, turn = self._turns
@@ -130,6 +134,17 @@ class WebSeed:
             not have[i] and picker.availability(i) <= 1 and not self.torrent.claimed_elsewhere(i)
             for i in range(turn, self.torrent.info.num_pieces, max(1, k))
         )
+
+    def _helping_rule(self) -> Callable[[int], bool]:
+        """Which pieces of other PCs' shares to help with once ours is done: only those of PCs
+        that are not fetching from the web seed right now (no live claim), since a PC busy
+        with its share picks its next piece at any moment, and helping it then would race it
+        for the same piece. When peers are stalled, every allowed piece."""
+        if self._stalled:
+            return self.allowed
+        busy = self.torrent.web_fetchers()
+        k, ids = len(self._ids), self._ids
+        return lambda index: ids[index % k] not in busy and self.allowed(index)
 
     async def _watch_peers(self) -> None:
         """Set ``_stalled`` while peers deliver nothing for ``stall`` seconds."""
@@ -156,6 +171,7 @@ class WebSeed:
         try:
             await self._grace_period()
             self._refresh_turns()
+            self._last_pick = asyncio.get_running_loop().time()
             workers = [asyncio.ensure_future(self._worker()) for _ in range(self.parallel)]
             workers.append(asyncio.ensure_future(self._watch_peers()))
             await asyncio.wait(
@@ -186,10 +202,17 @@ class WebSeed:
         torrent = self.torrent
         picker = torrent.picker
         assert picker is not None
+        loop = asyncio.get_running_loop()
         while torrent.state is TorrentState.DOWNLOADING:
             blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.mine)
             if not blocks and (self._stalled or not self._mine_left()):
-                blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.allowed)
+                blocks = picker.pick(self, self._blocks_per_piece(), allowed=self._helping_rule())
+                if not blocks and loop.time() - self._last_pick > HELP_PATIENCE:
+                    # PCs that disagree on who is in the branch can each think a piece is
+                    # another's job: after a short wait, any piece nobody has or claims.
+                    blocks = picker.pick(self, self._blocks_per_piece(), allowed=self.allowed)
+            if blocks:
+                self._last_pick = loop.time()
             if not blocks:
                 await asyncio.sleep(0.5)  # peers have the rest, or will soon; look again
                 continue
