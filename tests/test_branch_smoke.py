@@ -106,3 +106,5 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert ours["installed"] == 4 and ours["all_installed_s"] >= ours["all_verified_s"] > 0
     assert ours["from_peers_bytes"] + ours["from_webseed_bytes"] >= 4 * size
     assert result["bound"]["seconds"] > 0 and result["bound"]["binding_term"]
+    for run in result["runs"]:  # every round keeps each PC's times
+        assert len(run["clients"]) == 4 and all(c["verified_s"] for c in run["clients"]), run["approach"]

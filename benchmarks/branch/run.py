@@ -115,6 +115,11 @@ async def run_all(harness: Harness, names: list[str], rounds: int, bound_s: floa
     return runs
 
 
+def _client_times(raw: dict[str, Any] | None) -> list[dict[str, Any]]:
+    keys = ("client", "start_s", "verified_s", "installed_s", "from_peers", "from_webseed", "cpu_s")
+    return [{k: c.get(k) for k in keys} for c in (raw or {}).get("clients", [])]
+
+
 def build_report(params: Params, options: Options, runs: list[dict[str, Any]]) -> dict[str, Any]:
     bound = fluid_bound(params)
     size = params.size_bytes
@@ -148,7 +153,8 @@ def build_report(params: Params, options: Options, runs: list[dict[str, Any]]) -
         "pairs_p2pdist_over_libtorrent": pairs,
         "median_pair_time_ratio": statistics.median(p["time_ratio"] for p in pairs) if pairs else None,
         "approaches": approaches,
-        "runs": [{k: v for k, v in run.items() if k != "raw"} for run in runs],
+        # Every round, with each PC's times, so an outlier round can be read afterwards.
+        "runs": [{k: v for k, v in run.items() if k != "raw"} | {"clients": _client_times(run["raw"])} for run in runs],
     }
 
 
