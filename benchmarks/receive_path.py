@@ -99,6 +99,8 @@ async def one_round(meta_bytes: bytes, data: bytes, chunk: int) -> dict[str, flo
     hello = m.Handshake(meta.info_hash, b"-XX0000-" + os.urandom(12)).encode() + m.HaveAll().encode() + m.Unchoke().encode()
     stream = deque([hello])
     blocks = 0
+    blocks_per_piece = torrent.layout.blocks_in_piece(0)
+    total_blocks = torrent.picker.remaining_blocks
     cpu = 0.0
     clock = time.thread_time
     wall = time.perf_counter()
@@ -117,8 +119,8 @@ async def one_round(meta_bytes: bytes, data: bytes, chunk: int) -> dict[str, flo
         budget = 4
         # Let the hash thread keep up, as it does between socket reads in a real transfer (the
         # piece buffers then come back to the pool instead of being allocated afresh).
-        while len(torrent._tasks) > 4:  # the tick and choke loops, plus two pieces in flight
-            await asyncio.sleep(0.0005)
+        while (total_blocks - torrent.picker.remaining_blocks) // blocks_per_piece - torrent.have.count > 2:
+            await asyncio.sleep(0.0005)  # at most two received pieces waiting for the hash thread
         while stream and budget:
             budget -= 1
             target = conn.get_buffer(chunk)

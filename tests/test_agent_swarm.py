@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from p2pdist.agent.control_client import ControlError
+from tests.support.http import serve_app
 from test_agent_helpers import (
     make_package,
     publish,
@@ -101,11 +102,7 @@ async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case
         body = make_package("PS100012", 2, 100_000, announce=announce, private=False).torrent
     elif case == "not-found":
         body, status = b'{"error": "no published package PS100012"}', 404
-    runner = web.AppRunner(fake_repository(body, status))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # noqa: SLF001
+    runner, url = await serve_app(fake_repository(body, status))
     try:
         with socket_dir() as sockets:
             settings = agent_settings(tmp_path, 7, url, sockets)
@@ -129,11 +126,8 @@ async def test_web_seed_fills_in_once_then_the_branch_serves_itself(tmp_path: Pa
         (tmp_path / "dp").mkdir()
         dp = web.Application()
         dp.router.add_static("/SMSPKG/", tmp_path / "dp")
-        runner = web.AppRunner(dp)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        dp_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/SMSPKG/"  # noqa: SLF001
+        runner, dp_base = await serve_app(dp)
+        dp_url = f"{dp_base}/SMSPKG/"
         try:
             package = make_package("PS100014", 1, 700_000, announce=server.url + "/announce", seed=4, web_seeds=(dp_url,))
             write_source(tmp_path / "dp", package)

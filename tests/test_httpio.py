@@ -7,6 +7,8 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from tests.support.http import serve_app
+
 from p2pdist.httpio import read_capped
 
 CHUNKS = [bytes([n]) * 1000 for n in range(10)]
@@ -24,12 +26,8 @@ async def _slow_server() -> tuple[web.AppRunner, str]:
 
     app = web.Application()
     app.router.add_get("/slow", trickle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/slow"
+    runner, base = await serve_app(app)
+    return runner, f"{base}/slow"
 
 
 async def test_read_capped_waits_for_the_whole_body() -> None:

@@ -15,6 +15,7 @@ from p2pdist.agent.settings import EngineSettings
 from p2pdist.agent.webseed import WebSeed, file_urls
 from p2pdist.storage.memory import MemoryStorage
 from p2pdist.wire import messages as m
+from tests.support.http import serve_app
 from tests.support.torrents import make_torrent, random_bytes, write_files
 
 SETTINGS = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, choke_interval=0.5)
@@ -23,12 +24,16 @@ STREAM = b"".join(FILES.values())
 REQUESTS = web.AppKey("requests", list)
 
 
-async def _file_server(root: Path) -> tuple[web.AppRunner, str]:
-    """A distribution point: plain static files with range support (aiohttp FileResponse)."""
+async def _file_server(root: Path, *, delay: float = 0.0) -> tuple[web.AppRunner, str]:
+    """A distribution point: plain static files with range support (aiohttp FileResponse).
+    With ``delay``, every answer waits that long, so the fetches of several PCs overlap in
+    time as they do over a WAN. ``app[REQUESTS]`` lists the Range header of each request."""
     requests: list[str] = []
 
     async def serve(request: web.Request) -> web.StreamResponse:
         requests.append(request.headers.get("Range", ""))
+        if delay:
+            await asyncio.sleep(delay)
         path = (root / request.match_info["path"]).resolve()
         if not path.is_file() or root.resolve() not in path.parents:
             raise web.HTTPNotFound()
@@ -37,12 +42,13 @@ async def _file_server(root: Path) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/{path:.+}", serve)
     app[REQUESTS] = requests
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/"
+    runner, base = await serve_app(app)
+    return runner, base + "/"
+
+
+def _range_bytes(header: str) -> int:
+    first, last = header.removeprefix("bytes=").split("-")
+    return int(last) - int(first) + 1
 
 
 
@@ -165,35 +171,13 @@ async def test_two_pcs_split_the_web_seed_work(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def _slow_file_server(root: Path, delay: float) -> tuple[web.AppRunner, str, list[int]]:
-    """A distribution point behind a slow link: every answer waits ``delay`` seconds, so the
-    fetches of several PCs overlap in time as they do over a WAN."""
-    served: list[int] = []
-
-    async def serve(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(delay)
-        path = (root / request.match_info["path"]).resolve()
-        first, last = request.http_range.start or 0, request.http_range.stop
-        served.append((last if last is not None else path.stat().st_size) - first)
-        return web.FileResponse(path)
-
-    app = web.Application()
-    app.router.add_get("/{path:.+}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/", served
-
-
 async def test_pcs_joining_one_by_one_pull_each_piece_about_once(tmp_path: Path) -> None:
     """PCs of a branch start a few tenths of a second apart while the DP is slow: turns alone
     let them pull 1.18-1.24 copies here; with fetch claims each piece crosses about once."""
     files = {"big.bin": random_bytes(2_000_000, seed=14)}
     _, meta = make_torrent(files, name="PS100016", piece_length=32 * 1024)
     write_files(tmp_path / "dp", meta, files)
-    runner, base, served = await _slow_file_server(tmp_path / "dp", 0.15)
+    runner, base = await _file_server(tmp_path / "dp", delay=0.15)
     sessions = [Session(SETTINGS, rng=random.Random(40 + n)) for n in range(4)]
     for session in sessions:
         await session.start()
@@ -211,7 +195,7 @@ async def test_pcs_joining_one_by_one_pull_each_piece_about_once(tmp_path: Path)
             await asyncio.wait_for(asyncio.gather(*tasks), 5)
             copies = sum(t.bytes_from_webseed for t in torrents) / meta.info.total_length
             assert copies <= 1.05, copies
-            assert sum(served) <= 1.05 * meta.info.total_length
+            assert sum(_range_bytes(r) for r in runner.app[REQUESTS]) <= 1.05 * meta.info.total_length
             for torrent in torrents:
                 assert bytes(await torrent.storage.read_block(0, 0, 100)) == files["big.bin"][:100]
     finally:

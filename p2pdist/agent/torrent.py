@@ -503,7 +503,7 @@ class Torrent:
         return {
             conn.wire.peer_handshake.peer_id
             for index, (conn, until) in self._web_claims.items()
-            if not conn.closed and until > now and conn.wire.peer_handshake is not None and not (conn.have is not None and conn.have[index])
+            if _claim_live(index, conn, until, now) and conn.wire.peer_handshake is not None
         }
 
     def peers_settled(self) -> bool:
@@ -518,8 +518,7 @@ class Torrent:
         claim = self._web_claims.get(index)
         if claim is None:
             return False
-        conn, until = claim
-        if conn.closed or time.monotonic() > until or (conn.have is not None and conn.have[index]):
+        if not _claim_live(index, *claim, time.monotonic()):
             del self._web_claims[index]
             return False
         return True
@@ -565,24 +564,7 @@ class Torrent:
         picker takes the run in one call; per block there is one copy into the piece buffer;
         counters, snub state, slow start and the request refill are settled once per run.
         """
-        answers = self.picker.take_blocks(conn, run)  # type: ignore[union-attr]
-        partial = self._partial
-        got = wasted = 0
-        current, buffer = -1, None
-        for (index, begin, data), taken in zip(run, answers):
-            size = len(data)
-            if taken is None:
-                wasted += size  # a late duplicate (endgame) or a piece already verified
-                continue
-            got += size
-            if index != current:
-                current, buffer = index, partial.get(index)
-                if buffer is None:
-                    buffer = self._start_piece(index)
-            buffer[begin : begin + size] = data  # type: ignore[index]
-            if taken is not TAKEN:
-                self._settle_block(index, buffer, taken)  # type: ignore[arg-type]
-                current = -1  # a whole piece leaves the assembly; look up the next afresh
+        got, wasted = self._take_run(conn, run)
         total = got + wasted
         conn.last_block = conn.last_received
         conn.snubbed = False
@@ -612,22 +594,28 @@ class Torrent:
         conn.queue_target = max(1, min(target, self._peer_reqq(conn)))
         conn.refill_at = conn.queue_target * 3 // 4
 
-    def _accept_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
-        """Put a block from any source (peer or web seed) into its piece; False if not wanted."""
-        taken = self.picker.take_block(source, index, begin, len(data))  # type: ignore[union-attr]
-        if taken is None:
-            return False
-        self._place(index, begin, data, taken)
-        return True
-
-    def _place(self, index: int, begin: int, data: bytes | memoryview, taken: tuple[bool, Sequence[tuple[object, Block]]]) -> None:
-        """Copy a block the picker took into its piece."""
-        buffer = self._partial.get(index)
-        if buffer is None:
-            buffer = self._start_piece(index)
-        buffer[begin : begin + len(data)] = data
-        if taken is not TAKEN:
-            self._settle_block(index, buffer, taken)
+    def _take_run(self, source: object, run: Sequence[tuple[int, int, bytes | memoryview]]) -> tuple[int, int]:
+        """Put the blocks of a run from one source (peer or web seed) into their pieces: one
+        picker call, one copy per block. Returns (bytes taken, bytes not wanted)."""
+        answers = self.picker.take_blocks(source, run)  # type: ignore[union-attr]
+        partial = self._partial
+        got = wasted = 0
+        current, buffer = -1, None
+        for (index, begin, data), taken in zip(run, answers):
+            size = len(data)
+            if taken is None:
+                wasted += size  # a late duplicate (endgame) or a piece already verified
+                continue
+            got += size
+            if index != current:
+                current, buffer = index, partial.get(index)
+                if buffer is None:
+                    buffer = self._start_piece(index)
+            buffer[begin : begin + size] = data  # type: ignore[index]
+            if taken is not TAKEN:
+                self._settle_block(index, buffer, taken)  # type: ignore[arg-type]
+                current = -1  # a whole piece leaves the assembly; look up the next afresh
+        return got, wasted
 
     def _start_piece(self, index: int) -> bytearray:
         buffer = self._partial[index] = self._new_buffer(index)
@@ -653,7 +641,7 @@ class Torrent:
     def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
         """A block fetched over HTTP (BEP 19); counted apart from peer bytes (the WAN savings)."""
         self.download_meter.add(len(data))
-        if self._accept_block(source, index, begin, data):
+        if self._take_run(source, [(index, begin, data)])[0]:
             self.bytes_from_webseed += len(data)
             return True
         self.bytes_wasted += len(data)
@@ -1005,6 +993,11 @@ class Torrent:
             "wasted": self.bytes_wasted,
             "hash_failures": self.hash_failures,
         }
+
+
+def _claim_live(index: int, conn: PeerConnection, until: float, now: float) -> bool:
+    """A web-seed claim still stands: its peer is connected, has not got the piece, in time."""
+    return not conn.closed and now <= until and not (conn.have is not None and conn.have[index])
 
 
 def _block_digests(data: bytes) -> dict[int, bytes]:

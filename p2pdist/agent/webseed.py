@@ -85,8 +85,8 @@ class WebSeed:
         self.bytes_downloaded = 0
         self.last_error: str | None = None
         self._failures = 0
-        self._turns = (1, 0)  # (PCs sharing the web seed work, this PC's turn)
-        self._ids: list[bytes] = [torrent.peer_id]  # their peer ids, sorted: turn i is _ids[i]
+        self._ids: list[bytes] = [torrent.peer_id]  # PCs sharing the web-seed work, by peer id
+        self._turn = 0  # this PC's place in _ids
         self._last_pick = 0.0  # loop time a worker last found something to fetch
 
     def __repr__(self) -> str:
@@ -118,17 +118,16 @@ class WebSeed:
             if handshake is not None and not conn.is_seed and not conn.closed:
                 ids.append(handshake.peer_id)
         ids.sort()
-        self._turns = (len(ids), ids.index(torrent.peer_id))
-        self._ids = ids
+        self._ids, self._turn = ids, ids.index(torrent.peer_id)
 
     def mine(self, index: int) -> bool:
-        k, turn = self._turns
+        k, turn = len(self._ids), self._turn
         return (k <= 1 or index % k == turn) and self.allowed(index)
 
     def _mine_left(self) -> bool:
         picker = self.torrent.picker
         assert picker is not None
-        k, turn = self._turns
+        k, turn = len(self._ids), self._turn
         have = picker.have
         return any(
             not have[i] and picker.availability(i) <= 1 and not self.torrent.claimed_elsewhere(i)

@@ -534,8 +534,26 @@ class PiecePicker:
         is the shared ``TAKEN`` object in the common case.
         """
         piece = self._pieces.get(index)
-        if piece is None:
-            return None
+        return None if piece is None else self._take(piece, peer, begin, length)
+
+    def take_blocks(self, peer: Hashable, run: Sequence[tuple[int, int, Sized]]) -> list[tuple[bool, Sequence[tuple[Hashable, Block]]] | None]:
+        """``take_block`` for each ``(index, begin, data)`` of a run from one peer (only
+        ``len(data)`` is read), answers in order: exactly what the calls one by one would give.
+
+        The engine's receive path: a socket read carries a dozen blocks, mostly of one piece,
+        so the piece's ledger is looked up once per piece instead of once per block.
+        """
+        pieces, take = self._pieces, self._take
+        answers: list[tuple[bool, Sequence[tuple[Hashable, Block]]] | None] = []
+        current, piece = -1, None
+        for index, begin, data in run:
+            if index != current:
+                current, piece = index, pieces.get(index)
+            answers.append(None if piece is None else take(piece, peer, begin, len(data)))
+        return answers
+
+    def _take(self, piece: _Piece, peer: Hashable, begin: int, length: int) -> tuple[bool, Sequence[tuple[Hashable, Block]]] | None:
+        """The ledger update behind ``take_block`` and ``take_blocks``."""
         number = begin // BLOCK_SIZE
         blocks = piece.blocks
         if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number][2] != length:
@@ -558,41 +576,6 @@ class PiecePicker:
             if other != peer:
                 cancels.append((other, canonical))
         return done, cancels
-
-    def take_blocks(self, peer: Hashable, run: Sequence[tuple[int, int, Sized]]) -> list[tuple[bool, Sequence[tuple[Hashable, Block]]] | None]:
-        """``take_block`` for each ``(index, begin, data)`` of a run from one peer (only
-        ``len(data)`` is read), answers in order: exactly what the calls one by one would give.
-
-        The engine's receive path: a socket read carries a dozen blocks, mostly of one piece,
-        so the piece's ledger is looked up once per piece instead of once per block.
-        """
-        peer_state = self._peers.get(peer)
-        pieces = self._pieces
-        answers: list[tuple[bool, Sequence[tuple[Hashable, Block]]] | None] = []
-        current, piece = -1, None
-        for index, begin, data in run:
-            if index != current:
-                current, piece = index, pieces.get(index)
-            if piece is None or peer_state is None:
-                answers.append(None if piece is None else self.take_block(peer, index, begin, len(data)))
-                continue
-            number = begin // BLOCK_SIZE
-            blocks = piece.blocks
-            if begin % BLOCK_SIZE or number >= len(blocks) or piece.state[number] != REQUESTED or blocks[number][2] != len(data):
-                answers.append(None)
-                continue
-            requesters = piece.requesters[number]
-            if len(requesters) != 1 or requesters[0] != peer:
-                answers.append(self.take_block(peer, index, begin, len(data)))  # endgame: cancels
-                continue
-            del piece.requesters[number]
-            piece.state[number] = RECEIVED
-            piece.received += 1
-            piece.senders[number] = peer
-            self._remaining -= 1
-            peer_state.outstanding.discard(blocks[number])
-            answers.append(_TAKEN_LAST if piece.received == len(blocks) else TAKEN)
-        return answers
 
     def block_lost(self, peer: Hashable, block: Block) -> None:
         """A request to ``peer`` is void (rejected, choked, timed out): the block is free again

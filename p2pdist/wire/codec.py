@@ -374,15 +374,9 @@ class PeerWire:
         """
         buf, view, end = self._buf, self._view, self._end
         max_message = self.max_message
-        requests_out, cancelled = self.requests_out, self._cancelled
         run = PieceRun()
-        while True:  # _take_piece, inline: this loop runs 65 536 times per GiB
-            if length < 10:
-                raise ProtocolError("piece message too short")
-            index, begin = _U32x2.unpack_from(buf, start + 5)
-            key = (index, begin, length - 9)
-            if requests_out.pop(key, 0) is not None and cancelled.pop(key, 0) is not None:
-                raise ProtocolError(f"unrequested block: piece {index} offset {begin} length {length - 9}")
+        while True:
+            index, begin = self._take_piece(start, length)
             run.append((index, begin, view[start + 13 : start + 4 + length]))
             start += 4 + length
             if end - start < 5:
@@ -391,8 +385,6 @@ class PeerWire:
             if kind != 7 or length > max_message or end - start < 4 + length:
                 return run  # anything else, including a bad length, goes the general way
             self._start = start + 4 + length
-
-        return self._advance(self._decode(kind, body, size))
 
     def _advance(self, event: object) -> object:
         next_phase = TRANSITIONS.get((self.phase, type(event)))
