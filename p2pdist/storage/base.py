@@ -2,14 +2,15 @@
 
 A ``Storage`` holds the pieces of one torrent. Its one promise: a piece is in ``have`` only after
 its SHA-1 matched, so nothing unverified is ever announced or served. Everything that hashes or
-touches a disk runs in a thread pool; the event loop only sets bits. ``put_piece`` hashes and
-writes in the same worker call (one hop per piece), and ``read_block`` keeps a small LRU of whole
-pieces so serving the sixteen 16 KiB blocks of a 256 KiB piece costs one read and one hop.
+touches a disk runs in worker threads; the event loop only sets bits. ``put_piece`` hashes and
+writes in the same call on the piece workers (one hop per piece, see ``storage.workers``; one
+torrent writes one piece at a time, hashes run in parallel), and ``read_block`` keeps a small LRU
+of whole pieces so serving the sixteen 16 KiB blocks of a 256 KiB piece costs one read and one
+hop on the I/O pool.
 
 Backends implement a few synchronous hooks (``_store``, ``_load``, ``_read_candidate``) that run
 in worker threads; the coroutines here do the validation, the bookkeeping of ``have`` and the
-hops. ``have`` is only ever changed on the event loop's thread.
-"""
+hops. ``have`` is only ever changed on the event loop's thread."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import Info, Layout
 from p2pdist.storage.verify import Buffer, Progress, sha1, verify_pieces
+from p2pdist.storage.workers import PieceWorkers, default_piece_workers
 
 T = TypeVar("T")
 
@@ -115,11 +117,19 @@ class Storage(abc.ABC):
     #: True when ``_load`` is cheap enough to run on the loop (memory); disk backends hop.
     _inline_loads = False
 
-    def __init__(self, info: Info, *, executor: Executor | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        info: Info,
+        *,
+        executor: Executor | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        piece_workers: PieceWorkers | None = None,
+    ) -> None:
         self.info = info
         self.layout = Layout(info)
         self.have = Bitfield(info.num_pieces)
         self._executor = executor if executor is not None else default_executor()
+        self._piece_workers = piece_workers if piece_workers is not None else default_piece_workers()
         self._cache = PieceCache(cache_bytes)
         self._loading: dict[int, asyncio.Future[bytes]] = {}
         self._closed = False
@@ -127,6 +137,8 @@ class Storage(abc.ABC):
         # from a worker thread, hence the lock).
         self._pending_lock = threading.Lock()
         self._pending: set[int] = set()
+        # One piece written at a time per torrent; hashing stays parallel (see storage.workers).
+        self._write_lock = threading.Lock()
         self._recheck_lock: asyncio.Lock | None = None
         self._verified_meanwhile: set[int] | None = None
 
@@ -200,7 +212,7 @@ class Storage(abc.ABC):
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         already = self.have[index]
-        future = loop.run_in_executor(self._executor, self._verify_and_store, index, view, already)
+        future = self._piece_workers.submit(loop, self._verify_and_store, index, view, already)
         future.add_done_callback(functools.partial(self._stored, index))
         return future
 
@@ -218,7 +230,8 @@ class Storage(abc.ABC):
             return True
         with self._pending_lock:
             self._pending.add(index)
-        self._store(index, view)
+        with self._write_lock:
+            self._store(index, view)
         return True
 
     def _unpend(self, index: int) -> None:

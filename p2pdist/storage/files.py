@@ -48,6 +48,7 @@ from p2pdist.storage.resume import (
     write_atomically,
 )
 from p2pdist.storage.verify import Buffer, Progress
+from p2pdist.storage.workers import PieceWorkers
 
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
 HAS_PWRITE = hasattr(os, "pwrite") and hasattr(os, "pread")
@@ -222,8 +223,9 @@ class FileStorage(Storage):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         info_hash: bytes | None = None,
         max_open_files: int = 64,
+        piece_workers: PieceWorkers | None = None,
     ) -> None:
-        super().__init__(info, executor=executor, cache_bytes=cache_bytes)
+        super().__init__(info, executor=executor, cache_bytes=cache_bytes, piece_workers=piece_workers)
         self.directory = Path(directory)
         self.resume_path = Path(resume_path) if resume_path is not None else None
         self._fingerprint = info_hash if info_hash is not None else layout_fingerprint(info)

@@ -15,6 +15,7 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info
 from p2pdist.storage.base import Storage, StorageError
 from p2pdist.storage.verify import Buffer, Progress, piece_matches
+from p2pdist.storage.workers import PieceWorkers
 
 
 class MemoryStorage(Storage):
@@ -22,8 +23,8 @@ class MemoryStorage(Storage):
 
     _inline_loads = True
 
-    def __init__(self, info: Info, *, executor: Executor | None = None) -> None:
-        super().__init__(info, executor=executor, cache_bytes=0)
+    def __init__(self, info: Info, *, executor: Executor | None = None, piece_workers: PieceWorkers | None = None) -> None:
+        super().__init__(info, executor=executor, cache_bytes=0, piece_workers=piece_workers)
         self._pieces: dict[int, bytes] = {}
 
     @classmethod
@@ -73,8 +74,8 @@ class NullStorage(Storage):
 
     _inline_loads = True
 
-    def __init__(self, info: Info, *, executor: Executor | None = None) -> None:
-        super().__init__(info, executor=executor, cache_bytes=0)
+    def __init__(self, info: Info, *, executor: Executor | None = None, piece_workers: PieceWorkers | None = None) -> None:
+        super().__init__(info, executor=executor, cache_bytes=0, piece_workers=piece_workers)
 
     def _store(self, index: int, data: memoryview) -> None:
         return None
