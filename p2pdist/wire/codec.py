@@ -370,19 +370,30 @@ class PeerWire:
         """Every complete piece message from ``start`` on, as borrowed (index, begin, data).
 
         A socket read holds several blocks; handing them over as one run costs the engine one
-        call per read instead of one per block. The first message is already consumed.
+        call per read instead of one per block. The first message is already consumed. Each
+        block is checked exactly as ``_take_piece`` checks it, inline: this loop runs 65 536
+        times a GiB, so one header unpack per message and no call per block.
         """
         buf, view, end = self._buf, self._view, self._end
         max_message = self.max_message
+        requests_out, cancelled = self.requests_out, self._cancelled
+        unpack = _PIECE_HEADER.unpack_from
         run = PieceRun()
+        append = run.append
+        if length < 10:
+            raise ProtocolError("piece message too short")
+        _, _, index, begin = unpack(buf, start)
         while True:
-            index, begin = self._take_piece(start, length)
-            run.append((index, begin, view[start + 13 : start + 4 + length]))
+            key = (index, begin, length - 9)
+            # Values are None, so pop(key, 0) tells "was there" from "was not" in one lookup.
+            if requests_out.pop(key, 0) is not None and cancelled.pop(key, 0) is not None:
+                raise ProtocolError(f"unrequested block: piece {index} offset {begin} length {length - 9}")
+            append((index, begin, view[start + 13 : start + 4 + length]))
             start += 4 + length
-            if end - start < 5:
+            if end - start < 14:  # not even a one-byte block: nothing more for this loop
                 return run
-            length, kind = _HEADER.unpack_from(buf, start)
-            if kind != 7 or length > max_message or end - start < 4 + length:
+            length, kind, index, begin = unpack(buf, start)
+            if kind != 7 or length < 10 or length > max_message or end - start < 4 + length:
                 return run  # anything else, including a bad length, goes the general way
             self._start = start + 4 + length
 
