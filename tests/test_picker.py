@@ -230,6 +230,19 @@ def test_endgame_duplicates_and_cancels() -> None:
     assert s.picker.complete and not s.picker.endgame and s.picker.pick(c, 5) == []
 
 
+def test_requested_only_by_one_peer_until_received_or_shared() -> None:
+    s = scenario("3", blocks=2, endgame_duplicates=2)
+    a, b, _ = s.peers
+    first, second = sorted(s.picker.pick(a, 2), key=lambda block: block.begin)
+    assert s.picker.requested_only_by(a, 0, first.begin) and not s.picker.requested_only_by(b, 0, first.begin)
+    s.picker.block_received(a, first)
+    assert not s.picker.requested_only_by(a, 0, first.begin)  # received: nobody may write it now
+    assert s.picker.requested_only_by(a, 0, second.begin)
+    s.picker.pick(b, 5)  # endgame: the second block is now asked of both
+    assert not s.picker.requested_only_by(a, 0, second.begin) and not s.picker.requested_only_by(b, 0, second.begin)
+    assert not s.picker.requested_only_by(a, 1, 0) and not s.picker.requested_only_by(a, 0, 1)
+
+
 def test_endgame_threshold_starts_duplicates_early() -> None:
     s = scenario("22", blocks=2, endgame_threshold=4)
     s.picker.pick("p0", 1)
@@ -607,6 +620,12 @@ class PickerMachine(RuleBasedStateMachine):
             assert self.picker.is_interesting(peer) == lacking
         assert self.picker.endgame == self.model_endgame()
         assert self.picker.missing_count == self.n - len(self.have)
+        # A block is a safe target for a scatter read exactly when one peer alone was asked.
+        asked = [block for blocks in self.outstanding.values() for block in blocks]
+        for peer in self.outstanding:
+            for block in set(asked):
+                alone = block in self.outstanding[peer] and asked.count(block) == 1
+                assert self.picker.requested_only_by(peer, block.index, block.begin) == alone
 
     def teardown(self) -> None:
         """Completion is reachable from any state: a seed joins and everything arrives."""

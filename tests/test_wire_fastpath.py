@@ -187,3 +187,58 @@ def test_a_forgotten_request_no_longer_counts_against_the_queue_cap() -> None:
         assert list(wire.requests_in) == [key]
         wire.forget_request(key)
     assert not wire.requests_in
+
+
+# -- the hooks for scatter reads (agent/direct.py) ------------------------------------------
+
+
+def _requested(keys: list[tuple[int, int, int]]) -> PeerWire:
+    wire, _ = _pair(runs=True)
+    wire.send_requests(keys)
+    return wire
+
+
+def test_expected_header_is_what_the_peer_frames() -> None:
+    seed, _ = _pair()
+    wire = _requested([(1, 16384, 16384)])
+    seed.requests_in[(1, 16384, 16384)] = None
+    framed = seed.send(m.Piece(1, 16384, bytes(16384)))
+    assert wire.expected_header((1, 16384, 16384)) == framed[:13]
+
+
+def test_place_settles_a_request_once() -> None:
+    wire = _requested([(0, 0, 16384), (0, 16384, 16384)])
+    assert wire.placing
+    wire.place((0, 0, 16384))
+    assert list(wire.requests_out) == [(0, 16384, 16384)]
+    with pytest.raises(LocalError, match="not requested"):
+        wire.place((0, 0, 16384))
+
+
+@given(st.integers(min_value=0, max_value=16384 + 12))
+def test_partial_piece_describes_only_a_started_block_of_ours(cut: int) -> None:
+    """Whatever prefix of a piece message is buffered, ``partial_piece`` names the block only
+    once its header is whole and the message is not, and hands over exactly the payload so far."""
+    key = (2, 0, LAYOUT.block_size(2, 0))
+    wire = _requested([key])
+    payload = bytes(range(256)) * (key[2] // 256) + bytes(key[2] % 256)
+    message = wire.expected_header(key) + payload
+    wire.receive_data(message[:cut])
+    assert wire.next_event() is NEED_DATA
+    assert wire.placing is (cut == 0)
+    partial = wire.partial_piece()
+    if cut < 13:
+        assert partial is None
+        return
+    assert partial is not None and partial[0] == key and bytes(partial[1]) == payload[: cut - 13]
+    wire.take_partial(key)
+    assert wire.placing and not wire.requests_out
+
+
+def test_partial_piece_ignores_blocks_we_did_not_ask_this_peer_for() -> None:
+    wire = _requested([(0, 0, 16384)])
+    wire.receive_data(wire.expected_header((0, 16384, 16384)) + bytes(100))
+    assert wire.partial_piece() is None
+    other = _requested([(0, 0, 16384)])
+    other.receive_data(m.Have(1).encode()[:3])
+    assert other.partial_piece() is None and not other.placing

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Protocol
 
+from p2pdist.agent import direct
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError, RemoteError
 from p2pdist.wire.codec import NEED_DATA, PeerWire, PieceRun, RequestRun
@@ -77,6 +78,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.read_paused = False
         self._socket: socket.socket | None = None
         self._lowat = 1
+        self._direct: direct.DirectReader | None = None
 
     # -- asyncio.BufferedProtocol --------------------------------------------------------
 
@@ -101,13 +103,21 @@ class PeerConnection(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.wire.buffer_updated(nbytes)
+        self.process_events(nbytes)
+
+    def process_events(self, nbytes: int) -> None:
+        """Hand every complete message in the codec to the owner (``nbytes`` were just read)."""
+        if self.closed:
+            return
         self.last_received = time.monotonic()
         next_event = self.wire.next_event
+        downloading = False
         try:
             while not self.closed:
                 event = next_event()
                 kind = type(event)
                 if kind is PieceRun:  # the hot paths: a socket read's worth of blocks
+                    downloading = True
                     self.owner.on_blocks(self, event)
                 elif kind is RequestRun:
                     self.owner.on_requests(self, event)
@@ -120,9 +130,43 @@ class PeerConnection(asyncio.BufferedProtocol):
         except LocalError as exc:
             log.error("peer %s: internal error: %s", self.describe(), exc)
             self.close(f"internal error: {exc}")
-        if self._socket is not None and not self.closed:
+        if self.closed:
+            return
+        if downloading and self._direct is None and nbytes >= direct.FAST_READ:
+            self._read_directly()
+        if self._socket is not None and self._direct is None:
             # Only when reads come in small pieces (a slow link): fast links read whole blocks.
             self._set_lowat(self.wire.bytes_missing if nbytes < _LOWAT_READS_BELOW else 0)
+
+    def placed(self, run: list[tuple[int, int, memoryview]]) -> None:
+        """Blocks the direct reader put straight into their slots (see ``agent.direct``)."""
+        self.last_received = time.monotonic()
+        try:
+            self.owner.on_placed(self, run)  # type: ignore[attr-defined]
+        except RemoteError as exc:
+            self.close(f"protocol error: {exc}")
+        except LocalError as exc:
+            log.error("peer %s: internal error: %s", self.describe(), exc)
+            self.close(f"internal error: {exc}")
+
+    def _read_directly(self) -> None:
+        """From now on read this fast peer with scatter reads, when the platform and owner can."""
+        if not direct.SUPPORTED or not getattr(self.owner, "direct_receive", False) or self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            reader = direct.DirectReader(self, sock, self.owner)  # type: ignore[arg-type]
+        except OSError as exc:
+            log.debug("peer %s: no direct reads: %s", self.describe(), exc)
+            return
+        self._direct = reader
+        if self._socket is not None and self._lowat != 1:
+            self._set_lowat(0)  # the reader plans only on fast links, where reads are large
+        self.transport.pause_reading()
+        if not self.read_paused:
+            reader.start()
 
     def _set_lowat(self, missing: int) -> None:
         """Be woken once the message being received is complete, not for every packet of it."""
@@ -173,12 +217,18 @@ class PeerConnection(asyncio.BufferedProtocol):
     def pause_reading(self) -> None:
         if self.transport is not None and not self.read_paused and not self.closed:
             self.read_paused = True
-            self.transport.pause_reading()
+            if self._direct is not None:
+                self._direct.stop()
+            else:
+                self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and self.read_paused and not self.closed:
             self.read_paused = False
-            self.transport.resume_reading()
+            if self._direct is not None:
+                self._direct.start()
+            else:
+                self.transport.resume_reading()
 
     def close(self, reason: str) -> None:
         if self.closed:
@@ -194,6 +244,8 @@ class PeerConnection(asyncio.BufferedProtocol):
         if self._finished:
             return
         self._finished = True
+        if self._direct is not None:
+            self._direct.close()
         self._writable.set()
         log.debug("peer %s closed: %s", self.describe(), self.close_reason)
         self.owner.on_disconnect(self, self.close_reason)

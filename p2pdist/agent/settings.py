@@ -32,6 +32,9 @@ class EngineSettings:
     # Requests in flight per peer: enough for bandwidth x delay on a LAN, at most the peer's reqq.
     min_request_queue: int = 16
     max_request_queue: int = 500
+    # Read fast peers' blocks straight into their piece buffers (scatter reads, POSIX): saves a
+    # copy of every byte on the main thread. False reads everything through the codec's buffer.
+    direct_receive: bool = True
     request_queue_seconds: float = 1.0
     upload_rate_limit: int = 0  # bytes/s for the whole session, 0 = unlimited
     download_rate_limit: int = 0

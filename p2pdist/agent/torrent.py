@@ -37,6 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
@@ -564,7 +565,46 @@ class Torrent:
         picker takes the run in one call; per block there is one copy into the piece buffer;
         counters, snub state, slow start and the request refill are settled once per run.
         """
-        got, wasted = self._take_run(conn, run)
+        self._received(conn, run, *self._take_run(conn, run))
+
+    def on_placed(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None:
+        """Blocks the driver read straight into the slots ``receive_slots`` gave it: the same
+        settlement as ``on_blocks`` without the copy."""
+        self._received(conn, run, *self._take_run(conn, run, placed=True))
+
+    @property
+    def direct_receive(self) -> bool:
+        """Whether peer drivers may read blocks straight into ``receive_slots``."""
+        return self.settings.direct_receive
+
+    def receive_slots(self, conn: PeerConnection, limit: int) -> list[tuple[tuple[int, int, int], memoryview]]:
+        """Where the next blocks ``conn`` sends belong, in the order we requested them, so its
+        driver can read them straight into their piece buffers (no copy per block).
+
+        Only blocks requested from this peer alone and not received yet: nothing else may write
+        those bytes, and their piece cannot be complete, so no buffer being hashed or written is
+        ever a target. The list stops at the first block that does not qualify.
+        """
+        picker = self.picker
+        if picker is None or self.state is not TorrentState.DOWNLOADING or conn.closed:
+            return []
+        requests = conn.wire.requests_out
+        count = picker.sole_requests(conn, requests, limit)
+        partial = self._partial
+        slots: list[tuple[tuple[int, int, int], memoryview]] = []
+        current, view = -1, memoryview(b"")
+        for key in islice(requests, count):
+            index, begin, length = key
+            if index != current:
+                buffer = partial.get(index)
+                if buffer is None:
+                    buffer = self._start_piece(index)
+                current, view = index, memoryview(buffer)
+            slots.append((key, view[begin : begin + length]))
+        return slots
+
+    def _received(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]], got: int, wasted: int) -> None:
+        """Counters, snub state, slow start and the refill, once per run."""
         total = got + wasted
         conn.last_block = conn.last_received
         conn.snubbed = False
@@ -594,9 +634,10 @@ class Torrent:
         conn.queue_target = max(1, min(target, self._peer_reqq(conn)))
         conn.refill_at = conn.queue_target * 3 // 4
 
-    def _take_run(self, source: object, run: Sequence[tuple[int, int, bytes | memoryview]]) -> tuple[int, int]:
+    def _take_run(self, source: object, run: Sequence[tuple[int, int, bytes | memoryview]], *, placed: bool = False) -> tuple[int, int]:
         """Put the blocks of a run from one source (peer or web seed) into their pieces: one
-        picker call, one copy per block. Returns (bytes taken, bytes not wanted)."""
+        picker call, one copy per block (none when ``placed``: the data already is in its slot).
+        Returns (bytes taken, bytes not wanted)."""
         answers = self.picker.take_blocks(source, run)  # type: ignore[union-attr]
         partial = self._partial
         got = wasted = 0
@@ -611,7 +652,8 @@ class Torrent:
                 current, buffer = index, partial.get(index)
                 if buffer is None:
                     buffer = self._start_piece(index)
-            buffer[begin : begin + size] = data  # type: ignore[index]
+            if not placed:
+                buffer[begin : begin + size] = data  # type: ignore[index]
             if taken is not TAKEN:
                 self._settle_block(index, buffer, taken)  # type: ignore[arg-type]
                 current = -1  # a whole piece leaves the assembly; look up the next afresh

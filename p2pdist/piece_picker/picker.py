@@ -59,7 +59,7 @@ import heapq
 import random
 from functools import partial
 from itertools import repeat
-from collections.abc import Callable, Hashable, Sequence, Sized
+from collections.abc import Callable, Hashable, Iterable, Sequence, Sized
 from typing import NamedTuple
 
 from p2pdist.bitfield import Bitfield
@@ -525,6 +525,38 @@ class PiecePicker:
         """
         taken = self.take_block(peer, block.index, block.begin, block.length)
         return (False, []) if taken is None else (taken[0], list(taken[1]))
+
+    def requested_only_by(self, peer: Hashable, index: int, begin: int) -> bool:
+        """True when block ``begin`` of piece ``index`` is requested from ``peer`` and from no one
+        else, and not received yet: then nobody but that peer's answer may fill its bytes, which
+        is what lets a driver read the answer straight into the piece's buffer."""
+        return self.sole_requests(peer, ((index, begin),), 1) == 1
+
+    def sole_requests(self, peer: Hashable, blocks: Iterable[tuple[int, int] | tuple[int, int, int]], limit: int) -> int:
+        """How many of ``blocks`` (``(index, begin, ...)``), from the first on, are each
+        ``requested_only_by(peer, ...)``; at most ``limit``. One call per socket read."""
+        pieces = self._pieces
+        count = 0
+        current = -1
+        state = bytearray()
+        requesters: dict[int, tuple[Hashable, ...]] = {}
+        for block in blocks:
+            if count >= limit:
+                break
+            index, begin = block[0], block[1]
+            if index != current:
+                piece = pieces.get(index)
+                if piece is None:
+                    break
+                current, state, requesters = index, piece.state, piece.requesters
+            number, offset = divmod(begin, BLOCK_SIZE)
+            if offset or number >= len(state) or state[number] != REQUESTED:
+                break
+            asked = requesters.get(number)
+            if asked is None or len(asked) != 1 or asked[0] != peer:
+                break
+            count += 1
+        return count
 
     def take_block(self, peer: Hashable, index: int, begin: int, length: int) -> tuple[bool, Sequence[tuple[Hashable, Block]]] | None:
         """``block_received`` for the engine's hot path: coordinates in, no Block built.

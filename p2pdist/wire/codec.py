@@ -397,6 +397,56 @@ class PeerWire:
                 return run  # anything else, including a bad length, goes the general way
             self._start = start + 4 + length
 
+    # -- blocks read straight into their destination (the driver's scatter reads) ---------
+
+    @property
+    def placing(self) -> bool:
+        """True when the next bytes start a new message and nothing is queued: a driver may then
+        read piece messages it expects straight into their destination (see ``place``)."""
+        return self.phase is Phase.RUNNING and self._start == self._end and not self._overflow
+
+    def expected_header(self, key: BlockKey) -> bytes:
+        """The 13 bytes a piece message answering our request ``key`` starts with."""
+        index, begin, length = key
+        return _PIECE_HEADER.pack(9 + length, 7, index, begin)
+
+    def expected_headers(self, keys: Iterable[BlockKey]) -> bytes:
+        """``expected_header`` of each key, back to back (one comparison for a whole read)."""
+        pack = _PIECE_HEADER.pack
+        return b"".join([pack(9 + length, 7, index, begin) for index, begin, length in keys])
+
+    def place(self, key: BlockKey) -> None:
+        """A piece message for ``key`` arrived whole outside the buffer and its header matched
+        ``expected_header``: settle it as ``_read_piece_run`` settles a block it parses."""
+        if self.requests_out.pop(key, 0) is not None:
+            raise LocalError(f"placed block {key} was not requested")
+
+    def place_many(self, keys: Iterable[BlockKey]) -> None:
+        """``place`` each key, in order."""
+        pop = self.requests_out.pop
+        for key in keys:
+            if pop(key, 0) is not None:
+                raise LocalError(f"placed block {key} was not requested")
+
+    def partial_piece(self) -> tuple[BlockKey, memoryview] | None:
+        """When the buffer holds only the start of a piece message answering a request of ours,
+        its key and the payload bytes so far (a view: copy them before the next read)."""
+        available = self._end - self._start
+        if self.phase is not Phase.RUNNING or self._overflow or available < 13:
+            return None
+        length, kind, index, begin = _PIECE_HEADER.unpack_from(self._buf, self._start)
+        if kind != 7 or not 10 <= length <= self.max_message or available >= 4 + length:
+            return None
+        key = (index, begin, length - 9)
+        if key not in self.requests_out:
+            return None
+        return key, self._view[self._start + 13 : self._end]
+
+    def take_partial(self, key: BlockKey) -> None:
+        """The driver took the message ``partial_piece`` described: it completes it outside."""
+        self.place(key)
+        self._start = self._end = 0
+
     def _advance(self, event: object) -> object:
         next_phase = TRANSITIONS.get((self.phase, type(event)))
         if next_phase is None:

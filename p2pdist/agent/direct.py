@@ -1,0 +1,235 @@
+"""Scatter reads: a fast peer's blocks go from the socket straight into their piece buffers.
+
+The plain receive path reads into the codec's buffer and copies every 16 KiB block into its
+piece buffer: a second pass over every byte, about a quarter of the leecher's main thread at
+loopback speed. A peer answers our requests in the order we sent them, so the next bytes on a
+busy connection are predictable: 13 header bytes, then the block we asked for first, and so on.
+``recvmsg_into`` fills a list of buffers in order, so one read can put each header in a small
+scratch area and each block's data directly in its slot of the piece buffer.
+
+Whatever does not match the prediction costs a copy, never correctness: a header that is not
+the expected one, a message cut by the end of a read, anything after the planned blocks all go
+to the codec as plain stream bytes, and the codec parses them as usual. The slots come from
+``Torrent.receive_slots``: blocks requested from this peer alone and not received, so a wrong
+guess can only scribble on bytes that nobody else writes and that are overwritten when the real
+block arrives, never on a piece being hashed.
+
+POSIX only (``recvmsg_into``); the reader uses a duplicate of the socket's descriptor while the
+transport's own reading is paused, and the transport keeps writing and closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from typing import TYPE_CHECKING, Protocol
+
+from p2pdist.errors import LocalError, RemoteError
+from p2pdist.wire.codec import PeerWire
+
+if TYPE_CHECKING:
+    from p2pdist.agent.peer import PeerConnection
+
+SUPPORTED = hasattr(socket.socket, "recvmsg_into") and sys.platform != "win32"
+PLAN_BLOCKS = 32  # up to 512 KiB per read: about what a loopback socket holds at full speed
+FAST_READ = 64 * 1024  # plan only after reads this large: on slow links reads are small
+_TAIL = 4096  # room after the planned blocks for small messages (have, keep-alive)
+_HEADER = 13
+_READS_PER_EVENT = 8
+
+log = logging.getLogger("p2pdist.peer")
+
+
+class SlotSource(Protocol):
+    def receive_slots(self, conn: PeerConnection, limit: int) -> list[tuple[tuple[int, int, int], memoryview]]: ...
+
+    def on_placed(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None: ...
+
+
+class DirectReader:
+    """Reads one connection's bytes with scatter reads; see the module docstring."""
+
+    def __init__(self, conn: PeerConnection, sock: socket.socket, owner: SlotSource) -> None:
+        self.conn = conn
+        self.owner = owner
+        self.loop = asyncio.get_running_loop()
+        fd = os.dup(sock.fileno())
+        try:
+            self._sock = socket.socket(fileno=fd)
+            self._sock.setblocking(False)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = self._sock.fileno()
+        self._headers = bytearray(_HEADER * PLAN_BLOCKS)
+        self._header_view = memoryview(self._headers)
+        self._tail = bytearray(_TAIL)
+        self._tail_view = memoryview(self._tail)
+        self._plan_next = True
+        self.reading = False
+        self.placed_bytes = 0  # for tests and diagnostics
+
+    def start(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.loop.add_reader(self._fd, self._on_readable)
+
+    def stop(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self._fd)
+
+    def close(self) -> None:
+        self.stop()
+        self._sock.close()
+
+    # -- one readable event ------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        conn = self.conn
+        if conn.closed:
+            self.stop()
+            return
+        try:
+            # Like the transports: while reads come back full there is more waiting, so read
+            # again now instead of going back to epoll for every read.
+            for _ in range(_READS_PER_EVENT):
+                full = self._read_planned() if self._plan_next else None
+                if full is None:
+                    full = self._read_plain()
+                if not full or conn.closed or not self.reading:
+                    return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            conn.close(f"connection lost: {exc}")
+        except RemoteError as exc:
+            conn.close(f"protocol error: {exc}")
+        except LocalError as exc:
+            log.error("peer %s: internal error in a direct read: %s", conn.describe(), exc)
+            conn.close(f"internal error: {exc}")
+
+    def _read_plain(self) -> bool:
+        """Into the codec's buffer, exactly as the transport would have read; True when the
+        read filled the buffer (more is probably waiting)."""
+        conn = self.conn
+        buffer = conn.get_buffer(-1)
+        if conn.closed:
+            return False
+        nbytes = self._sock.recv_into(buffer)
+        if nbytes == 0:
+            conn.close("peer closed the connection")
+            return False
+        self._plan_next = nbytes >= FAST_READ
+        conn.buffer_updated(nbytes)
+        return nbytes == len(buffer)
+
+    def _read_planned(self) -> bool | None:
+        """One scatter read when the codec is between messages (or holds the start of a block
+        we can finish in place): True when it filled every buffer. None when there is nothing
+        to plan (read plainly instead)."""
+        conn = self.conn
+        wire: PeerWire = conn.wire
+        first: tuple[tuple[int, int, int], memoryview, int] | None = None
+        if not wire.placing:
+            partial = wire.partial_piece()
+            if partial is None:
+                return None
+            key, received = partial
+            plan = self.owner.receive_slots(conn, PLAN_BLOCKS + 1)
+            if not plan or plan[0][0] != key:
+                return None
+            slot = plan[0][1]
+            done = len(received)
+            slot[:done] = received  # at most one block, once per read; the codec keeps its copy
+            first = (key, slot, done)
+            del plan[0]
+        else:
+            plan = self.owner.receive_slots(conn, PLAN_BLOCKS)
+            if not plan:
+                return None
+        buffers: list[memoryview] = []
+        if first is not None:
+            buffers.append(first[1][first[2] :])
+        headers = self._header_view
+        for number, (_, slot) in enumerate(plan):
+            buffers.append(headers[number * _HEADER : (number + 1) * _HEADER])
+            buffers.append(slot)
+        buffers.append(self._tail_view)
+        nbytes = self._sock.recvmsg_into(buffers)[0]
+        if nbytes == 0:
+            conn.close("peer closed the connection")
+            return False
+        self._plan_next = nbytes >= FAST_READ
+        self._settle(nbytes, first, plan, buffers)
+        return nbytes == sum(map(len, buffers))
+
+    def _settle(
+        self,
+        nbytes: int,
+        first: tuple[tuple[int, int, int], memoryview, int] | None,
+        plan: list[tuple[tuple[int, int, int], memoryview]],
+        buffers: list[memoryview],
+    ) -> None:
+        """Hand over the blocks that arrived whole and as predicted; everything else goes to the
+        codec as stream bytes, in stream order."""
+        conn = self.conn
+        wire = conn.wire
+        placed: list[tuple[int, int, memoryview]] = []
+        left = nbytes
+        position = 0  # index into buffers of the first one not settled
+        if first is not None:
+            key, slot, done = first
+            if left < len(slot) - done:
+                # Still not whole: the codec holds its start and takes the rest as stream bytes.
+                wire.receive_data(bytes(slot[done : done + left]))
+                self._finish(placed, nbytes)
+                return
+            left -= len(slot) - done
+            wire.take_partial(key)
+            placed.append((key[0], key[1], slot))
+            position = 1
+        # How many planned messages arrived whole, then how many of those are the ones expected
+        # (all of them, unless the peer answered out of order or sent something else).
+        whole = 0
+        for _, slot in plan:
+            size = _HEADER + len(slot)
+            if left < size:
+                break
+            left -= size
+            whole += 1
+        keys = [key for key, _ in plan[:whole]]
+        expected = wire.expected_headers(keys)
+        matched = whole
+        if self._headers[: len(expected)] != expected:
+            matched = _first_difference(self._headers, expected) // _HEADER
+            left += sum(_HEADER + len(slot) for _, slot in plan[matched:whole])
+        wire.place_many(keys[:matched])
+        placed.extend((index, begin, slot) for (index, begin, _), slot in plan[:matched])
+        position += 2 * matched
+        if left:
+            # The rest of the read, from the first buffer not settled on, is plain stream.
+            for buffer in buffers[position:]:
+                take = min(left, len(buffer))
+                if take:
+                    wire.receive_data(bytes(buffer[:take]))
+                    left -= take
+                if not left:
+                    break
+        self._finish(placed, nbytes)
+
+    def _finish(self, placed: list[tuple[int, int, memoryview]], nbytes: int) -> None:
+        conn = self.conn
+        if placed:
+            self.placed_bytes += sum(len(item[2]) for item in placed)
+            conn.placed(placed)
+        if not conn.closed:
+            conn.process_events(nbytes)
+
+
+def _first_difference(got: bytes | bytearray, expected: bytes) -> int:
+    """Index of the first byte where ``got`` differs from ``expected`` (they do differ)."""
+    return next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
