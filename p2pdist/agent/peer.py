@@ -2,8 +2,10 @@
 
 It is deliberately thin. Received bytes land directly in the codec's buffer (BufferedProtocol:
 no copy, no await per block), every complete message goes to the owner's ``on_event``, and the
-owner writes through ``write``. The owner is the session until the handshake names a torrent,
-then that torrent. Protocol errors close this connection only and are reported with a reason.
+owner writes through ``write``. Once a peer sends blocks fast, ``agent.direct`` takes over the
+reading (POSIX) and puts its blocks straight into their piece buffers. The owner is the session
+until the handshake names a torrent, then that torrent. Protocol errors close this connection
+only and are reported with a reason.
 """
 
 from __future__ import annotations
