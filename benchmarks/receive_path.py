@@ -4,7 +4,9 @@
 The loopback benchmark (transfer_speed.py) mixes kernel copies, the seed's CPU and the hash
 thread into one number; this one isolates the main thread's work per block (codec, picker,
 piece assembly, request refill), which is what the engine's design decides. The seed side is
-an in-memory responder that answers every request with the right bytes, so pieces verify.
+an in-memory responder that answers every request with the right bytes, so pieces verify. It
+has no socket, so this is the codec-buffer path (a copy per block), not the scatter reads a
+real fast peer gets (agent/direct.py; transfer_speed.py measures those).
 
     .venv/bin/python benchmarks/receive_path.py [--size-mib 256] [--rounds 5] [--chunk-kib 64]
 """

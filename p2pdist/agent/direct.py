@@ -66,6 +66,7 @@ class DirectReader:
         self._fd = self._sock.fileno()
         self._headers = bytearray(_HEADER * PLAN_BLOCKS)
         self._header_view = memoryview(self._headers)
+        self._header_slots = [self._header_view[n * _HEADER : (n + 1) * _HEADER] for n in range(PLAN_BLOCKS)]
         self._tail = bytearray(_TAIL)
         self._tail_view = memoryview(self._tail)
         self._plan_next = True
@@ -151,14 +152,13 @@ class DirectReader:
             plan = self.owner.receive_slots(conn, PLAN_BLOCKS)
             if not plan:
                 return None
-        buffers: list[memoryview] = []
-        if first is not None:
-            buffers.append(first[1][first[2] :])
-        headers = self._header_view
-        for number, (_, slot) in enumerate(plan):
-            buffers.append(headers[number * _HEADER : (number + 1) * _HEADER])
-            buffers.append(slot)
-        buffers.append(self._tail_view)
+        # [rest of the first block], header, slot, header, slot, ..., tail: built by slice
+        # assignment, not a Python step per block.
+        count = len(plan)
+        pairs: list[memoryview] = [self._tail_view] * (2 * count)
+        pairs[0::2] = self._header_slots[:count]
+        pairs[1::2] = [slot for _, slot in plan]
+        buffers = [first[1][first[2] :], *pairs, self._tail_view] if first is not None else [*pairs, self._tail_view]
         nbytes = self._sock.recvmsg_into(buffers)[0]
         if nbytes == 0:
             conn.close("peer closed the connection")
