@@ -39,6 +39,8 @@ FAST_READ = 64 * 1024  # plan only after reads this large: on slow links reads a
 _TAIL = 4096  # room after the planned blocks for small messages (have, keep-alive)
 _HEADER = 13
 _READS_PER_EVENT = 8
+_MAX_BACKOFF = 1024
+_TRUST = 8
 
 log = logging.getLogger("p2pdist.peer")
 
@@ -70,8 +72,17 @@ class DirectReader:
         self._tail = bytearray(_TAIL)
         self._tail_view = memoryview(self._tail)
         self._plan_next = True
+        # A peer that does not answer in order (libtorrent sends blocks as its disk reads
+        # finish; a downloading peer sends a `have` per piece) makes planned reads cost a copy
+        # more than plain ones: after a wrong guess, read plainly for a while, twice as long
+        # after each, up to _MAX_BACKOFF reads; _TRUST right guesses in a row forgive.
+        self._backoff = 0
+        self._plain_left = 0
+        self._streak = 0
         self.reading = False
         self.placed_bytes = 0  # for tests and diagnostics
+        self.planned_reads = 0
+        self.plain_reads = 0
 
     def start(self) -> None:
         if not self.reading:
@@ -98,7 +109,11 @@ class DirectReader:
             # Like the transports: while reads come back full there is more waiting, so read
             # again now instead of going back to epoll for every read.
             for _ in range(_READS_PER_EVENT):
-                full = self._read_planned() if self._plan_next else None
+                full = None
+                if self._plain_left:
+                    self._plain_left -= 1
+                elif self._plan_next:
+                    full = self._read_planned()
                 if full is None:
                     full = self._read_plain()
                 if not full or conn.closed or not self.reading:
@@ -121,6 +136,7 @@ class DirectReader:
         if conn.closed:
             return False
         nbytes = self._sock.recv_into(buffer)
+        self.plain_reads += 1
         if nbytes == 0:
             conn.close("peer closed the connection")
             return False
@@ -160,6 +176,7 @@ class DirectReader:
         pairs[1::2] = [slot for _, slot in plan]
         buffers = [first[1][first[2] :], *pairs, self._tail_view] if first is not None else [*pairs, self._tail_view]
         nbytes = self._sock.recvmsg_into(buffers)[0]
+        self.planned_reads += 1
         if nbytes == 0:
             conn.close("peer closed the connection")
             return False
@@ -207,6 +224,13 @@ class DirectReader:
         if self._headers[: len(expected)] != expected:
             matched = _first_difference(self._headers, expected) // _HEADER
             left += sum(_HEADER + len(slot) for _, slot in plan[matched:whole])
+            self._backoff = min(2 * self._backoff or 1, _MAX_BACKOFF)
+            self._plain_left = self._backoff
+            self._streak = 0
+        elif whole:
+            self._streak += 1
+            if self._streak >= _TRUST:
+                self._backoff = 0
         wire.place_many(keys[:matched])
         placed.extend((index, begin, slot) for (index, begin, _), slot in plan[:matched])
         position += 2 * matched
