@@ -42,7 +42,6 @@ from typing import Any
 
 import aiohttp
 
-from p2pdist.httpio import read_capped
 from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
@@ -50,11 +49,11 @@ from p2pdist.agent.pids import pid_alive
 from p2pdist.agent.session import Session
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow
 from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
 from p2pdist.agent.tracker_client import TrackerClient
 from p2pdist.agent.webseed import WebSeed
-from p2pdist.errors import OutputError, P2pdistError, SignatureError
-from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
-from p2pdist.metainfo.signing import require_valid_signature
+from p2pdist.errors import OutputError, P2pdistError
+from p2pdist.metainfo import Metainfo, normalize_package_id
 from p2pdist.storage.base import StorageError
 from p2pdist.storage.files import FileStorage
 
@@ -94,14 +93,6 @@ class UnknownPackage(AgentError):
 
 class Conflict(AgentError):
     status = 409
-
-
-class TorrentRefused(P2pdistError):
-    """The repository's answer is not a torrent this agent may use (the reason says why)."""
-
-
-class RepositoryUnavailable(P2pdistError):
-    """The repository could not be reached or failed (network error, 5xx)."""
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -216,7 +207,7 @@ class Agent:
         try:
             if data is None:
                 raise TorrentRefused("its torrent file is missing")
-            meta = self._check_torrent(data, row.package_id, row.version)
+            meta = check_torrent(data, self.keys, row.package_id, row.version)
             if meta.info_hash_hex != row.info_hash:
                 raise TorrentRefused("its torrent file belongs to another info-hash")
         except TorrentRefused as exc:
@@ -291,7 +282,11 @@ class Agent:
             fetch = Fetch(package_id, version, now)
             self.fetches[package_id] = fetch
             try:
-                data = await self._download_torrent(package_id, version)
+                assert self.http is not None
+                data = await download_torrent(
+                    self.http, self.settings.repository_url, package_id, version,
+                    limit=self.settings.max_torrent_bytes, timeout=self.settings.fetch_timeout,
+                )  # fmt: skip
             except RepositoryUnavailable as exc:
                 known = self._find(package_id, version)
                 if known is None:
@@ -303,7 +298,7 @@ class Agent:
             except TorrentRefused as exc:
                 return self._fetch_failed(fetch, str(exc))
             try:
-                meta = self._check_torrent(data, package_id, version)
+                meta = check_torrent(data, self.keys, package_id, version)
             except TorrentRefused as exc:
                 return self._fetch_failed(fetch, f"torrent refused: {exc}")
             self.fetches.pop(package_id, None)
@@ -326,48 +321,6 @@ class Agent:
         fetch.state, fetch.error = ERROR, one_line(message)
         log.warning("%s: %s", fetch.package_id, fetch.error)
         return self._fetch_status(fetch)
-
-    async def _download_torrent(self, package_id: str, version: int | None) -> bytes:
-        assert self.http is not None
-        base = self.settings.repository_url
-        url = f"{base}/packages/{package_id}.torrent" if version is None else f"{base}/packages/{package_id}/{version}.torrent"
-        limit = self.settings.max_torrent_bytes
-        try:
-            timeout = aiohttp.ClientTimeout(total=self.settings.fetch_timeout)
-            async with self.http.get(url, timeout=timeout, allow_redirects=False) as reply:
-                body = await read_capped(reply.content, limit)
-                status = reply.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise RepositoryUnavailable(f"repository {base} unreachable: {exc or type(exc).__name__}") from None
-        if status == 404:
-            what = package_id if version is None else f"{package_id} v{version}"
-            raise TorrentRefused(f"{what} is not published in the repository")
-        if status >= 500:
-            raise RepositoryUnavailable(f"repository {base} failed: HTTP {status}")
-        if status != 200:
-            raise TorrentRefused(f"repository answered HTTP {status} for {url}")
-        if body is None:
-            raise TorrentRefused(f"torrent from the repository is larger than {limit} bytes")
-        return body
-
-    def _check_torrent(self, data: bytes, package_id: str, version: int | None) -> Metainfo:
-        """Parse and trust-check a torrent for ``package_id`` (and ``version`` if given)."""
-        try:
-            meta = parse_metainfo(data)
-        except P2pdistError as exc:
-            raise TorrentRefused(f"corrupt torrent: {exc}") from None
-        try:
-            require_valid_signature(meta, self.keys)
-        except SignatureError as exc:
-            raise TorrentRefused(str(exc)) from None
-        identity = meta.info.package
-        if identity is None or identity.package_id != package_id:
-            raise TorrentRefused(f"torrent is for {identity or 'no package'}, not {package_id}")
-        if version is not None and identity.version != version:
-            raise TorrentRefused(f"torrent is for {identity}, not version {version}")
-        if not meta.info.private:
-            raise TorrentRefused("torrent is not private (packages are shared only through the tracker)")
-        return meta
 
     def _add(self, meta: Metainfo, data: bytes, now: float) -> Package:
         assert self.state is not None and meta.info.package is not None
