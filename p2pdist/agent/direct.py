@@ -25,9 +25,11 @@ import logging
 import os
 import socket
 import sys
+from operator import itemgetter
 from typing import TYPE_CHECKING, Protocol
 
 from p2pdist.errors import LocalError, RemoteError
+from p2pdist.metainfo.layout import BLOCK_SIZE
 from p2pdist.wire.codec import PeerWire
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ log = logging.getLogger("p2pdist.peer")
 
 
 class SlotSource(Protocol):
-    def receive_slots(self, conn: PeerConnection, limit: int) -> list[tuple[tuple[int, int, int], memoryview]]: ...
+    def receive_slots(self, conn: PeerConnection, limit: int) -> tuple[list[tuple[int, int, int]], list[memoryview]]: ...
 
     def on_placed(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None: ...
 
@@ -156,24 +158,24 @@ class DirectReader:
             if partial is None:
                 return None
             key, received = partial
-            plan = self.owner.receive_slots(conn, PLAN_BLOCKS + 1)
-            if not plan or plan[0][0] != key:
+            keys, slots = self.owner.receive_slots(conn, PLAN_BLOCKS + 1)
+            if not keys or keys[0] != key:
                 return None
-            slot = plan[0][1]
+            slot = slots[0]
             done = len(received)
             slot[:done] = received  # at most one block, once per read; the codec keeps its copy
             first = (key, slot, done)
-            del plan[0]
+            del keys[0], slots[0]
         else:
-            plan = self.owner.receive_slots(conn, PLAN_BLOCKS)
-            if not plan:
+            keys, slots = self.owner.receive_slots(conn, PLAN_BLOCKS)
+            if not keys:
                 return None
         # [rest of the first block], header, slot, header, slot, ..., tail: built by slice
         # assignment, not a Python step per block.
-        count = len(plan)
+        count = len(keys)
         pairs: list[memoryview] = [self._tail_view] * (2 * count)
         pairs[0::2] = self._header_slots[:count]
-        pairs[1::2] = [slot for _, slot in plan]
+        pairs[1::2] = slots
         buffers = [first[1][first[2] :], *pairs, self._tail_view] if first is not None else [*pairs, self._tail_view]
         nbytes = self._sock.recvmsg_into(buffers)[0]
         self.planned_reads += 1
@@ -181,20 +183,20 @@ class DirectReader:
             conn.close("peer closed the connection")
             return False
         self._plan_next = nbytes >= FAST_READ
-        self._settle(nbytes, first, plan, buffers)
+        self._settle(nbytes, first, keys, slots, buffers)
         return nbytes == sum(map(len, buffers))
 
     def _settle(
         self,
         nbytes: int,
         first: tuple[tuple[int, int, int], memoryview, int] | None,
-        plan: list[tuple[tuple[int, int, int], memoryview]],
+        keys: list[tuple[int, int, int]],
+        slots: list[memoryview],
         buffers: list[memoryview],
     ) -> None:
         """Hand over the blocks that arrived whole and as predicted; everything else goes to the
         codec as stream bytes, in stream order."""
-        conn = self.conn
-        wire = conn.wire
+        wire = self.conn.wire
         placed: list[tuple[int, int, memoryview]] = []
         left = nbytes
         position = 0  # index into buffers of the first one not settled
@@ -209,21 +211,24 @@ class DirectReader:
             wire.take_partial(key)
             placed.append((key[0], key[1], slot))
             position = 1
-        # How many planned messages arrived whole, then how many of those are the ones expected
-        # (all of them, unless the peer answered out of order or sent something else).
-        whole = 0
-        for _, slot in plan:
-            size = _HEADER + len(slot)
-            if left < size:
-                break
-            left -= size
-            whole += 1
-        keys = [key for key, _ in plan[:whole]]
-        expected = wire.expected_headers(keys)
+        # How many planned messages arrived whole (all full blocks but, at most, the torrent's
+        # last one), then how many of those are the ones expected: all, unless the peer answered
+        # out of order or sent something else.
+        if sum(map(len, slots)) == BLOCK_SIZE * len(slots):
+            whole = min(len(slots), left // (_HEADER + BLOCK_SIZE))
+            left -= whole * (_HEADER + BLOCK_SIZE)
+        else:
+            whole = 0
+            for slot in slots:
+                if left < _HEADER + len(slot):
+                    break
+                left -= _HEADER + len(slot)
+                whole += 1
+        expected = wire.expected_headers(keys[:whole])
         matched = whole
         if self._headers[: len(expected)] != expected:
             matched = _first_difference(self._headers, expected) // _HEADER
-            left += sum(_HEADER + len(slot) for _, slot in plan[matched:whole])
+            left += sum(map(len, slots[matched:whole])) + _HEADER * (whole - matched)
             self._backoff = min(2 * self._backoff or 1, _MAX_BACKOFF)
             self._plain_left = self._backoff
             self._streak = 0
@@ -231,8 +236,9 @@ class DirectReader:
             self._streak += 1
             if self._streak >= _TRUST:
                 self._backoff = 0
-        wire.place_many(keys[:matched])
-        placed.extend((index, begin, slot) for (index, begin, _), slot in plan[:matched])
+        taken = keys[:matched]
+        wire.place_many(taken)
+        placed.extend(zip(map(itemgetter(0), taken), map(itemgetter(1), taken), slots[:matched]))
         position += 2 * matched
         if left:
             # The rest of the read, from the first buffer not settled on, is plain stream.
@@ -248,7 +254,7 @@ class DirectReader:
     def _finish(self, placed: list[tuple[int, int, memoryview]], nbytes: int) -> None:
         conn = self.conn
         if placed:
-            self.placed_bytes += sum(len(item[2]) for item in placed)
+            self.placed_bytes += sum(map(len, map(itemgetter(2), placed)))
             conn.placed(placed)
         if not conn.closed:
             conn.process_events(nbytes)

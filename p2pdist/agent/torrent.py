@@ -577,31 +577,33 @@ class Torrent:
         """Whether peer drivers may read blocks straight into ``receive_slots``."""
         return self.settings.direct_receive
 
-    def receive_slots(self, conn: PeerConnection, limit: int) -> list[tuple[tuple[int, int, int], memoryview]]:
+    def receive_slots(self, conn: PeerConnection, limit: int) -> tuple[list[tuple[int, int, int]], list[memoryview]]:
         """Where the next blocks ``conn`` sends belong, in the order we requested them, so its
-        driver can read them straight into their piece buffers (no copy per block).
+        driver can read them straight into their piece buffers (no copy per block): their keys
+        and, in the same order, their slots.
 
         Only blocks requested from this peer alone and not received yet: nothing else may write
         those bytes, and their piece cannot be complete, so no buffer being hashed or written is
-        ever a target. The list stops at the first block that does not qualify.
+        ever a target. The lists stop at the first block that does not qualify.
         """
         picker = self.picker
         if picker is None or self.state is not TorrentState.DOWNLOADING or conn.closed:
-            return []
+            return [], []
         requests = conn.wire.requests_out
-        count = picker.sole_requests(conn, requests, limit)
+        keys = list(islice(requests, picker.sole_requests(conn, requests, limit)))
         partial = self._partial
-        slots: list[tuple[tuple[int, int, int], memoryview]] = []
-        current, view = -1, memoryview(b"")
-        for key in islice(requests, count):
-            index, begin, length = key
-            if index != current:
+        views: dict[int, memoryview] = {}
+        slots: list[memoryview] = []
+        append = slots.append
+        for index, begin, length in keys:
+            view = views.get(index)
+            if view is None:
                 buffer = partial.get(index)
                 if buffer is None:
                     buffer = self._start_piece(index)
-                current, view = index, memoryview(buffer)
-            slots.append((key, view[begin : begin + length]))
-        return slots
+                view = views[index] = memoryview(buffer)
+            append(view[begin : begin + length])
+        return keys, slots
 
     def _received(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]], got: int, wasted: int) -> None:
         """Counters, snub state, slow start and the refill, once per run."""
