@@ -702,3 +702,67 @@ def test_take_blocks_answers_as_take_block_one_by_one(case: tuple[int, list[int]
     assert batched.requested_from("a") == one_by_one.requested_from("a")
     assert batched.requested_from("b") == one_by_one.requested_from("b")
     assert [batched.senders(i) for i in range(6)] == [one_by_one.senders(i) for i in range(6)]
+
+
+@st.composite
+def _placed_runs(draw: st.DrawFn) -> tuple[int, list[int], list[int], list[tuple[int, int, int]]]:
+    """What a driver may hand to ``take_sole_run``: mostly the blocks asked of "a", in order,
+    sometimes cut, reordered, duplicated or mixed with blocks nobody asked for."""
+    seed = draw(st.integers(min_value=0, max_value=1000))
+    wants = draw(st.lists(st.integers(min_value=0, max_value=30), min_size=2, max_size=2))
+    cut = draw(st.lists(st.integers(min_value=0, max_value=40), min_size=2, max_size=2))
+    extra = draw(
+        st.lists(
+            st.tuples(
+                st.integers(min_value=0, max_value=5),
+                st.integers(min_value=0, max_value=4).map(lambda n: n * BLOCK_SIZE),
+                st.sampled_from([BLOCK_SIZE, BLOCK_SIZE + 0, 7]),
+            ),
+            max_size=3,
+        )
+    )
+    return seed, wants, cut, extra
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=_placed_runs(), data=st.data())
+def test_take_sole_run_answers_as_take_blocks(case: tuple[int, list[int], list[int], list[tuple[int, int, int]]], data: st.DataObject) -> None:
+    """The bulk settlement of blocks read in place gives the same answers and the same ledger
+    as ``take_blocks``, for runs of sole requests and for anything else mixed in."""
+    seed, wants, cut, extra = case
+
+    def prepared() -> tuple[PiecePicker, list[Block]]:
+        picker = PiecePicker(make_layout(6, 4, last_bytes=BLOCK_SIZE + 7), rng=random.Random(seed), endgame_threshold=8)
+        picker.add_peer("a", has_all=True)
+        picker.add_peer("b", has_all=True)
+        asked = picker.pick("a", wants[0])
+        picker.pick("b", wants[1])
+        return picker, asked
+
+    one_by_one, asked = prepared()
+    bulk, _ = prepared()
+    keys = [(block.index, block.begin, block.length) for block in asked]
+    start, stop = sorted(cut)
+    keys = keys[start:stop] if stop > start else keys
+    if data.draw(st.booleans()) and len(keys) > 2:
+        keys[0], keys[-1] = keys[-1], keys[0]
+    if data.draw(st.booleans()) and keys:
+        keys.append(keys[0])
+    for position, key in zip(data.draw(st.lists(st.integers(min_value=0, max_value=40), max_size=len(extra), min_size=len(extra))), extra):
+        keys.insert(min(position, len(keys)), key)
+    expected = [_normalized(answer) for answer in one_by_one.take_blocks("a", [(i, b, bytes(n)) for i, b, n in keys])]
+    assert [_normalized(answer) for answer in bulk.take_sole_run("a", keys)] == expected
+    for picker in (one_by_one, bulk):
+        picker.check_invariants()
+    assert bulk.remaining_blocks == one_by_one.remaining_blocks
+    assert bulk.requested_from("a") == one_by_one.requested_from("a")
+    assert bulk.requested_from("b") == one_by_one.requested_from("b")
+    assert [bulk.senders(i) for i in range(6)] == [one_by_one.senders(i) for i in range(6)]
+    every_block = [block for i in range(6) for block in bulk_layout_blocks(i)]
+    assert [bulk.block_state(block) for block in every_block] == [one_by_one.block_state(block) for block in every_block]
+
+
+def bulk_layout_blocks(index: int) -> list[Block]:
+    """The blocks of piece ``index`` of the six-piece layout the take tests use."""
+    length = BLOCK_SIZE + 7 if index == 5 else 4 * BLOCK_SIZE
+    return [Block(index, begin, min(BLOCK_SIZE, length - begin)) for begin in range(0, length, BLOCK_SIZE)]

@@ -50,7 +50,7 @@ log = logging.getLogger("p2pdist.peer")
 class SlotSource(Protocol):
     def receive_slots(self, conn: PeerConnection, limit: int) -> tuple[list[tuple[int, int, int]], list[memoryview]]: ...
 
-    def on_placed(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None: ...
+    def on_placed(self, conn: PeerConnection, keys: list[tuple[int, int, int]]) -> None: ...
 
 
 class DirectReader:
@@ -197,7 +197,7 @@ class DirectReader:
         """Hand over the blocks that arrived whole and as predicted; everything else goes to the
         codec as stream bytes, in stream order."""
         wire = self.conn.wire
-        placed: list[tuple[int, int, memoryview]] = []
+        placed: list[tuple[int, int, int]] = []  # keys of the blocks now in their slots
         left = nbytes
         position = 0  # index into buffers of the first one not settled
         if first is not None:
@@ -209,7 +209,7 @@ class DirectReader:
                 return
             left -= len(slot) - done
             wire.take_partial(key)
-            placed.append((key[0], key[1], slot))
+            placed.append(key)
             position = 1
         # How many planned messages arrived whole (all full blocks but, at most, the torrent's
         # last one), then how many of those are the ones expected: all, unless the peer answered
@@ -238,7 +238,7 @@ class DirectReader:
                 self._backoff = 0
         taken = keys[:matched]
         wire.place_many(taken)
-        placed.extend(zip(map(itemgetter(0), taken), map(itemgetter(1), taken), slots[:matched]))
+        placed.extend(taken)
         position += 2 * matched
         if left:
             # The rest of the read, from the first buffer not settled on, is plain stream.
@@ -251,10 +251,10 @@ class DirectReader:
                     break
         self._finish(placed, nbytes)
 
-    def _finish(self, placed: list[tuple[int, int, memoryview]], nbytes: int) -> None:
+    def _finish(self, placed: list[tuple[int, int, int]], nbytes: int) -> None:
         conn = self.conn
         if placed:
-            self.placed_bytes += sum(map(len, map(itemgetter(2), placed)))
+            self.placed_bytes += sum(map(itemgetter(2), placed))
             conn.placed(placed)
         if not conn.closed:
             conn.process_events(nbytes)

@@ -140,11 +140,11 @@ class PeerConnection(asyncio.BufferedProtocol):
             # Only when reads come in small pieces (a slow link): fast links read whole blocks.
             self._set_lowat(self.wire.bytes_missing if nbytes < _LOWAT_READS_BELOW else 0)
 
-    def placed(self, run: list[tuple[int, int, memoryview]]) -> None:
+    def placed(self, keys: list[tuple[int, int, int]]) -> None:
         """Blocks the direct reader put straight into their slots (see ``agent.direct``)."""
         self.last_received = time.monotonic()
         try:
-            self.owner.on_placed(self, run)  # type: ignore[attr-defined]
+            self.owner.on_placed(self, keys)  # type: ignore[attr-defined]
         except RemoteError as exc:
             self.close(f"protocol error: {exc}")
         except LocalError as exc:

@@ -37,7 +37,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from itertools import islice
+from itertools import compress, islice
+from operator import itemgetter
 
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
@@ -567,10 +568,21 @@ class Torrent:
         """
         self._received(conn, run, *self._take_run(conn, run))
 
-    def on_placed(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]]) -> None:
-        """Blocks the driver read straight into the slots ``receive_slots`` gave it: the same
-        settlement as ``on_blocks`` without the copy."""
-        self._received(conn, run, *self._take_run(conn, run, placed=True))
+    def on_placed(self, conn: PeerConnection, keys: list[tuple[int, int, int]]) -> None:
+        """Blocks the driver read straight into the slots ``receive_slots`` gave it, as
+        ``(index, begin, length)``: the same settlement as ``on_blocks``, without the copy and,
+        through ``take_sole_run``, without a ledger step per block."""
+        answers = self.picker.take_sole_run(conn, keys)  # type: ignore[union-attr]
+        total = sum(map(itemgetter(2), keys))
+        got = sum(map(itemgetter(2), compress(keys, answers)))  # None for a block not taken
+        for position in [n for n, answer in enumerate(answers) if answer is not TAKEN and answer is not None]:
+            index = keys[position][0]
+            buffer = self._partial.get(index)
+            if buffer is None:  # cannot happen: its slot came from this piece's buffer
+                log.error("%s: piece %d lost its buffer while blocks were read into it", self.info.name, index)
+                buffer = self._start_piece(index)
+            self._settle_block(index, buffer, answers[position])  # type: ignore[arg-type]
+        self._received(conn, keys, got, total - got)
 
     @property
     def direct_receive(self) -> bool:
@@ -605,7 +617,7 @@ class Torrent:
             append(view[begin : begin + length])
         return keys, slots
 
-    def _received(self, conn: PeerConnection, run: list[tuple[int, int, memoryview]], got: int, wasted: int) -> None:
+    def _received(self, conn: PeerConnection, run: Sequence[object], got: int, wasted: int) -> None:
         """Counters, snub state, slow start and the refill, once per run."""
         total = got + wasted
         conn.last_block = conn.last_received
@@ -636,10 +648,9 @@ class Torrent:
         conn.queue_target = max(1, min(target, self._peer_reqq(conn)))
         conn.refill_at = conn.queue_target * 3 // 4
 
-    def _take_run(self, source: object, run: Sequence[tuple[int, int, bytes | memoryview]], *, placed: bool = False) -> tuple[int, int]:
+    def _take_run(self, source: object, run: Sequence[tuple[int, int, bytes | memoryview]]) -> tuple[int, int]:
         """Put the blocks of a run from one source (peer or web seed) into their pieces: one
-        picker call, one copy per block (none when ``placed``: the data already is in its slot).
-        Returns (bytes taken, bytes not wanted)."""
+        picker call, one copy per block. Returns (bytes taken, bytes not wanted)."""
         answers = self.picker.take_blocks(source, run)  # type: ignore[union-attr]
         partial = self._partial
         got = wasted = 0
@@ -654,8 +665,7 @@ class Torrent:
                 current, buffer = index, partial.get(index)
                 if buffer is None:
                     buffer = self._start_piece(index)
-            if not placed:
-                buffer[begin : begin + size] = data  # type: ignore[index]
+            buffer[begin : begin + size] = data  # type: ignore[index]
             if taken is not TAKEN:
                 self._settle_block(index, buffer, taken)  # type: ignore[arg-type]
                 current = -1  # a whole piece leaves the assembly; look up the next afresh
