@@ -21,7 +21,6 @@ transport's own reading is paused, and the transport keeps writing and closing.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import sys
@@ -43,8 +42,6 @@ _HEADER = 13
 _READS_PER_EVENT = 8
 _MAX_BACKOFF = 1024
 _TRUST = 8
-
-log = logging.getLogger("p2pdist.peer")
 
 
 class SlotSource(Protocol):
@@ -69,10 +66,9 @@ class DirectReader:
             raise
         self._fd = self._sock.fileno()
         self._headers = bytearray(_HEADER * PLAN_BLOCKS)
-        self._header_view = memoryview(self._headers)
-        self._header_slots = [self._header_view[n * _HEADER : (n + 1) * _HEADER] for n in range(PLAN_BLOCKS)]
-        self._tail = bytearray(_TAIL)
-        self._tail_view = memoryview(self._tail)
+        headers = memoryview(self._headers)
+        self._header_slots = [headers[n * _HEADER : (n + 1) * _HEADER] for n in range(PLAN_BLOCKS)]
+        self._tail_view = memoryview(bytearray(_TAIL))
         self._plan_next = True
         # A peer that does not answer in order (libtorrent sends blocks as its disk reads
         # finish; a downloading peer sends a `have` per piece) makes planned reads cost a copy
@@ -124,11 +120,8 @@ class DirectReader:
             return
         except OSError as exc:
             conn.close(f"connection lost: {exc}")
-        except RemoteError as exc:
-            conn.close(f"protocol error: {exc}")
-        except LocalError as exc:
-            log.error("peer %s: internal error in a direct read: %s", conn.describe(), exc)
-            conn.close(f"internal error: {exc}")
+        except (RemoteError, LocalError) as exc:
+            conn.fail(exc)
 
     def _read_plain(self) -> bool:
         """Into the codec's buffer, exactly as the transport would have read; True when the
@@ -204,7 +197,7 @@ class DirectReader:
             key, slot, done = first
             if left < len(slot) - done:
                 # Still not whole: the codec holds its start and takes the rest as stream bytes.
-                wire.receive_data(bytes(slot[done : done + left]))
+                wire.receive_data(slot[done : done + left])
                 self._finish(placed, nbytes)
                 return
             left -= len(slot) - done
@@ -245,7 +238,7 @@ class DirectReader:
             for buffer in buffers[position:]:
                 take = min(left, len(buffer))
                 if take:
-                    wire.receive_data(bytes(buffer[:take]))
+                    wire.receive_data(buffer[:take])
                     left -= take
                 if not left:
                     break

@@ -127,11 +127,8 @@ class PeerConnection(asyncio.BufferedProtocol):
                     break
                 else:
                     self.owner.on_event(self, event)
-        except RemoteError as exc:
-            self.close(f"protocol error: {exc}")
-        except LocalError as exc:
-            log.error("peer %s: internal error: %s", self.describe(), exc)
-            self.close(f"internal error: {exc}")
+        except (RemoteError, LocalError) as exc:
+            self.fail(exc)
         if self.closed:
             return
         if downloading and self._direct is None and nbytes >= direct.FAST_READ:
@@ -145,9 +142,14 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.last_received = time.monotonic()
         try:
             self.owner.on_placed(self, keys)  # type: ignore[attr-defined]
-        except RemoteError as exc:
+        except (RemoteError, LocalError) as exc:
+            self.fail(exc)
+
+    def fail(self, exc: RemoteError | LocalError) -> None:
+        """Close for an error met while reading: the peer's (a protocol error) or ours (logged)."""
+        if isinstance(exc, RemoteError):
             self.close(f"protocol error: {exc}")
-        except LocalError as exc:
+        else:
             log.error("peer %s: internal error: %s", self.describe(), exc)
             self.close(f"internal error: {exc}")
 

@@ -37,8 +37,8 @@ from p2pdist.piece_picker.picker import Block
 log = logging.getLogger("p2pdist.webseed")
 
 MAX_BACKOFF = 120.0
-SETTLE_MARGIN = 0.2
-HELP_PATIENCE = 2.0  # seconds with nothing to fetch before helping a PC that looks busy  # seconds: a few LAN round trips, for claims to follow the handshakes
+SETTLE_MARGIN = 0.2  # seconds: a few LAN round trips, for claims to follow the handshakes
+HELP_PATIENCE = 2.0  # seconds with nothing to fetch before helping a PC that looks busy
 
 
 class WebSeedError(Exception):

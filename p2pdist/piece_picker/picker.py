@@ -58,10 +58,10 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence, Sized
 from functools import partial
 from itertools import groupby, repeat
 from operator import itemgetter
-from collections.abc import Callable, Hashable, Iterable, Sequence, Sized
 from typing import NamedTuple
 
 from p2pdist.bitfield import Bitfield

@@ -41,7 +41,6 @@ NEED_DATA: Final = _NeedData()
 _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 _U32x3 = struct.Struct(">III")
-_HEADER = struct.Struct(">IB")
 _PIECE_HEADER = struct.Struct(">IBII")
 _REQUEST = struct.Struct(">IBIII")
 _NAMES = {int(kind): kind.name.lower() for kind in m.MessageId}  # for error messages, without an Enum call per message
@@ -407,8 +406,7 @@ class PeerWire:
 
     def expected_header(self, key: BlockKey) -> bytes:
         """The 13 bytes a piece message answering our request ``key`` starts with."""
-        index, begin, length = key
-        return _PIECE_HEADER.pack(9 + length, 7, index, begin)
+        return self.expected_headers((key,))
 
     def expected_headers(self, keys: Iterable[BlockKey]) -> bytes:
         """``expected_header`` of each key, back to back (one comparison for a whole read)."""
@@ -418,8 +416,7 @@ class PeerWire:
     def place(self, key: BlockKey) -> None:
         """A piece message for ``key`` arrived whole outside the buffer and its header matched
         ``expected_header``: settle it as ``_read_piece_run`` settles a block it parses."""
-        if self.requests_out.pop(key, 0) is not None:
-            raise LocalError(f"placed block {key} was not requested")
+        self.place_many((key,))
 
     def place_many(self, keys: Iterable[BlockKey]) -> None:
         """``place`` each key, in order."""
@@ -715,7 +712,7 @@ class PeerWire:
         if self.requests_in.pop((index, begin, length), 0) is not None:
             raise LocalError("sending a piece the peer did not request")
         self._described = True
-        return struct.pack(">IBII", 9 + length, 7, index, begin)
+        return _PIECE_HEADER.pack(9 + length, 7, index, begin)
 
     def forget_request(self, key: BlockKey) -> None:
         """We will not serve this request and, without the fast extension, cannot say so: stop
