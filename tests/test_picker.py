@@ -766,3 +766,31 @@ def bulk_layout_blocks(index: int) -> list[Block]:
     """The blocks of piece ``index`` of the six-piece layout the take tests use."""
     length = BLOCK_SIZE + 7 if index == 5 else 4 * BLOCK_SIZE
     return [Block(index, begin, min(BLOCK_SIZE, length - begin)) for begin in range(0, length, BLOCK_SIZE)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=_runs(), limit=st.integers(min_value=0, max_value=60), data=st.data())
+def test_sole_requests_counts_the_prefix_asked_of_the_peer_alone(
+    case: tuple[int, list[int], list[tuple[int, int, int]]], limit: int, data: st.DataObject
+) -> None:
+    """The per-piece bulk check agrees with ``requested_only_by`` block by block (and with the
+    block's own length), on runs of real requests with junk, duplicates and received blocks."""
+    seed, wants, junk = case
+    picker = PiecePicker(make_layout(6, 4, last_bytes=BLOCK_SIZE + 7), rng=random.Random(seed), endgame_threshold=8)
+    picker.add_peer("a", has_all=True)
+    picker.add_peer("b", has_all=True)
+    asked = picker.pick("a", wants[0]) + picker.pick("a", 4)
+    picker.pick("b", wants[1])
+    for block in data.draw(st.lists(st.sampled_from(asked), max_size=3)) if asked else []:
+        picker.take_block(data.draw(st.sampled_from(["a", "b"])), *block)
+    run: list[tuple[int, int, int]] = [tuple(block) for block in asked]  # type: ignore[misc]
+    for key in junk[: data.draw(st.integers(min_value=0, max_value=3))]:
+        run.insert(data.draw(st.integers(min_value=0, max_value=len(run))), key)
+    mine = picker.requested_from("a")
+    expected = 0
+    for index, begin, length in run[:limit]:
+        if (index, begin, length) not in mine or not picker.requested_only_by("a", index, begin):
+            break
+        expected += 1
+    assert picker.sole_requests("a", run, limit) == expected
+    picker.check_invariants()

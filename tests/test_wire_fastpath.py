@@ -58,6 +58,28 @@ def test_send_requests_refuses_what_send_refuses() -> None:
         wire.send_requests([(0, 0, 16384)])
 
 
+def _valid_request(index: int, begin: int, length: int) -> bool:
+    return 0 <= index < LAYOUT.num_pieces and 0 < length <= 16384 and begin >= 0 and begin + length <= LAYOUT.piece_size(index)
+
+
+any_block = st.tuples(st.integers(-1, LAYOUT.num_pieces), st.integers(-16384, 3 * 16384), st.integers(-1, 16385))
+
+
+@settings(max_examples=150)
+@given(st.lists(st.sampled_from(ALL_BLOCKS) | any_block, max_size=12))
+def test_send_requests_refuses_a_batch_with_any_bad_block(chosen: list[tuple[int, int, int]]) -> None:
+    """The batch's bounds are checked on its extremes first: one bad block anywhere, the last
+    piece's short end included, still refuses the whole batch and records nothing."""
+    wire, _ = _pair()
+    if all(_valid_request(*block) for block in chosen):
+        assert len(wire.send_requests(chosen)) == 17 * len(chosen)
+        assert list(wire.requests_out) == list(dict.fromkeys(chosen))
+    else:
+        with pytest.raises(LocalError):
+            wire.send_requests(chosen)
+        assert not wire.requests_out
+
+
 def _events(wire: PeerWire) -> list[object]:
     out = []
     for _ in range(10_000):

@@ -37,8 +37,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from itertools import compress, islice
-from operator import itemgetter
+from itertools import compress, groupby, islice, repeat
+from operator import floordiv, itemgetter
 
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
@@ -105,6 +105,7 @@ class Torrent:
         self._failures: dict[Address, int] = {}
         self.banned: set[str] = set()
         self._partial: dict[int, bytearray] = {}
+        self._slot_views: dict[int, list[memoryview]] = {}  # see _make_slot_views
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
         self._own_claims: set[int] = set()  # pieces we said we fetch from the web seed
         self.tracker_answered = False  # set by the tracker client after its first answer
@@ -601,21 +602,26 @@ class Torrent:
         picker = self.picker
         if picker is None or self.state is not TorrentState.DOWNLOADING or conn.closed:
             return [], []
-        requests = conn.wire.requests_out
-        keys = list(islice(requests, picker.sole_requests(conn, requests, limit)))
-        partial = self._partial
-        views: dict[int, memoryview] = {}
+        keys = list(islice(conn.wire.requests_out, limit))
+        del keys[picker.sole_requests(conn, keys, limit) :]
         slots: list[memoryview] = []
-        append = slots.append
-        for index, begin, length in keys:
-            view = views.get(index)
-            if view is None:
-                buffer = partial.get(index)
-                if buffer is None:
-                    buffer = self._start_piece(index)
-                view = views[index] = memoryview(buffer)
-            append(view[begin : begin + length])
+        for index, run in groupby(keys, key=itemgetter(0)):
+            views = self._slot_views.get(index)
+            if views is None:
+                views = self._make_slot_views(index)
+            slots += map(views.__getitem__, map(floordiv, map(itemgetter(1), run), repeat(BLOCK_SIZE)))
         return keys, slots
+
+    def _make_slot_views(self, index: int) -> list[memoryview]:
+        """A view of each block of piece ``index``'s buffer, made once per piece instead of once
+        per planned read; dropped with the piece's buffer (``_start_piece``, ``_settle_block``)."""
+        buffer = self._partial.get(index)
+        if buffer is None:
+            buffer = self._start_piece(index)
+        view = memoryview(buffer)
+        starts = range(0, len(buffer), BLOCK_SIZE)
+        views = self._slot_views[index] = list(map(view.__getitem__, map(slice, starts, map(BLOCK_SIZE.__add__, starts))))
+        return views
 
     def _received(self, conn: PeerConnection, run: Sequence[object], got: int, wasted: int) -> None:
         """Counters, snub state, slow start and the refill, once per run."""
@@ -672,6 +678,7 @@ class Torrent:
         return got, wasted
 
     def _start_piece(self, index: int) -> bytearray:
+        self._slot_views.pop(index, None)
         buffer = self._partial[index] = self._new_buffer(index)
         if self.first_block_at is None:
             self.first_block_at = time.monotonic()
@@ -685,6 +692,7 @@ class Torrent:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
         if done:
             del self._partial[index]
+            self._slot_views.pop(index, None)
             try:
                 stored = self.storage.submit_piece(index, buffer)
             except StorageError as exc:

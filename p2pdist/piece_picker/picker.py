@@ -60,7 +60,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence, Sized
 from functools import partial
-from itertools import groupby, repeat
+from itertools import groupby, islice, repeat
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -120,13 +120,14 @@ class _Piece:
 
 
 class _Peer:
-    __slots__ = ("bits", "count", "interesting", "outstanding")
+    __slots__ = ("bits", "count", "interesting")
 
     def __init__(self) -> None:
         self.bits: bytearray | None = None  # packed wire-order bits; None for a seed
         self.count = 0  # pieces it has (bitfield peers)
         self.interesting = 0  # pieces it has that we have not verified (bitfield peers)
-        self.outstanding: set[Block] = set()
+        # No set of the peer's requests: the started pieces' ``requesters`` say it, and a second
+        # ledger would cost a set insert and removal per block on the hot path.
 
 
 class PiecePicker:
@@ -239,12 +240,19 @@ class PiecePicker:
         return self._avail[index]
 
     def requested_from(self, peer: Hashable) -> frozenset[Block]:
-        state = self._peers.get(peer)
-        return frozenset(state.outstanding) if state is not None else frozenset()
+        """Blocks requested from ``peer`` and not received: a scan of the started pieces, for
+        the rare moments that need them all (choke, disconnect, a storage error)."""
+        return frozenset(self._requested_from(peer))
 
     def outstanding_count(self, peer: Hashable) -> int:
-        state = self._peers.get(peer)
-        return len(state.outstanding) if state is not None else 0
+        return len(self._requested_from(peer))
+
+    def _requested_from(self, peer: Hashable) -> list[Block]:
+        out: list[Block] = []
+        for piece in self._pieces.values():
+            blocks = piece.blocks
+            out.extend([blocks[number] for number, asked in piece.requesters.items() if peer in asked])
+        return out
 
     def is_interesting(self, peer: Hashable) -> bool:
         """The peer has a piece we have not verified yet: O(1)."""
@@ -347,13 +355,12 @@ class PiecePicker:
 
     def remove_peer(self, peer: Hashable) -> list[Block]:
         """The peer is gone: its requests go back to the pool; returns them (sorted)."""
-        state = self._peers.pop(peer, None)
-        if state is None:
+        if peer not in self._peers:
             return []
-        released = sorted(state.outstanding, key=lambda b: (b.index, b.begin))
+        released = sorted(self._requested_from(peer), key=lambda b: (b.index, b.begin))
         for block in released:
             self._release(peer, block)
-        state.outstanding.clear()
+        state = self._peers.pop(peer)
         if state.bits is None:
             self._avail.remove_seed()
         elif state.count:
@@ -373,7 +380,6 @@ class PiecePicker:
         if state.bits is not None and state.interesting == 0:
             return out
         bits = state.bits
-        outstanding = state.outstanding
         if self._open:
             closed: list[int] = []
             for index, piece in self._open.items():
@@ -381,7 +387,7 @@ class PiecePicker:
                     continue
                 if allowed is not None and not allowed(index):
                     continue
-                self._take_free(piece, peer, outstanding, count - len(out), out)
+                self._take_free(piece, peer, count - len(out), out)
                 if not piece.free:
                     closed.append(index)
                 if len(out) >= count:
@@ -391,14 +397,14 @@ class PiecePicker:
         if len(out) < count and len(self._avail):
             for index in self._choose_fresh(state, count - len(out), allowed):
                 piece = self._start(index)
-                self._take_free(piece, peer, outstanding, count - len(out), out)
+                self._take_free(piece, peer, count - len(out), out)
                 if not piece.free:
                     del self._open[index]
         if len(out) < count and self.endgame:
             self._take_busy(peer, state, count - len(out), allowed, out)
         return out
 
-    def _take_free(self, piece: _Piece, peer: Hashable, outstanding: set[Block], want: int, out: list[Block]) -> None:
+    def _take_free(self, piece: _Piece, peer: Hashable, want: int, out: list[Block]) -> None:
         """Take up to ``want`` free blocks, lowest first, a contiguous run at a time."""
         state = piece.state
         blocks = piece.blocks
@@ -417,9 +423,7 @@ class PiecePicker:
             run = end - start
             state[start:end] = _REQUESTED_BYTE * run
             piece.requesters.update(dict.fromkeys(range(start, end), (peer,)))
-            taken = blocks[start:end]
-            outstanding.update(taken)
-            out.extend(taken)
+            out.extend(blocks[start:end])
             piece.free -= run
             want -= run
             number = end
@@ -475,7 +479,6 @@ class PiecePicker:
         """Endgame: blocks requested from others, fewest requesters first within each piece."""
         bits = state.bits
         limit = self._duplicates
-        outstanding = state.outstanding
         for index, piece in self._pieces.items():
             if not piece.requesters:
                 continue
@@ -488,9 +491,7 @@ class PiecePicker:
                 if len(requesters) >= limit or peer in requesters:
                     continue
                 asked[number] = (*requesters, peer)
-                block = piece.blocks[number]
-                outstanding.add(block)
-                out.append(block)
+                out.append(piece.blocks[number])
                 want -= 1
                 if not want:
                     return
@@ -533,27 +534,53 @@ class PiecePicker:
         """True when block ``begin`` of piece ``index`` is requested from ``peer`` and from no one
         else, and not received yet: then nobody but that peer's answer may fill its bytes, which
         is what lets a driver read the answer straight into the piece's buffer."""
-        return self.sole_requests(peer, ((index, begin),), 1) == 1
+        piece = self._pieces.get(index)
+        number, offset = divmod(begin, BLOCK_SIZE)
+        if piece is None or offset or not 0 <= number < len(piece.blocks):
+            return False
+        return self._sole_prefix(peer, piece, (piece.blocks[number],)) == 1
 
-    def sole_requests(self, peer: Hashable, blocks: Iterable[tuple[int, int] | tuple[int, int, int]], limit: int) -> int:
-        """How many of ``blocks`` (``(index, begin, ...)``), from the first on, are each
-        ``requested_only_by(peer, ...)``; at most ``limit``. One call per socket read."""
+    def sole_requests(self, peer: Hashable, blocks: Iterable[tuple[int, int, int]], limit: int) -> int:
+        """How many of ``blocks`` (``(index, begin, length)`` as requested), from the first on,
+        are each ``requested_only_by(peer, ...)`` with the block's own length; at most ``limit``.
+
+        One call per socket read. Requests go out a piece's blocks in order, so each piece's
+        run is checked with two C-level comparisons (the blocks, who was asked) instead of a
+        step per block; a run that fails them is walked block by block.
+        """
         pieces = self._pieces
+        solo = (peer,)
         count = 0
-        current = -1
-        state = bytearray()
-        requesters: dict[int, tuple[Hashable, ...]] = {}
-        for block in blocks:
-            if count >= limit:
+        for index, group in groupby(islice(blocks, limit), key=itemgetter(0)):
+            piece = pieces.get(index)
+            if piece is None:
                 break
-            index, begin = block[0], block[1]
-            if index != current:
-                piece = pieces.get(index)
-                if piece is None:
-                    break
-                current, state, requesters = index, piece.state, piece.requesters
+            run = tuple(group)
+            size = len(run)
+            first = run[0][1] // BLOCK_SIZE
+            last = first + size
+            if (
+                first >= 0
+                and run == piece.blocks[first:last]
+                # asked of this peer alone; a block has requesters exactly while REQUESTED
+                and list(map(piece.requesters.get, range(first, last))) == [solo] * size
+            ):
+                count += size
+                continue
+            sole = self._sole_prefix(peer, piece, run)
+            count += sole
+            if sole < size:
+                break
+        return count
+
+    @staticmethod
+    def _sole_prefix(peer: Hashable, piece: _Piece, run: Sequence[tuple[int, int, int]]) -> int:
+        """``sole_requests`` for blocks of one piece, a step per block."""
+        blocks, state, requesters = piece.blocks, piece.state, piece.requesters
+        count = 0
+        for _, begin, length in run:
             number, offset = divmod(begin, BLOCK_SIZE)
-            if offset or number >= len(state) or state[number] != REQUESTED:
+            if offset or not 0 <= number < len(blocks) or blocks[number][2] != length or state[number] != REQUESTED:
                 break
             asked = requesters.get(number)
             if asked is None or len(asked) != 1 or asked[0] != peer:
@@ -600,7 +627,7 @@ class PiecePicker:
         state_of_peer = self._peers.get(peer)
         solo = (peer,)
         for index, group in groupby(keys, key=itemgetter(0)):
-            run = list(group)
+            run = tuple(group)
             count = len(run)
             piece = self._pieces.get(index)
             first = run[0][1] // BLOCK_SIZE
@@ -608,18 +635,14 @@ class PiecePicker:
             if (
                 piece is not None
                 and state_of_peer is not None
-                and run[0][1] % BLOCK_SIZE == 0
-                and last <= len(piece.blocks)
-                and list(map(itemgetter(1), run)) == list(range(run[0][1], last * BLOCK_SIZE, BLOCK_SIZE))
-                and piece.state[first:last] == _REQUESTED_BYTE * count
-                and list(map(piece.requesters.get, range(first, last))) == [solo] * count
-                and list(map(itemgetter(2), run)) == list(map(itemgetter(2), piece.blocks[first:last]))
+                and first >= 0
+                and run == piece.blocks[first:last]  # aligned, in order, canonical lengths
+                and list(map(piece.requesters.get, range(first, last))) == [solo] * count  # so REQUESTED
             ):
                 deque(map(piece.requesters.pop, range(first, last)), maxlen=0)
                 piece.state[first:last] = _RECEIVED_BYTE * count
                 piece.received += count
                 piece.senders.update(dict.fromkeys(range(first, last), peer))
-                state_of_peer.outstanding.difference_update(piece.blocks[first:last])
                 self._remaining -= count
                 answers.extend(repeat(TAKEN, count - 1))
                 answers.append(_TAKEN_LAST if piece.received == len(piece.blocks) else TAKEN)
@@ -638,28 +661,17 @@ class PiecePicker:
         piece.received += 1
         piece.senders[number] = peer
         self._remaining -= 1
-        canonical = blocks[number]
         done = piece.received == len(blocks)
         if len(requesters) == 1 and requesters[0] == peer:
-            self._peers[peer].outstanding.discard(canonical)
             return _TAKEN_LAST if done else TAKEN
-        cancels: list[tuple[Hashable, Block]] = []
-        for other in requesters:
-            other_state = self._peers.get(other)
-            if other_state is not None:
-                other_state.outstanding.discard(canonical)
-            if other != peer:
-                cancels.append((other, canonical))
-        return done, cancels
+        canonical = blocks[number]
+        return done, [(other, canonical) for other in requesters if other != peer]
 
     def block_lost(self, peer: Hashable, block: Block) -> None:
         """A request to ``peer`` is void (rejected, choked, timed out): the block is free again
         unless another peer was also asked for it."""
-        state = self._peers.get(peer)
-        if state is None or block not in state.outstanding:
-            return
-        state.outstanding.discard(block)
-        self._release(peer, block)
+        if peer in self._peers:
+            self._release(peer, block)
 
     def _release(self, peer: Hashable, block: Block) -> None:
         piece = self._pieces.get(block.index)
@@ -693,12 +705,6 @@ class PiecePicker:
         self._open.pop(index, None)
         if piece is not None:
             self._remaining -= len(piece.blocks) - piece.received
-            for number, requesters in piece.requesters.items():
-                block = piece.blocks[number]
-                for other in requesters:
-                    other_state = self._peers.get(other)
-                    if other_state is not None:
-                        other_state.outstanding.discard(block)
         else:
             self._avail.discard(index)
             self._remaining -= self._num_blocks(index)
@@ -750,12 +756,9 @@ class PiecePicker:
             for number, who in piece.requesters.items():
                 assert who and len(set(who)) == len(who)
                 requested[piece.blocks[number]] = set(who)
-        for peer, state in self._peers.items():
-            for block in state.outstanding:
-                assert peer in requested.get(block, ()), f"{peer!r} holds {block} the ledger does not"
         for block, who in requested.items():
             for peer in who:
-                assert peer in self._peers and block in self._peers[peer].outstanding
+                assert peer in self._peers, f"{block} is asked of {peer!r}, who is gone"
         for index in range(self._n):
             have = self._state[index] == _HAVE
             assert have == self._have[index]

@@ -19,6 +19,8 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
+from operator import add
 from typing import Final
 
 from p2pdist import bencode
@@ -410,8 +412,11 @@ class PeerWire:
 
     def expected_headers(self, keys: Iterable[BlockKey]) -> bytes:
         """``expected_header`` of each key, back to back (one comparison for a whole read)."""
-        pack = _PIECE_HEADER.pack
-        return b"".join([pack(9 + length, 7, index, begin) for index, begin, length in keys])
+        keys = keys if isinstance(keys, list) else list(keys)
+        if not keys:
+            return b""
+        indices, begins, lengths = zip(*keys)
+        return b"".join(map(_PIECE_HEADER.pack, map((9).__add__, lengths), repeat(7), indices, begins))
 
     def place(self, key: BlockKey) -> None:
         """A piece message for ``key`` arrived whole outside the buffer and its header matched
@@ -420,10 +425,10 @@ class PeerWire:
 
     def place_many(self, keys: Iterable[BlockKey]) -> None:
         """``place`` each key, in order."""
-        pop = self.requests_out.pop
-        for key in keys:
-            if pop(key, 0) is not None:
-                raise LocalError(f"placed block {key} was not requested")
+        keys = keys if isinstance(keys, list) else list(keys)
+        popped = list(map(self.requests_out.pop, keys, repeat(0)))  # None for each one requested
+        if popped.count(None) != len(popped):
+            raise LocalError(f"placed block {keys[popped.index(0)]} was not requested")
 
     def partial_piece(self) -> tuple[BlockKey, memoryview] | None:
         """When the buffer holds only the start of a piece message answering a request of ours,
@@ -688,22 +693,25 @@ class PeerWire:
         blocks = blocks if isinstance(blocks, list) else list(blocks)
         if self.peer_choking and not all(block[0] in self.allowed_fast_in for block in blocks):
             raise LocalError("request while choked by the peer")
+        if not blocks:
+            return b""
+        # Bounds checked on the batch's extremes (C-level min/max), and block by block only
+        # when those could hide a bad one: a batch is a few whole pieces, 16 KiB per block.
+        indices, begins, lengths = zip(*blocks)
         last = self._num_pieces - 1
-        limit = self.limits.max_request_length
+        if min(indices) < 0 or max(indices) > last or min(lengths) <= 0 or max(lengths) > self.limits.max_request_length or min(begins) < 0:
+            bad = next(b for b in blocks if not (0 <= b[0] <= last and 0 < b[2] <= self.limits.max_request_length and b[1] >= 0))
+            raise LocalError(f"request {bad[0]}/{bad[1]}/{bad[2]} outside the torrent")
         piece_length, last_size = self._piece_length, self._last_piece_size
-        out = bytearray(_REQUEST.size * len(blocks))
-        pack_into = _REQUEST.pack_into
-        for position, (index, begin, length) in enumerate(blocks):
-            if not 0 <= index <= last or not 0 < length <= limit or begin < 0:
-                raise LocalError(f"request {index}/{begin}/{length} outside the torrent")
-            if begin + length > (last_size if index == last else piece_length):
-                raise LocalError(f"request past the end of piece {index}")
-            pack_into(out, position * 17, 13, 6, index, begin, length)
+        if max(map(add, begins, lengths)) > piece_length or (last_size < piece_length and last in indices):
+            for index, begin, length in blocks:
+                if begin + length > (last_size if index == last else piece_length):
+                    raise LocalError(f"request past the end of piece {index}")
+        out = b"".join(map(_REQUEST.pack, repeat(13), repeat(6), indices, begins, lengths))
         # Recorded only once every block passed, so a refused batch records nothing.
         self.requests_out.update(dict.fromkeys(blocks))
-        if out:
-            self._described = True
-        return bytes(out)
+        self._described = True
+        return out
 
     def piece_header(self, index: int, begin: int, length: int) -> bytes:
         """Header for a piece message whose data the caller writes separately (no join copy)."""
