@@ -162,6 +162,15 @@ async def _download(
                 await event.wait()
                 torrent.add_peer_addresses([address])
             await torrent.completed.wait()
+        # Block views are cached per buffer; none may outlive its buffer's time with us (the
+        # pool or a piece being assembled), or the cache would keep dropped buffers alive. A
+        # piece that failed before may still be settling (smart-ban digests) for a moment.
+        for _ in range(100):
+            live = {id(buffer) for buffer in [*torrent._buffer_pool, *torrent._partial.values()]}
+            if set(torrent._buffer_views) <= live:
+                break
+            await asyncio.sleep(0.01)
+        assert set(torrent._buffer_views) <= live
         pieces = [await storage.read_block(i, 0, META.info.piece_size(i)) for i in range(META.info.num_pieces)]
         return b"".join(pieces), torrent.hash_failures
     finally:

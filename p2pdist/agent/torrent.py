@@ -106,6 +106,7 @@ class Torrent:
         self.banned: set[str] = set()
         self._partial: dict[int, bytearray] = {}
         self._slot_views: dict[int, list[memoryview]] = {}  # see _make_slot_views
+        self._buffer_views: dict[int, list[memoryview]] = {}  # id(buffer) -> its block views
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
         self._own_claims: set[int] = set()  # pieces we said we fetch from the web seed
         self.tracker_answered = False  # set by the tracker client after its first answer
@@ -182,6 +183,9 @@ class Torrent:
             task.cancel()
         for conn in list(self.peers):
             conn.close("torrent stopped")
+        self._slot_views.clear()
+        self._buffer_views.clear()
+        self._buffer_pool.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
@@ -613,15 +617,27 @@ class Torrent:
         return keys, slots
 
     def _make_slot_views(self, index: int) -> list[memoryview]:
-        """A view of each block of piece ``index``'s buffer, made once per piece instead of once
-        per planned read; dropped with the piece's buffer (``_start_piece``, ``_settle_block``)."""
+        """A view of each block of piece ``index``'s buffer, for scatter reads.
+
+        Made once per buffer, not per planned read or per piece: buffers come back from the
+        pool, and so do their views (``_buffer_views``, keyed by ``id(buffer)``; the views keep
+        the buffer alive, so the id cannot be reused while its entry exists). An entry goes
+        when its buffer leaves for good (``_drop_buffer``) and with the torrent (``stop``).
+        """
         buffer = self._partial.get(index)
         if buffer is None:
             buffer = self._start_piece(index)
-        view = memoryview(buffer)
-        starts = range(0, len(buffer), BLOCK_SIZE)
-        views = self._slot_views[index] = list(map(view.__getitem__, map(slice, starts, map(BLOCK_SIZE.__add__, starts))))
+        views = self._buffer_views.get(id(buffer))
+        if views is None:
+            view = memoryview(buffer)
+            starts = range(0, len(buffer), BLOCK_SIZE)
+            views = self._buffer_views[id(buffer)] = list(map(view.__getitem__, map(slice, starts, map(BLOCK_SIZE.__add__, starts))))
+        self._slot_views[index] = views
         return views
+
+    def _drop_buffer(self, buffer: bytearray) -> None:
+        """``buffer`` is not coming back to the pool: forget its views so it can be freed."""
+        self._buffer_views.pop(id(buffer), None)
 
     def _received(self, conn: PeerConnection, run: Sequence[object], got: int, wasted: int) -> None:
         """Counters, snub state, slow start and the refill, once per run."""
@@ -696,6 +712,7 @@ class Torrent:
             try:
                 stored = self.storage.submit_piece(index, buffer)
             except StorageError as exc:
+                self._drop_buffer(buffer)
                 self._storage_failed(index, exc)
                 return
             stored.add_done_callback(functools.partial(self._piece_stored, index, buffer))
@@ -721,6 +738,8 @@ class Torrent:
         # full speed, so steady state allocates nothing.
         if len(buffer) == self.info.piece_length and len(self._buffer_pool) * len(buffer) < POOL_BYTES:
             self._buffer_pool.append(buffer)
+        else:
+            self._drop_buffer(buffer)
 
     def _throttle_download(self, conn: PeerConnection, size: int) -> None:
         self._download.charge(size)
@@ -737,6 +756,7 @@ class Torrent:
         that failed before (smart-ban evidence to compare) and completion go on in a task.
         """
         if self.state is TorrentState.STOPPED or stored.cancelled():
+            self._drop_buffer(buffer)
             return
         picker = self.picker
         assert picker is not None
@@ -746,6 +766,7 @@ class Torrent:
                 if not isinstance(error, StorageError):
                     log.error("%s: verifying piece %d failed", self.info.name, index, exc_info=error)
                     error = StorageError(f"internal error: {error}")
+                self._drop_buffer(buffer)
                 self._storage_failed(index, error)  # type: ignore[arg-type]
                 return
             ok = stored.result()
