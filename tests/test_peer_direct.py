@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import struct
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -191,6 +193,8 @@ async def test_any_order_and_any_write_sizes_give_the_same_bytes(answer: Answer,
     if answer is in_order:
         # The prediction holds for a peer that answers in order: most data lands in place.
         assert readers and sum(reader.placed_bytes for reader in readers) > len(DATA) // 2
+        # Big reads on this fast link: the reader paused to let more gather, and came back.
+        assert sum(reader.coalesced for reader in readers) > 0
     if answer is with_chatter:
         # Wrong guesses cost a copy more than plain reads: after each, it reads plainly for a
         # while (without that back-off this peer gets about ten planned reads and no plain one).
@@ -267,3 +271,40 @@ async def test_a_rate_limited_download_pauses_and_resumes_direct_reads(readers: 
     assert content == DATA
     assert loop.time() - started >= 0.8  # 3 MiB at 1 MiB/s after a burst of 1 MiB
     assert sum(reader.placed_bytes for reader in readers) > 0
+
+
+async def test_a_coalescing_pause_ends_by_itself_unless_reading_was_stopped_meanwhile() -> None:
+    """The pause after a short fast read resumes on its own; a rate limiter's stop during it
+    wins (only its start resumes), a start ends it early, and a closed peer stays unread."""
+    left, right = socket.socketpair()
+    conn = SimpleNamespace(closed=False)
+    reader = direct.DirectReader(conn, left, owner=None)  # type: ignore[arg-type]
+    wait = direct.COALESCE_SECONDS * 10
+    try:
+        reader.start()
+        reader._coalesce()
+        assert not reader.reading and reader.coalescing
+        await asyncio.sleep(wait)
+        assert reader.reading and not reader.coalescing
+
+        reader._coalesce()
+        reader.stop()  # the rate limiter pauses reading meanwhile
+        await asyncio.sleep(wait)
+        assert not reader.reading and not reader.coalescing
+        reader.start()  # ... and resumes it
+        assert reader.reading
+
+        reader._coalesce()
+        reader.start()  # resumed early: one reader on the socket, no pause left behind
+        assert reader.reading and not reader.coalescing
+        await asyncio.sleep(wait)
+        assert reader.reading
+
+        reader._coalesce()
+        conn.closed = True
+        await asyncio.sleep(wait)
+        assert not reader.reading
+    finally:
+        reader.close()
+        left.close()
+        right.close()

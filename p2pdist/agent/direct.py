@@ -14,6 +14,15 @@ to the codec as plain stream bytes, and the codec parses them as usual. The slot
 guess can only scribble on bytes that nobody else writes and that are overwritten when the real
 block arrives, never on a piece being hashed.
 
+Reads are coalesced on fast links: after a read that found less than a whole plan waiting,
+the reader stops watching the socket for ``COALESCE_SECONDS`` so the next read finds about a
+plan's worth. Much of a read's cost is per read, not per byte (planning the slots, checking
+the headers, settling the blocks, the refill): at loopback speed this halves the reads per GiB
+and cuts the leecher's main thread by about a tenth. The pause is a couple of milliseconds of
+data (the kernel's receive buffer holds it; the peer has a pipeline of requests to answer), and
+it only follows reads of at least ``FAST_READ`` bytes, so slow links and small messages never
+wait on it.
+
 POSIX only (``recvmsg_into``); the reader uses a duplicate of the socket's descriptor while the
 transport's own reading is paused, and the transport keeps writing and closing.
 """
@@ -35,8 +44,9 @@ if TYPE_CHECKING:
     from p2pdist.agent.peer import PeerConnection
 
 SUPPORTED = hasattr(socket.socket, "recvmsg_into") and sys.platform != "win32"
-PLAN_BLOCKS = 32  # up to 512 KiB per read: about what a loopback socket holds at full speed
-FAST_READ = 64 * 1024  # plan only after reads this large: on slow links reads are small
+PLAN_BLOCKS = 128  # up to 2 MiB per read: what arrives in COALESCE_SECONDS at loopback speed
+FAST_READ = 64 * 1024  # plan (and coalesce) only after reads this large: slow links read less
+COALESCE_SECONDS = 0.002  # see the module docstring
 _TAIL = 4096  # room after the planned blocks for small messages (have, keep-alive)
 _HEADER = 13
 _READS_PER_EVENT = 8
@@ -78,16 +88,22 @@ class DirectReader:
         self._plain_left = 0
         self._streak = 0
         self.reading = False
+        self._coalescing: asyncio.TimerHandle | None = None
         self.placed_bytes = 0  # for tests and diagnostics
         self.planned_reads = 0
         self.plain_reads = 0
+        self.coalesced = 0
 
     def start(self) -> None:
+        self._cancel_coalescing()
         if not self.reading:
             self.reading = True
             self.loop.add_reader(self._fd, self._on_readable)
 
     def stop(self) -> None:
+        """Stop watching the socket (rate limiting, closing): a coalescing pause ends too, so
+        only ``start`` resumes."""
+        self._cancel_coalescing()
         if self.reading:
             self.reading = False
             self.loop.remove_reader(self._fd)
@@ -95,6 +111,27 @@ class DirectReader:
     def close(self) -> None:
         self.stop()
         self._sock.close()
+
+    @property
+    def coalescing(self) -> bool:
+        """True while reads pause for more data to gather (see the module docstring)."""
+        return self._coalescing is not None
+
+    def _coalesce(self) -> None:
+        self.coalesced += 1
+        self.loop.remove_reader(self._fd)
+        self.reading = False
+        self._coalescing = self.loop.call_later(COALESCE_SECONDS, self._end_coalescing)
+
+    def _end_coalescing(self) -> None:
+        self._coalescing = None
+        if not self.conn.closed:
+            self.start()
+
+    def _cancel_coalescing(self) -> None:
+        if self._coalescing is not None:
+            self._coalescing.cancel()
+            self._coalescing = None
 
     # -- one readable event ------------------------------------------------------------------
 
@@ -115,6 +152,8 @@ class DirectReader:
                 if full is None:
                     full = self._read_plain()
                 if not full or conn.closed or not self.reading:
+                    if not full and self._plan_next and self.reading and not conn.closed:
+                        self._coalesce()  # a fast link: let the next read find a whole plan
                     return
         except (BlockingIOError, InterruptedError):
             return
