@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence, Sized
 from functools import partial
 from itertools import groupby, islice, repeat
@@ -112,8 +111,11 @@ class _Piece:
         self.index = index
         self.blocks = blocks
         self.state = bytearray(len(blocks))
-        self.requesters: dict[int, tuple[Hashable, ...]] = {}  # block number -> peers asked
-        self.senders: dict[int, Hashable] = {}
+        # Per block number: the peers asked (None unless REQUESTED) and who sent it (None unless
+        # RECEIVED). Lists, not dicts: a run of blocks is asked, checked and settled with one
+        # slice operation each.
+        self.requesters: list[tuple[Hashable, ...] | None] = [None] * len(blocks)
+        self.senders: list[Hashable | None] = [None] * len(blocks)
         self.free = len(blocks)
         self.received = 0
         self.cursor = 0  # no free block below this
@@ -251,7 +253,7 @@ class PiecePicker:
         out: list[Block] = []
         for piece in self._pieces.values():
             blocks = piece.blocks
-            out.extend([blocks[number] for number, asked in piece.requesters.items() if peer in asked])
+            out.extend([blocks[number] for number, asked in enumerate(piece.requesters) if asked is not None and peer in asked])
         return out
 
     def is_interesting(self, peer: Hashable) -> bool:
@@ -279,7 +281,7 @@ class PiecePicker:
         piece = self._pieces.get(index)
         if piece is None:
             return {}
-        return {piece.blocks[number].begin: peer for number, peer in piece.senders.items()}
+        return {piece.blocks[number].begin: peer for number, peer in enumerate(piece.senders) if peer is not None}
 
     def block_state(self, block: Block) -> int:
         """FREE, REQUESTED or RECEIVED (FREE also for pieces not started; RECEIVED once we have it)."""
@@ -422,7 +424,7 @@ class PiecePicker:
                 end = done
             run = end - start
             state[start:end] = _REQUESTED_BYTE * run
-            piece.requesters.update(dict.fromkeys(range(start, end), (peer,)))
+            piece.requesters[start:end] = [(peer,)] * run
             out.extend(blocks[start:end])
             piece.free -= run
             want -= run
@@ -480,14 +482,15 @@ class PiecePicker:
         bits = state.bits
         limit = self._duplicates
         for index, piece in self._pieces.items():
-            if not piece.requesters:
+            if REQUESTED not in piece.state:
                 continue
             if bits is not None and not bits[index >> 3] & (0x80 >> (index & 7)):
                 continue
             if allowed is not None and not allowed(index):
                 continue
             asked = piece.requesters
-            for number, requesters in sorted(asked.items(), key=lambda item: len(item[1])):
+            requested = [(number, who) for number, who in enumerate(asked) if who is not None]
+            for number, requesters in sorted(requested, key=lambda item: len(item[1])):
                 if len(requesters) >= limit or peer in requesters:
                     continue
                 asked[number] = (*requesters, peer)
@@ -563,7 +566,7 @@ class PiecePicker:
                 first >= 0
                 and run == piece.blocks[first:last]
                 # asked of this peer alone; a block has requesters exactly while REQUESTED
-                and list(map(piece.requesters.get, range(first, last))) == [solo] * size
+                and piece.requesters[first:last] == [solo] * size
             ):
                 count += size
                 continue
@@ -582,7 +585,7 @@ class PiecePicker:
             number, offset = divmod(begin, BLOCK_SIZE)
             if offset or not 0 <= number < len(blocks) or blocks[number][2] != length or state[number] != REQUESTED:
                 break
-            asked = requesters.get(number)
+            asked = requesters[number]
             if asked is None or len(asked) != 1 or asked[0] != peer:
                 break
             count += 1
@@ -637,12 +640,12 @@ class PiecePicker:
                 and state_of_peer is not None
                 and first >= 0
                 and run == piece.blocks[first:last]  # aligned, in order, canonical lengths
-                and list(map(piece.requesters.get, range(first, last))) == [solo] * count  # so REQUESTED
+                and piece.requesters[first:last] == [solo] * count  # so REQUESTED
             ):
-                deque(map(piece.requesters.pop, range(first, last)), maxlen=0)
+                piece.requesters[first:last] = [None] * count
                 piece.state[first:last] = _RECEIVED_BYTE * count
                 piece.received += count
-                piece.senders.update(dict.fromkeys(range(first, last), peer))
+                piece.senders[first:last] = [peer] * count
                 self._remaining -= count
                 answers.extend(repeat(TAKEN, count - 1))
                 answers.append(_TAKEN_LAST if piece.received == len(piece.blocks) else TAKEN)
@@ -656,7 +659,8 @@ class PiecePicker:
         blocks = piece.blocks
         if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number][2] != length:
             return None
-        requesters = piece.requesters.pop(number)
+        requesters: tuple[Hashable, ...] = piece.requesters[number]  # type: ignore[assignment]
+        piece.requesters[number] = None
         piece.state[number] = RECEIVED
         piece.received += 1
         piece.senders[number] = peer
@@ -680,14 +684,14 @@ class PiecePicker:
         number = self._block_number(piece, block)
         if number is None:
             return
-        requesters = piece.requesters.get(number)
-        if requesters is None or peer not in requesters:
+        asked = piece.requesters[number]
+        if asked is None or peer not in asked:
             return
-        requesters = tuple(p for p in requesters if p != peer)
-        if requesters:
-            piece.requesters[number] = requesters
+        remaining = tuple(p for p in asked if p != peer)
+        if remaining:
+            piece.requesters[number] = remaining
             return
-        del piece.requesters[number]
+        piece.requesters[number] = None
         piece.state[number] = FREE
         piece.free += 1
         piece.cursor = min(piece.cursor, number)
@@ -726,13 +730,15 @@ class PiecePicker:
         if piece is None:
             return {}
         contributed: dict[Hashable, int] = {}
-        for number, sender in piece.senders.items():
+        for number, sender in enumerate(piece.senders):
+            if sender is None:
+                continue
             contributed[sender] = contributed.get(sender, 0) + 1
             piece.state[number] = FREE
         piece.free += piece.received
         self._remaining += piece.received
         piece.received = 0
-        piece.senders.clear()
+        piece.senders[:] = [None] * len(piece.senders)
         piece.cursor = 0
         if piece.free:
             self._open[index] = piece
@@ -748,12 +754,16 @@ class PiecePicker:
         for index, piece in self._pieces.items():
             assert self._state[index] == _STARTED and index not in self._avail
             assert piece.free == piece.state.count(FREE)
-            assert piece.received == piece.state.count(RECEIVED) == len(piece.senders)
-            assert set(piece.requesters) == {i for i, s in enumerate(piece.state) if s == REQUESTED}
+            assert len(piece.requesters) == len(piece.senders) == len(piece.blocks)
+            assert [i for i, who in enumerate(piece.senders) if who is not None] == [i for i, s in enumerate(piece.state) if s == RECEIVED]
+            assert piece.received == piece.state.count(RECEIVED)
+            assert [i for i, who in enumerate(piece.requesters) if who is not None] == [i for i, s in enumerate(piece.state) if s == REQUESTED]
             assert (index in self._open) == (piece.free > 0)
             assert piece.free < len(piece.blocks)
             assert FREE not in piece.state[: piece.cursor]
-            for number, who in piece.requesters.items():
+            for number, who in enumerate(piece.requesters):
+                if who is None:
+                    continue
                 assert who and len(set(who)) == len(who)
                 requested[piece.blocks[number]] = set(who)
         for block, who in requested.items():
