@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -264,3 +266,68 @@ def test_partial_piece_ignores_blocks_we_did_not_ask_this_peer_for() -> None:
     other = _requested([(0, 0, 16384)])
     other.receive_data(m.Have(1).encode()[:3])
     assert other.partial_piece() is None and not other.placing
+
+
+# A layout with whole runs to frame: 16 blocks per piece and a short last piece.
+_, WIDE_META = make_torrent({"w.bin": bytes(4 * 256 * 1024 + 5000)}, single=True, name="w.bin", piece_length=256 * 1024)
+WIDE = Layout(WIDE_META.info)
+
+
+def _wide_pair() -> tuple[PeerWire, PeerWire]:
+    a = PeerWire(peer_id=b"A" * 20, info_hash=WIDE_META.info_hash, layout=WIDE)
+    b = PeerWire(peer_id=b"B" * 20, info_hash=WIDE_META.info_hash, layout=WIDE)
+    b.receive_data(a.handshake())
+    a.receive_data(b.handshake())
+    assert isinstance(a.next_event(), m.Handshake) and isinstance(b.next_event(), m.Handshake)
+    a.receive_data(b.send(m.HaveAll()) + b.send(m.Unchoke()))
+    while a.next_event() is not NEED_DATA:
+        pass
+    return a, b
+
+
+@st.composite
+def _block_runs(draw: st.DrawFn) -> list[tuple[int, int, int]]:
+    """Runs of consecutive blocks (what a refill asks and a scatter read expects), now and then
+    with a gap, a repeat, a short length or a block past the end: whole runs and near misses."""
+    keys: list[tuple[int, int, int]] = []
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        index = draw(st.integers(min_value=0, max_value=WIDE.num_pieces - 1))
+        count = WIDE.blocks_in_piece(index)
+        first = draw(st.integers(min_value=0, max_value=count - 1))
+        last = draw(st.integers(min_value=first + 1, max_value=count))
+        keys += [(index, n * 16384, WIDE.block_size(index, n)) for n in range(first, last)]
+    if keys and draw(st.booleans()):
+        position = draw(st.integers(min_value=0, max_value=len(keys) - 1))
+        index, begin, length = keys[position]
+        keys[position] = draw(st.sampled_from([(index, begin + 16384, length), (index, begin + 16384, 16384), (index, begin, 100), (index, begin + 1, length), keys[0]]))
+    return keys
+
+
+@settings(max_examples=150)
+@given(_block_runs())
+def test_runs_framed_from_a_template_match_one_message_per_block(keys: list[tuple[int, int, int]]) -> None:
+    """Requests and expected piece headers framed a run at a time are byte for byte what
+    encoding each block gives, and a batch with a block outside its piece is still refused."""
+    wire, _ = _wide_pair()
+    headers = b"".join(struct.pack(">IBII", 9 + length, 7, index, begin) for index, begin, length in keys)
+    assert wire.expected_headers(keys) == headers
+    valid = all(0 < length <= 16384 and begin + length <= WIDE.piece_size(index) and begin >= 0 for index, begin, length in keys)
+    if not valid:
+        with pytest.raises(LocalError):
+            wire.send_requests(keys)
+        assert not wire.requests_out
+        return
+    one, _ = _wide_pair()
+    assert wire.send_requests(keys) == b"".join(one.send(m.Request(*key)) for key in keys)
+    assert list(wire.requests_out) == list(one.requests_out)
+
+
+def test_whole_blocks_past_the_short_last_piece_are_refused() -> None:
+    """The last piece is 5 000 bytes: a whole 16 KiB block there is past its end, even inside
+    a run that frames from the template up to that point."""
+    last = WIDE.num_pieces - 1
+    for bad in ([(last, 0, 16384)], [(last, 16384, 16384)], [(last - 1, 15 * 16384, 16384), (last, 0, 16384)]):
+        wire, _ = _wide_pair()
+        with pytest.raises(LocalError, match="past the end"):
+            wire.send_requests(bad)
+        assert not wire.requests_out

@@ -19,8 +19,8 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import repeat
-from operator import add
+from itertools import groupby, repeat
+from operator import add, itemgetter
 from typing import Final
 
 from p2pdist import bencode
@@ -130,6 +130,7 @@ class PeerWire:
         self.allowed_fast_in: set[int] = set()  # pieces the peer lets us request while choked
         self.allowed_fast_out: set[int] = set()  # pieces we let the peer request while choked
         self._layout: Layout | None = None
+        self._request_template = self._header_template = b""  # see _frame_whole_blocks
         self._buf = bytearray(0)
         self._view = memoryview(self._buf)  # of _buf, which only ever changes by same-size writes
         self._start = 0
@@ -152,6 +153,11 @@ class PeerWire:
         self._num_pieces = layout.num_pieces
         self._piece_length = layout.piece_length
         self._last_piece_size = layout.piece_size(layout.num_pieces - 1)
+        self._request_template = self._header_template = b""
+        if layout.piece_length % BLOCK_SIZE == 0:
+            starts = range(0, layout.piece_length, BLOCK_SIZE)
+            self._request_template = b"".join([_REQUEST.pack(13, 6, 0, begin, BLOCK_SIZE) for begin in starts])
+            self._header_template = b"".join([_PIECE_HEADER.pack(9 + BLOCK_SIZE, 7, 0, begin) for begin in starts])
         bitfield_len = (layout.num_pieces + 7) // 8
         self.max_message = max(9 + self.limits.max_request_length, 1 + bitfield_len, 2 + self.limits.max_extension_payload)
         capacity = max(256 * 1024, 2 * (self.max_message + 4))
@@ -415,8 +421,43 @@ class PeerWire:
         keys = keys if isinstance(keys, list) else list(keys)
         if not keys:
             return b""
+        framed = self._frame_whole_blocks(keys, self._header_template, _PIECE_HEADER.size)
+        if framed is not None:
+            return framed
         indices, begins, lengths = zip(*keys)
         return b"".join(map(_PIECE_HEADER.pack, map((9).__add__, lengths), repeat(7), indices, begins))
+
+    def _frame_whole_blocks(self, keys: list[BlockKey], template: bytes, size: int) -> bytes | None:
+        """Messages for ``keys`` framed from ``template`` (those of every block of piece 0),
+        when the keys are runs of consecutive whole blocks of full-size pieces: per run, a
+        slice of the template and the piece index patched into bytes 5-8 of each message
+        (the same place in a request and in a piece header). None when a key is anything else,
+        and the caller packs each message; so both ways check the same bounds.
+
+        A refill asks for a few whole pieces at a time and a scatter read expects runs of them:
+        a slice per run instead of a ``pack`` per block.
+        """
+        if not template:
+            return None
+        full_pieces = self._num_pieces - (self._last_piece_size != self._piece_length)
+        per_piece = self._piece_length // BLOCK_SIZE
+        parts: list[bytes | bytearray] = []
+        for index, group in groupby(keys, key=itemgetter(0)):
+            run = list(group)
+            count = len(run)
+            begin = run[0][1]
+            first, offset = divmod(begin, BLOCK_SIZE)
+            if not 0 <= index < full_pieces or offset or first < 0 or first + count > per_piece:
+                return None
+            if list(map(itemgetter(1), run)) != list(range(begin, begin + count * BLOCK_SIZE, BLOCK_SIZE)):
+                return None
+            if list(map(itemgetter(2), run)) != [BLOCK_SIZE] * count:
+                return None
+            chunk = bytearray(template[first * size : (first + count) * size])
+            for position, byte in enumerate(index.to_bytes(4, "big"), 5):
+                chunk[position::size] = bytes((byte,)) * count
+            parts.append(chunk)
+        return b"".join(parts)
 
     def place(self, key: BlockKey) -> None:
         """A piece message for ``key`` arrived whole outside the buffer and its header matched
@@ -695,6 +736,11 @@ class PeerWire:
             raise LocalError("request while choked by the peer")
         if not blocks:
             return b""
+        framed = self._frame_whole_blocks(blocks, self._request_template, _REQUEST.size)
+        if framed is not None:
+            self.requests_out.update(dict.fromkeys(blocks))
+            self._described = True
+            return framed
         # Bounds checked on the batch's extremes (C-level min/max), and block by block only
         # when those could hide a bad one: a batch is a few whole pieces, 16 KiB per block.
         indices, begins, lengths = zip(*blocks)
