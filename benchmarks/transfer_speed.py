@@ -132,6 +132,11 @@ def main() -> None:
         "median_leech_cpu_ratio": statistics.median(cpu_ratios),
         "p2pdist_mb_s": statistics.median(row["p2pdist"]["mb_s"] for row in rows),
         "libtorrent_mb_s": statistics.median(row["libtorrent"]["mb_s"] for row in rows),
+        # How many pairs meet each goal: with this much drift a median alone can hide a coin toss.
+        "pairs_throughput_at_least_1": sum(ratio >= 1 for ratio in ratios),
+        "pairs_leech_cpu_at_most_1": sum(ratio <= 1 for ratio in cpu_ratios),
+        "p2pdist_leech_cpu_per_gib": statistics.median(row["p2pdist"]["leech_cpu_per_gib"] for row in rows),
+        "libtorrent_leech_cpu_per_gib": statistics.median(row["libtorrent"]["leech_cpu_per_gib"] for row in rows),
     }
     if args.null:
         summary["p2pdist_null_mb_s"] = statistics.median(row["p2pdist-null"]["mb_s"] for row in rows)
@@ -139,8 +144,11 @@ def main() -> None:
     args.json.write_text(json.dumps(summary, indent=2))
     print(
         f"transfer {args.size_mib} MiB: p2pdist {summary['p2pdist_mb_s']:.0f} MB/s, libtorrent {summary['libtorrent_mb_s']:.0f} MB/s, "
-        f"ratio per pair {', '.join(f'{r:.2f}' for r in ratios)} (median {summary['median_throughput_ratio']:.2f}); "
-        f"leecher CPU p2pdist/libtorrent median {summary['median_leech_cpu_ratio']:.2f}"
+        f"ratio per pair {', '.join(f'{r:.2f}' for r in ratios)} (median {summary['median_throughput_ratio']:.2f}; "
+        f"{summary['pairs_throughput_at_least_1']} of {len(rows)} pairs >= 1.0)\n"
+        f"leecher CPU p2pdist {summary['p2pdist_leech_cpu_per_gib']:.2f} s/GiB, libtorrent {summary['libtorrent_leech_cpu_per_gib']:.2f} s/GiB, "
+        f"ratio per pair {', '.join(f'{r:.2f}' for r in cpu_ratios)} (median {summary['median_leech_cpu_ratio']:.2f}; "
+        f"{summary['pairs_leech_cpu_at_most_1']} of {len(rows)} pairs <= 1.0)"
     )
 
 
