@@ -17,11 +17,11 @@ block arrives, never on a piece being hashed.
 Reads are coalesced on fast links: after a read that found less than a whole plan waiting,
 the reader stops watching the socket for ``COALESCE_SECONDS`` so the next read finds about a
 plan's worth. Much of a read's cost is per read, not per byte (planning the slots, checking
-the headers, settling the blocks, the refill): at loopback speed this halves the reads per GiB
-and cuts the leecher's main thread by about a tenth. The pause is a couple of milliseconds of
-data (the kernel's receive buffer holds it; the peer has a pipeline of requests to answer), and
-it only follows reads of at least ``FAST_READ`` bytes, so slow links and small messages never
-wait on it.
+the headers, settling the blocks, the refill): at loopback speed this halves the reads per
+GiB and cuts the leecher's CPU by about 8 % (docs/benchmark-engine.md). The pause is a couple
+of milliseconds of data (the kernel's receive buffer holds it; the peer has a pipeline of
+requests to answer), and it only follows reads of at least ``FAST_READ`` bytes, so slow links
+and small messages never wait on it.
 
 POSIX only (``recvmsg_into``); the reader uses a duplicate of the socket's descriptor while the
 transport's own reading is paused, and the transport keeps writing and closing.
