@@ -103,3 +103,28 @@ async def test_one_torrent_writes_one_piece_at_a_time(workers: PieceWorkers) -> 
     assert first.most_writing == 1 and second.most_writing == 1
     for index in pieces:
         assert await first.read_block(index, 0, 1) == piece_of(info, data, index)[:1]
+
+
+async def test_a_cancelled_submit_still_records_what_the_worker_did() -> None:
+    """The caller gives up on a piece while it waits for a worker: the worker still verifies and
+    writes it, and ``have`` and the pending set follow what is on disk, not the caller."""
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    pool = PieceWorkers(1, name="test-cancel")
+    try:
+        storage = MemoryStorage(info, piece_workers=pool)
+        await storage.start()
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        busy = pool.submit(loop, release.wait, 5)  # the only worker is busy
+        given_up = storage.submit_piece(0, piece_of(info, data, 0))
+        given_up.cancel()
+        release.set()
+        await busy
+        assert await pool.submit(loop, lambda: "after") == "after"  # the piece's job ran before this one
+        await asyncio.sleep(0)
+        assert storage.have[0]
+        assert not storage._pending_snapshot()
+        assert await storage.read_block(0, 0, 4) == piece_of(info, data, 0)[:4]
+    finally:
+        pool.shutdown()

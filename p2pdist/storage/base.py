@@ -200,7 +200,8 @@ class Storage(abc.ABC):
     def submit_piece(self, index: int, data: bytes | bytearray | memoryview) -> asyncio.Future[bool]:
         """``put_piece`` as a future, for callers that settle pieces in a done-callback rather
         than a task per piece (the engine's receive path). ``have`` and the pending set are
-        updated when the worker is done, before any callback added to the returned future."""
+        updated when the worker is done, before any callback added to the returned future, and
+        also when that future was cancelled meanwhile."""
         self._check_ready()
         loop = asyncio.get_running_loop()
         size = self.layout.piece_size(index)
@@ -212,12 +213,12 @@ class Storage(abc.ABC):
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B")
         already = self.have[index]
-        future = self._piece_workers.submit(loop, self._verify_and_store, index, view, already)
-        future.add_done_callback(functools.partial(self._stored, index))
-        return future
+        return self._piece_workers.submit(loop, self._verify_and_store, index, view, already, on_done=functools.partial(self._stored, index))
 
-    def _stored(self, index: int, future: asyncio.Future[bool]) -> None:
-        if not future.cancelled() and future.exception() is None and future.result() and not self._closed:
+    def _stored(self, index: int, error: BaseException | None, verified: object) -> None:
+        """The worker is done with piece ``index`` (on the loop, before the caller hears of it,
+        and even if the caller cancelled): the bit and the pending set follow the disk."""
+        if error is None and verified and not self._closed:
             self.have.set(index)
             if self._verified_meanwhile is not None:
                 self._verified_meanwhile.add(index)

@@ -19,17 +19,25 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
+Done = Callable[[BaseException | None, Any], None]
+_Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...], Done | None]
 
 
-def _resolve(future: asyncio.Future[Any], result: object) -> None:
-    if not future.done():
-        future.set_result(result)
+def _settle(future: asyncio.Future[Any], on_done: Done | None, error: BaseException | None, result: object) -> None:
+    """On the caller's loop: the submitter's own bookkeeping first, then the caller's future.
 
-
-def _reject(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
+    ``on_done`` runs whether or not the caller still waits: what the job did on disk must be
+    recorded even when the future was cancelled meanwhile.
+    """
+    try:
+        if on_done is not None:
+            on_done(error, result)
+    finally:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
 
 class PieceWorkers:
@@ -46,12 +54,15 @@ class PieceWorkers:
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
-    def submit(self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Run ``function(*args)`` on a worker; the returned future settles on ``loop``."""
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any, on_done: Done | None = None
+    ) -> asyncio.Future[Any]:
+        """Run ``function(*args)`` on a worker; the returned future settles on ``loop``, right
+        after ``on_done(error, result)`` runs there (even if the future was cancelled)."""
         if len(self._threads) < self.count:
             self._start()
         future = loop.create_future()
-        self._jobs.put((loop, future, function, args))
+        self._jobs.put((loop, future, function, args, on_done))
         return future
 
     def _start(self) -> None:
@@ -64,18 +75,18 @@ class PieceWorkers:
     def _work(self) -> None:
         get = self._jobs.get
         while (job := get()) is not None:
-            loop, future, function, args = job
+            loop, future, function, args, on_done = job
+            error: BaseException | None = None
+            result: Any = None
             try:
                 result = function(*args)
-            except BaseException as error:  # handed to the caller, like an executor would
-                settle, value = _reject, error
-            else:
-                settle, value = _resolve, result
+            except BaseException as exc:  # handed to the caller, like an executor would
+                error = exc
             try:
-                loop.call_soon_threadsafe(settle, future, value)
+                loop.call_soon_threadsafe(_settle, future, on_done, error, result)
             except RuntimeError:
                 pass  # the loop is closed: nobody is waiting for this piece any more
-            del job, future, args, value
+            del job, future, args, on_done, error, result
 
     def shutdown(self) -> None:
         """Stop the threads once the queued jobs are done (tests; the process-wide pool lives on)."""
