@@ -656,6 +656,16 @@ PickerMachine.TestCase.settings = settings(
 TestPickerMachine = PickerMachine.TestCase
 
 
+def _assert_same_ledger(picker: PiecePicker, reference: PiecePicker) -> None:
+    """Both consistent, and alike in what is left, who was asked ("a", "b") and who sent what."""
+    for each in (picker, reference):
+        each.check_invariants()
+    assert picker.remaining_blocks == reference.remaining_blocks
+    assert picker.requested_from("a") == reference.requested_from("a")
+    assert picker.requested_from("b") == reference.requested_from("b")
+    assert [picker.senders(i) for i in range(6)] == [reference.senders(i) for i in range(6)]
+
+
 def _normalized(answer: object) -> object:
     return None if answer is None else (answer[0], list(answer[1]))  # type: ignore[index]
 
@@ -696,12 +706,7 @@ def test_take_blocks_answers_as_take_block_one_by_one(case: tuple[int, list[int]
     blocks = [(index, begin, bytes(length)) for index, begin, length in run]
     expected = [_normalized(one_by_one.take_block("a", index, begin, len(data))) for index, begin, data in blocks]
     assert [_normalized(answer) for answer in batched.take_blocks("a", blocks)] == expected
-    for picker in (one_by_one, batched):
-        picker.check_invariants()
-    assert batched.remaining_blocks == one_by_one.remaining_blocks
-    assert batched.requested_from("a") == one_by_one.requested_from("a")
-    assert batched.requested_from("b") == one_by_one.requested_from("b")
-    assert [batched.senders(i) for i in range(6)] == [one_by_one.senders(i) for i in range(6)]
+    _assert_same_ledger(batched, one_by_one)
 
 
 @st.composite
@@ -752,12 +757,7 @@ def test_take_sole_run_answers_as_take_blocks(case: tuple[int, list[int], list[i
         keys.insert(min(position, len(keys)), key)
     expected = [_normalized(answer) for answer in one_by_one.take_blocks("a", [(i, b, bytes(n)) for i, b, n in keys])]
     assert [_normalized(answer) for answer in bulk.take_sole_run("a", keys)] == expected
-    for picker in (one_by_one, bulk):
-        picker.check_invariants()
-    assert bulk.remaining_blocks == one_by_one.remaining_blocks
-    assert bulk.requested_from("a") == one_by_one.requested_from("a")
-    assert bulk.requested_from("b") == one_by_one.requested_from("b")
-    assert [bulk.senders(i) for i in range(6)] == [one_by_one.senders(i) for i in range(6)]
+    _assert_same_ledger(bulk, one_by_one)
     every_block = [block for i in range(6) for block in bulk_layout_blocks(i)]
     assert [bulk.block_state(block) for block in every_block] == [one_by_one.block_state(block) for block in every_block]
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pdist.errors import LocalError, ProtocolError
-from p2pdist.metainfo import Layout
+from p2pdist.metainfo import Layout, Metainfo
 from p2pdist.wire import messages as m
 from p2pdist.wire.codec import NEED_DATA, PeerWire, PieceRun, RequestRun, WireLimits
 from tests.support.torrents import make_torrent
@@ -18,9 +18,9 @@ _, META = make_torrent({"a.bin": bytes(100_000)}, single=True, name="a.bin", pie
 LAYOUT = Layout(META.info)
 
 
-def _pair(**options: object) -> tuple[PeerWire, PeerWire]:
-    a = PeerWire(peer_id=b"A" * 20, info_hash=META.info_hash, layout=LAYOUT, **options)  # type: ignore[arg-type]
-    b = PeerWire(peer_id=b"B" * 20, info_hash=META.info_hash, layout=LAYOUT, **options)  # type: ignore[arg-type]
+def _pair(meta: Metainfo = META, layout: Layout = LAYOUT, **options: object) -> tuple[PeerWire, PeerWire]:
+    a = PeerWire(peer_id=b"A" * 20, info_hash=meta.info_hash, layout=layout, **options)  # type: ignore[arg-type]
+    b = PeerWire(peer_id=b"B" * 20, info_hash=meta.info_hash, layout=layout, **options)  # type: ignore[arg-type]
     b.receive_data(a.handshake())
     a.receive_data(b.handshake())
     assert isinstance(a.next_event(), m.Handshake) and isinstance(b.next_event(), m.Handshake)
@@ -274,15 +274,7 @@ WIDE = Layout(WIDE_META.info)
 
 
 def _wide_pair() -> tuple[PeerWire, PeerWire]:
-    a = PeerWire(peer_id=b"A" * 20, info_hash=WIDE_META.info_hash, layout=WIDE)
-    b = PeerWire(peer_id=b"B" * 20, info_hash=WIDE_META.info_hash, layout=WIDE)
-    b.receive_data(a.handshake())
-    a.receive_data(b.handshake())
-    assert isinstance(a.next_event(), m.Handshake) and isinstance(b.next_event(), m.Handshake)
-    a.receive_data(b.send(m.HaveAll()) + b.send(m.Unchoke()))
-    while a.next_event() is not NEED_DATA:
-        pass
-    return a, b
+    return _pair(WIDE_META, WIDE)
 
 
 @st.composite

@@ -119,8 +119,7 @@ class DirectReader:
 
     def _coalesce(self) -> None:
         self.coalesced += 1
-        self.loop.remove_reader(self._fd)
-        self.reading = False
+        self.stop()
         self._coalescing = self.loop.call_later(COALESCE_SECONDS, self._end_coalescing)
 
     def _end_coalescing(self) -> None:

@@ -105,7 +105,6 @@ class Torrent:
         self._failures: dict[Address, int] = {}
         self.banned: set[str] = set()
         self._partial: dict[int, bytearray] = {}
-        self._slot_views: dict[int, list[memoryview]] = {}  # see _make_slot_views
         self._buffer_views: dict[int, list[memoryview]] = {}  # id(buffer) -> its block views
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
         self._own_claims: set[int] = set()  # pieces we said we fetch from the web seed
@@ -183,7 +182,6 @@ class Torrent:
             task.cancel()
         for conn in list(self.peers):
             conn.close("torrent stopped")
-        self._slot_views.clear()
         self._buffer_views.clear()
         self._buffer_pool.clear()
         if self._tasks:
@@ -610,19 +608,17 @@ class Torrent:
         del keys[picker.sole_requests(conn, keys, limit) :]
         slots: list[memoryview] = []
         for index, run in groupby(keys, key=itemgetter(0)):
-            views = self._slot_views.get(index)
-            if views is None:
-                views = self._make_slot_views(index)
+            views = self._block_views(index)
             slots += map(views.__getitem__, map(floordiv, map(itemgetter(1), run), repeat(BLOCK_SIZE)))
         return keys, slots
 
-    def _make_slot_views(self, index: int) -> list[memoryview]:
+    def _block_views(self, index: int) -> list[memoryview]:
         """A view of each block of piece ``index``'s buffer, for scatter reads.
 
         Made once per buffer, not per planned read or per piece: buffers come back from the
         pool, and so do their views (``_buffer_views``, keyed by ``id(buffer)``; the views keep
         the buffer alive, so the id cannot be reused while its entry exists). An entry goes
-        when its buffer leaves for good (``_drop_buffer``) and with the torrent (``stop``).
+        when ``_recycle`` does not keep its buffer, and with the torrent (``stop``).
         """
         buffer = self._partial.get(index)
         if buffer is None:
@@ -632,12 +628,7 @@ class Torrent:
             view = memoryview(buffer)
             starts = range(0, len(buffer), BLOCK_SIZE)
             views = self._buffer_views[id(buffer)] = list(map(view.__getitem__, map(slice, starts, map(BLOCK_SIZE.__add__, starts))))
-        self._slot_views[index] = views
         return views
-
-    def _drop_buffer(self, buffer: bytearray) -> None:
-        """``buffer`` is not coming back to the pool: forget its views so it can be freed."""
-        self._buffer_views.pop(id(buffer), None)
 
     def _received(self, conn: PeerConnection, run: Sequence[object], got: int, wasted: int) -> None:
         """Counters, snub state, slow start and the refill, once per run."""
@@ -694,7 +685,6 @@ class Torrent:
         return got, wasted
 
     def _start_piece(self, index: int) -> bytearray:
-        self._slot_views.pop(index, None)
         buffer = self._partial[index] = self._new_buffer(index)
         if self.first_block_at is None:
             self.first_block_at = time.monotonic()
@@ -708,11 +698,10 @@ class Torrent:
                 other.write(other.wire.send(m.Cancel(dup.index, dup.begin, dup.length)))
         if done:
             del self._partial[index]
-            self._slot_views.pop(index, None)
             try:
                 stored = self.storage.submit_piece(index, buffer)
             except StorageError as exc:
-                self._drop_buffer(buffer)
+                self._recycle(buffer)
                 self._storage_failed(index, exc)
                 return
             stored.add_done_callback(functools.partial(self._piece_stored, index, buffer))
@@ -734,12 +723,20 @@ class Torrent:
         return bytearray(size)
 
     def _recycle(self, buffer: bytearray) -> None:
-        # Up to 32 MiB of spare buffers: enough for the pieces waiting on the hash thread at
-        # full speed, so steady state allocates nothing.
-        if len(buffer) == self.info.piece_length and len(self._buffer_pool) * len(buffer) < POOL_BYTES:
+        """Every buffer the torrent is done with comes here: back to the pool, or forgotten
+        (with its block views) so it can be freed.
+
+        Up to 32 MiB of spare buffers: enough for the pieces waiting on the hash thread at full
+        speed, so steady state allocates nothing. A stopped torrent keeps none.
+        """
+        if (
+            self.state is not TorrentState.STOPPED
+            and len(buffer) == self.info.piece_length
+            and len(self._buffer_pool) * len(buffer) < POOL_BYTES
+        ):
             self._buffer_pool.append(buffer)
         else:
-            self._drop_buffer(buffer)
+            self._buffer_views.pop(id(buffer), None)
 
     def _throttle_download(self, conn: PeerConnection, size: int) -> None:
         self._download.charge(size)
@@ -756,7 +753,7 @@ class Torrent:
         that failed before (smart-ban evidence to compare) and completion go on in a task.
         """
         if self.state is TorrentState.STOPPED or stored.cancelled():
-            self._drop_buffer(buffer)
+            self._recycle(buffer)
             return
         picker = self.picker
         assert picker is not None
@@ -766,7 +763,7 @@ class Torrent:
                 if not isinstance(error, StorageError):
                     log.error("%s: verifying piece %d failed", self.info.name, index, exc_info=error)
                     error = StorageError(f"internal error: {error}")
-                self._drop_buffer(buffer)
+                self._recycle(buffer)
                 self._storage_failed(index, error)  # type: ignore[arg-type]
                 return
             ok = stored.result()

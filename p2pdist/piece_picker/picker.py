@@ -98,6 +98,21 @@ _TAKEN_LAST: tuple[bool, tuple[()]] = (True, ())
 _new_block = partial(tuple.__new__, Block)
 
 
+def _sole_run(piece: _Piece, peer: Hashable, run: tuple[tuple[int, int, int], ...]) -> tuple[int, int] | None:
+    """Block numbers ``(first, last)`` when ``run`` (keys of ``piece``) is its blocks
+    ``first..last-1`` exactly, in order and each asked of ``peer`` alone; else None.
+
+    Two C-level comparisons for the whole run: the keys against the piece's own blocks
+    (aligned, consecutive, canonical lengths) and who was asked (a block has requesters exactly
+    while it is REQUESTED, so this also says none is received yet).
+    """
+    first = run[0][1] // BLOCK_SIZE
+    last = first + len(run)
+    if first >= 0 and run == piece.blocks[first:last] and piece.requesters[first:last] == [(peer,)] * len(run):
+        return first, last
+    return None
+
+
 class PickerError(LocalError):
     """The engine asked about a peer the picker does not know, or a piece out of range."""
 
@@ -551,28 +566,18 @@ class PiecePicker:
         run is checked with two C-level comparisons (the blocks, who was asked) instead of a
         step per block; a run that fails them is walked block by block.
         """
-        pieces = self._pieces
-        solo = (peer,)
         count = 0
         for index, group in groupby(islice(blocks, limit), key=itemgetter(0)):
-            piece = pieces.get(index)
+            piece = self._pieces.get(index)
             if piece is None:
                 break
             run = tuple(group)
-            size = len(run)
-            first = run[0][1] // BLOCK_SIZE
-            last = first + size
-            if (
-                first >= 0
-                and run == piece.blocks[first:last]
-                # asked of this peer alone; a block has requesters exactly while REQUESTED
-                and piece.requesters[first:last] == [solo] * size
-            ):
-                count += size
+            if _sole_run(piece, peer, run) is not None:
+                count += len(run)
                 continue
             sole = self._sole_prefix(peer, piece, run)
             count += sole
-            if sole < size:
+            if sole < len(run):
                 break
         return count
 
@@ -627,30 +632,25 @@ class PiecePicker:
         Anything else (a gap, a block no longer sole) goes through the per-block update.
         """
         answers: list[tuple[bool, Sequence[tuple[Hashable, Block]]] | None] = []
-        state_of_peer = self._peers.get(peer)
-        solo = (peer,)
         for index, group in groupby(keys, key=itemgetter(0)):
             run = tuple(group)
-            count = len(run)
             piece = self._pieces.get(index)
-            first = run[0][1] // BLOCK_SIZE
-            last = first + count
-            if (
-                piece is not None
-                and state_of_peer is not None
-                and first >= 0
-                and run == piece.blocks[first:last]  # aligned, in order, canonical lengths
-                and piece.requesters[first:last] == [solo] * count  # so REQUESTED
-            ):
-                piece.requesters[first:last] = [None] * count
-                piece.state[first:last] = _RECEIVED_BYTE * count
-                piece.received += count
-                piece.senders[first:last] = [peer] * count
-                self._remaining -= count
-                answers.extend(repeat(TAKEN, count - 1))
-                answers.append(_TAKEN_LAST if piece.received == len(piece.blocks) else TAKEN)
-            else:
-                answers.extend(self.take_blocks(peer, [(i, begin, range(length)) for i, begin, length in run]))
+            if piece is None:
+                answers.extend(repeat(None, len(run)))
+                continue
+            span = _sole_run(piece, peer, run)
+            if span is None:
+                answers.extend([self._take(piece, peer, begin, length) for _, begin, length in run])
+                continue
+            first, last = span
+            count = last - first
+            piece.requesters[first:last] = [None] * count
+            piece.state[first:last] = _RECEIVED_BYTE * count
+            piece.received += count
+            piece.senders[first:last] = [peer] * count
+            self._remaining -= count
+            answers.extend(repeat(TAKEN, count - 1))
+            answers.append(_TAKEN_LAST if piece.received == len(piece.blocks) else TAKEN)
         return answers
 
     def _take(self, piece: _Piece, peer: Hashable, begin: int, length: int) -> tuple[bool, Sequence[tuple[Hashable, Block]]] | None:

@@ -15,6 +15,7 @@ peer sends; our own misuse of ``send`` is a ``LocalError`` that records nothing.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -88,6 +89,19 @@ class WireLimits:
     max_allowed_fast: int = 256
 
 
+@functools.lru_cache(maxsize=8)
+def _piece_templates(piece_length: int) -> tuple[bytes, bytes]:
+    """The requests and the piece headers for every block of piece 0 (see
+    ``PeerWire._frame_whole_blocks``); empty when blocks do not tile the piece. Made once per
+    piece length, not per connection."""
+    if piece_length % BLOCK_SIZE:
+        return b"", b""
+    starts = range(0, piece_length, BLOCK_SIZE)
+    requests = b"".join([_REQUEST.pack(13, 6, 0, begin, BLOCK_SIZE) for begin in starts])
+    headers = b"".join([_PIECE_HEADER.pack(9 + BLOCK_SIZE, 7, 0, begin) for begin in starts])
+    return requests, headers
+
+
 class PeerWire:
     """One peer connection's wire protocol state."""
 
@@ -153,11 +167,7 @@ class PeerWire:
         self._num_pieces = layout.num_pieces
         self._piece_length = layout.piece_length
         self._last_piece_size = layout.piece_size(layout.num_pieces - 1)
-        self._request_template = self._header_template = b""
-        if layout.piece_length % BLOCK_SIZE == 0:
-            starts = range(0, layout.piece_length, BLOCK_SIZE)
-            self._request_template = b"".join([_REQUEST.pack(13, 6, 0, begin, BLOCK_SIZE) for begin in starts])
-            self._header_template = b"".join([_PIECE_HEADER.pack(9 + BLOCK_SIZE, 7, 0, begin) for begin in starts])
+        self._request_template, self._header_template = _piece_templates(layout.piece_length)
         bitfield_len = (layout.num_pieces + 7) // 8
         self.max_message = max(9 + self.limits.max_request_length, 1 + bitfield_len, 2 + self.limits.max_extension_payload)
         capacity = max(256 * 1024, 2 * (self.max_message + 4))
@@ -736,13 +746,17 @@ class PeerWire:
             raise LocalError("request while choked by the peer")
         if not blocks:
             return b""
-        framed = self._frame_whole_blocks(blocks, self._request_template, _REQUEST.size)
-        if framed is not None:
-            self.requests_out.update(dict.fromkeys(blocks))
-            self._described = True
-            return framed
-        # Bounds checked on the batch's extremes (C-level min/max), and block by block only
-        # when those could hide a bad one: a batch is a few whole pieces, 16 KiB per block.
+        out = self._frame_whole_blocks(blocks, self._request_template, _REQUEST.size)
+        if out is None:
+            out = self._pack_requests(blocks)
+        # Recorded only once every block passed, so a refused batch records nothing.
+        self.requests_out.update(dict.fromkeys(blocks))
+        self._described = True
+        return out
+
+    def _pack_requests(self, blocks: list[BlockKey]) -> bytes:
+        """``send_requests``' framing for any batch: bounds checked on the batch's extremes
+        (C-level min/max), and block by block only when those could hide a bad one."""
         indices, begins, lengths = zip(*blocks)
         last = self._num_pieces - 1
         if min(indices) < 0 or max(indices) > last or min(lengths) <= 0 or max(lengths) > self.limits.max_request_length or min(begins) < 0:
@@ -753,11 +767,7 @@ class PeerWire:
             for index, begin, length in blocks:
                 if begin + length > (last_size if index == last else piece_length):
                     raise LocalError(f"request past the end of piece {index}")
-        out = b"".join(map(_REQUEST.pack, repeat(13), repeat(6), indices, begins, lengths))
-        # Recorded only once every block passed, so a refused batch records nothing.
-        self.requests_out.update(dict.fromkeys(blocks))
-        self._described = True
-        return out
+        return b"".join(map(_REQUEST.pack, repeat(13), repeat(6), indices, begins, lengths))
 
     def piece_header(self, index: int, begin: int, length: int) -> bytes:
         """Header for a piece message whose data the caller writes separately (no join copy)."""
