@@ -115,7 +115,8 @@ class Demo:
             torrent = self._create_and_publish(share, server_url, dp_url)
             pcs = await self._start_agents(server_url, key_hex)
             _say(f"[sms] running the program on {len(pcs)} PCs; 'not ready' answers are retried every {self.args.retry_interval:g} s")
-            await asyncio.wait_for(asyncio.gather(*(self._install(pc, index) for index, pc in enumerate(pcs))), self.args.timeout)
+            async with asyncio.timeout(self.args.timeout):
+                await asyncio.gather(*(self._install(pc, index) for index, pc in enumerate(pcs)))
             await self._collect(pcs)
             self._report(pcs, payload_size, torrent, time.monotonic() - started)
             return 0 if all(pc.result and pc.result.succeeded for pc in pcs) else 1

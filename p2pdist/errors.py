@@ -9,6 +9,12 @@ Every parser of remote bytes lets only its documented ``RemoteError`` subclass e
 from __future__ import annotations
 
 
+def one_line(text: object, limit: int = 500) -> str:
+    """An error's text as one bounded line: remote words (a tracker's reason) may hold anything."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class P2pdistError(Exception):
     """Root of every error p2pdist raises on purpose; ``exit_code`` is what a CLI returns."""
 

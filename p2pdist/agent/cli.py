@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 
 from p2pdist.agent.addresses import parse_host_port
+from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.agent.runtime import run
 from p2pdist.agent.session import Session
 from p2pdist.agent.settings import EngineSettings
@@ -99,9 +98,11 @@ def _resume_path(directory: Path, meta: Metainfo) -> Path:
 
 
 def _logging(verbose: bool) -> None:
+    """Verbose: every peer's story, time-stamped. Else only warnings, one plain line each
+    (a tracker that refuses us, a web seed that fails), as the command's own messages."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else "p2pdist: %(message)s",
         stream=sys.stderr,
     )
 
@@ -130,48 +131,63 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 async def _swarm(meta: Metainfo, storage: FileStorage, settings: EngineSettings, peers: list[tuple[str, int]], args: argparse.Namespace, *, download: bool) -> int:
+    loop = asyncio.get_running_loop()
+    # get --timeout bounds the whole run: checking old data, the download and the goodbye.
+    deadline = loop.time() + args.timeout if download and args.timeout > 0 else None
     session = Session(settings)
     await session.start()
     http: aiohttp.ClientSession | None = None
     tracker: TrackerClient | None = None
     tracker_task: asyncio.Task[None] | None = None
+    torrent: Torrent | None = None
     bar = _progress(meta, quiet=args.quiet)
-    started = time.monotonic()
     try:
         try:
-            torrent = await session.add_torrent(meta, storage)
-        except StorageError as exc:
-            raise OutputError(str(exc)) from None
-        if not download and not torrent.completed.is_set():
-            missing = meta.info.num_pieces - torrent.have.count
-            raise InputError(f"{args.directory}: data does not match the torrent ({missing} of {meta.info.num_pieces} pieces missing or wrong)")
-        if meta.trackers and not args.no_tracker:
-            connector = aiohttp.TCPConnector(local_addr=(settings.bind_host, 0) if settings.bind_host else None)
-            http = aiohttp.ClientSession(connector=connector)
-            tracker = TrackerClient(torrent, http, port=session.port)
-            tracker_task = asyncio.ensure_future(tracker.run())
-        torrent.add_peer_addresses(peers)
-        if not args.quiet:
-            print(f"p2pdist: {meta.info.name} ({meta.info_hash_hex}) listening on port {session.port}", file=sys.stderr)
-        if download:
-            code = await _wait_complete(torrent, bar, args.timeout, started)
-            if code == 0 and args.seed_after > 0:
-                await _wait_seeding(torrent, args.seed_after)
-            return code
-        await _wait_seeding(torrent, args.duration or None)
-        return 0
+            async with asyncio.timeout_at(deadline):
+                try:
+                    torrent = await session.add_torrent(meta, storage)
+                except StorageError as exc:
+                    raise OutputError(str(exc)) from None
+                if not download and not torrent.completed.is_set():
+                    missing = meta.info.num_pieces - torrent.have.count
+                    raise InputError(f"{args.directory}: data does not match the torrent ({missing} of {meta.info.num_pieces} pieces missing or wrong)")
+                if meta.trackers and not args.no_tracker:
+                    connector = aiohttp.TCPConnector(local_addr=(settings.bind_host, 0) if settings.bind_host else None)
+                    http = aiohttp.ClientSession(connector=connector)
+                    tracker = TrackerClient(torrent, http, port=session.port)
+                    tracker_task = asyncio.ensure_future(tracker.run())
+                torrent.add_peer_addresses(peers)
+                if not args.quiet:
+                    print(f"p2pdist: {meta.info.name} ({meta.info_hash_hex}) listening on port {session.port}", file=sys.stderr)
+                if download:
+                    await _wait_complete(torrent, bar)
+                    if not args.quiet:
+                        print(f"p2pdist: {meta.info.name} complete: {meta.info.total_length} bytes verified", file=sys.stderr)
+                    if args.seed_after > 0:
+                        await wait_event(torrent.stopped, args.seed_after)
+                else:
+                    await wait_event(torrent.stopped, args.duration or None)
+                return 0
+        except TimeoutError:
+            print(f"p2pdist: error: download incomplete after {args.timeout:g} s ({_progress_line(torrent)})", file=sys.stderr)
+            return EXIT_INCOMPLETE
     finally:
         if bar is not None:
             bar.close()
         if tracker_task is not None:
-            tracker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tracker_task
+            await stop_tasks([tracker_task], owner="tracker")
         if tracker is not None:
-            await tracker.stop()
+            await tracker.stop(timeout=5.0 if deadline is None else min(5.0, deadline - loop.time()))
         if http is not None:
             await http.close()
         await session.close()
+
+
+def _progress_line(torrent: Torrent | None) -> str:
+    if torrent is None:
+        return "still checking the data on disk"
+    done = torrent.info.total_length - torrent.left
+    return f"{done * 100 // max(1, torrent.info.total_length)}% verified, {len(torrent.peers)} peers"
 
 
 def _progress(meta: Metainfo, *, quiet: bool):  # type: ignore[no-untyped-def]
@@ -182,21 +198,13 @@ def _progress(meta: Metainfo, *, quiet: bool):  # type: ignore[no-untyped-def]
     return tqdm(total=meta.info.total_length, unit="B", unit_scale=True, unit_divisor=1024, desc=meta.info.name[:30], file=sys.stderr)
 
 
-async def _wait_complete(torrent: Torrent, bar, timeout: float, started: float) -> int:  # type: ignore[no-untyped-def]
+async def _wait_complete(torrent: Torrent, bar) -> None:  # type: ignore[no-untyped-def]
+    """Until every piece is verified and the files carry their final names."""
     shown = 0
     while not torrent.completed.is_set():
         if torrent.state is TorrentState.ERROR:
             raise LocalError(f"download failed: {torrent.error}")
-        if timeout and time.monotonic() - started > timeout:
-            done = torrent.info.total_length - torrent.left
-            print(
-                f"p2pdist: error: download incomplete after {timeout:.0f} s "
-                f"({done * 100 // torrent.info.total_length}% verified, {len(torrent.peers)} peers)",
-                file=sys.stderr,
-            )
-            return EXIT_INCOMPLETE
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(torrent.completed.wait(), timeout=0.25)
+        await wait_event(torrent.completed, 0.25)
         if bar is not None:
             done = torrent.info.total_length - torrent.left
             bar.update(done - shown)
@@ -205,9 +213,3 @@ async def _wait_complete(torrent: Torrent, bar, timeout: float, started: float) 
         raise LocalError(f"download failed: {torrent.error}")
     if bar is not None:
         bar.update(torrent.info.total_length - shown)
-    return 0
-
-
-async def _wait_seeding(torrent: Torrent, duration: float | None) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(torrent.stopped.wait(), timeout=duration)

@@ -42,6 +42,7 @@ from typing import Any
 
 import aiohttp
 
+from p2pdist.aio import stop_tasks
 from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
@@ -52,7 +53,7 @@ from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
 from p2pdist.agent.tracker_client import TrackerClient
 from p2pdist.agent.webseed import WebSeed
-from p2pdist.errors import OutputError, P2pdistError
+from p2pdist.errors import OutputError, P2pdistError, one_line
 from p2pdist.metainfo import Metainfo, normalize_package_id
 from p2pdist.storage.base import StorageError
 from p2pdist.storage.files import FileStorage
@@ -99,10 +100,6 @@ def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())[:500]
 
 
 @dataclass
@@ -224,14 +221,10 @@ class Agent:
         if self._closing:
             return
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, owner="agent")
         packages = list(self.packages.values())
+        await stop_tasks([task for package in packages for task in package.tasks], owner="agent")
         for package in packages:
-            for task in package.tasks:
-                task.cancel()
-            await asyncio.gather(*package.tasks, return_exceptions=True)
             package.tasks = []
         stops = [p.tracker.stop(timeout=3.0) for p in packages if p.tracker is not None and p.torrent is not None]
         if stops:
@@ -240,8 +233,9 @@ class Agent:
         for package in packages:
             self._flush(package)
         if self.http is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._report_all(), timeout=2.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._report_all()
             await self.http.close()
         if self.state is not None:
             self.state.close()
@@ -406,9 +400,7 @@ class Agent:
     async def _stop_locked(self, package: Package, *, announce: bool) -> None:
         """Take the package out of the session, folding its counters into the row."""
         tasks, package.tasks = package.tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks, owner=package.row.package_id)
         torrent = package.torrent
         if torrent is None:
             return

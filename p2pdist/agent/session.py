@@ -14,6 +14,7 @@ import random
 import time
 
 from p2pdist import __version__
+from p2pdist.aio import stop_tasks
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import TokenBucket
 from p2pdist.agent.settings import EngineSettings
@@ -134,7 +135,7 @@ class Session:
 
     async def close(self) -> None:
         if self._reaper is not None:
-            self._reaper.cancel()
+            await stop_tasks([self._reaper], owner="session")
         if self._server is not None:
             self._server.close()
         for conn in list(self._pending):

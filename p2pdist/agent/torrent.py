@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
 
+from p2pdist.aio import stop_tasks
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
@@ -178,14 +179,11 @@ class Torrent:
         if self.state is TorrentState.STOPPED:
             return
         self.state = TorrentState.STOPPED
-        for task in list(self._tasks):
-            task.cancel()
         for conn in list(self.peers):
             conn.close("torrent stopped")
         self._buffer_views.clear()
         self._buffer_pool.clear()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, owner=self.info.name)
         try:
             await self.storage.save_resume()
         except StorageError as exc:
@@ -306,11 +304,9 @@ class Torrent:
         conn = PeerConnection(wire, self, outbound=True, address=address)
         local_addr = (self.settings.bind_host, 0) if self.settings.bind_host else None
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: conn, address[0], address[1], local_addr=local_addr),
-                timeout=self.settings.connect_timeout,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await loop.create_connection(lambda: conn, address[0], address[1], local_addr=local_addr)
+        except (OSError, TimeoutError) as exc:
             failures = self._failures.get(address, 0) + 1
             self._failures[address] = failures
             self._candidates[address] = time.monotonic() + min(300.0, 5.0 * 2**failures)

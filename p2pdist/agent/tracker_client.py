@@ -5,6 +5,16 @@ One loop per torrent: ``started`` first, then a re-announce every interval the t
 reached or refuses is retried with exponential backoff (15 s up to 30 min, or its BEP 31
 ``retry in``); meanwhile the torrent keeps serving the peers it already knows. Within a tier the
 tracker that answered moves to the front, as BEP 12 says.
+
+A tracker that *refuses* (a ``failure reason``, an HTTP error status, an unreadable answer) is
+told apart from one that cannot be *reached*: the first is a decision to show the user, the
+second a network fault. Each new outcome is logged once as a warning; repeats of the same one
+go to the debug log, so a tracker that refuses for a day writes one line, not one per retry.
+
+The announce URL is sent exactly as encoded: every byte of the info-hash and peer id outside
+the unreserved set is percent-encoded (BEP 3), and the HTTP client is told not to re-encode it,
+since re-normalising puts sub-delimiters such as ``$`` back as raw bytes and stock trackers
+(opentracker) answer those with HTTP 400.
 """
 
 from __future__ import annotations
@@ -16,10 +26,12 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
+from p2pdist.aio import wait_event
 from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
-from p2pdist.errors import RemoteError
+from p2pdist.errors import RemoteError, one_line
 from p2pdist.tracker.announce import (
     MAX_RESPONSE_BYTES,
     AnnounceRequest,
@@ -35,14 +47,34 @@ MIN_BACKOFF = 15.0
 MAX_BACKOFF = 1800.0
 
 
-class TrackerUnreachable(RemoteError):
-    """No tracker of the torrent answered."""
+class AnnounceFailed(RemoteError):
+    """No tracker of the torrent took the announce; ``refused`` when one answered with a no."""
+
+    def __init__(self, message: str, *, refused: bool, retry_in: int | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
+        self.retry_in = retry_in
+
+
+class TrackerRefused(AnnounceFailed):
+    """A tracker answered, and its answer was a refusal (its reason, or an HTTP error status)."""
+
+    def __init__(self, message: str, retry_in: int | None = None) -> None:
+        super().__init__(message, refused=True, retry_in=retry_in)
+
+
+class TrackerUnreachable(AnnounceFailed):
+    """No tracker of the torrent answered at all."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, refused=False)
 
 
 @dataclass
 class TrackerStatus:
     last_success: float | None = None
     last_error: str | None = None
+    refused: bool = False
     next_announce: float = 0.0
     peers_received: int = 0
     complete: int = 0
@@ -101,34 +133,42 @@ class TrackerClient:
         """One announce through the tiers; the first tracker that answers wins."""
         if not self.tiers:
             raise TrackerUnreachable("torrent names no tracker")
-        errors: list[str] = []
+        refusals: list[str] = []
+        faults: list[str] = []
         retry_in: int | None = None
         for tier in self.tiers:
             for position, url in enumerate(list(tier)):
                 try:
                     response = await self._announce_one(url, self._request(event))
                 except TrackerFailure as exc:
-                    errors.append(f"{url}: {exc.reason}")
+                    refusals.append(f"{url} refused: {one_line(exc.reason)}")
                     retry_in = exc.retry_in if exc.retry_in is not None else retry_in
                     continue
-                except (RemoteError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    errors.append(f"{url}: {exc or type(exc).__name__}")
+                except TrackerRefused as exc:
+                    refusals.append(f"{url} refused: {one_line(str(exc))}")
+                    continue
+                except RemoteError as exc:  # an answer that is not an announce response
+                    refusals.append(f"{url} refused: unreadable answer: {one_line(str(exc))}")
+                    continue
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    faults.append(f"{url} unreachable: {_reason(exc)}")
                     continue
                 tier.insert(0, tier.pop(position))
                 return response
-        error = TrackerUnreachable("; ".join(errors))
-        error.retry_in = retry_in  # type: ignore[attr-defined]
-        raise error
+        if refusals:
+            raise TrackerRefused("; ".join(refusals + faults), retry_in)
+        raise TrackerUnreachable("; ".join(faults))
 
     async def _announce_one(self, url: str, request: AnnounceRequest) -> AnnounceResponse:
-        full = build_announce_url(url, request)
+        # The torrent's URL normalised once, then our own encoding appended and sent verbatim.
+        full = URL(build_announce_url(str(URL(url)), request), encoded=True)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with self.http.get(full, timeout=timeout, allow_redirects=False) as reply:
             if reply.status != 200:
-                raise TrackerUnreachable(f"HTTP {reply.status}")
+                raise TrackerRefused(f"HTTP {reply.status} {reply.reason or ''}".rstrip())
             body = await read_capped(reply.content, MAX_RESPONSE_BYTES)
             if body is None:
-                raise TrackerUnreachable("response too large")
+                raise TrackerRefused(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
         return parse_announce_response(body)
 
     async def run(self) -> None:
@@ -137,20 +177,21 @@ class TrackerClient:
             event, self._pending_event = self._pending_event, ""
             try:
                 response = await self.announce(event)
-            except TrackerUnreachable as exc:
+            except AnnounceFailed as exc:
                 self._failures += 1
                 delay = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (self._failures - 1))
-                retry_in = getattr(exc, "retry_in", None)
-                if retry_in:
-                    delay = max(delay, float(retry_in))
-                self.status.last_error = str(exc)
+                if exc.retry_in:
+                    delay = max(delay, float(exc.retry_in))
                 if event:
                     self._pending_event = event  # say it again next time
-                log.warning("%s: tracker unreachable, retrying in %.0f s: %s", self.torrent.info.name, delay, exc)
+                self._note_failure(exc, delay)
             else:
                 self._failures = 0
+                if self.status.last_error is not None:
+                    log.warning("%s: tracker answered again", self.torrent.info.name)
                 self.status.last_success = time.time()
                 self.status.last_error = response.warning
+                self.status.refused = False
                 self.status.peers_received += len(response.peers)
                 self.status.complete = response.complete
                 self.status.incomplete = response.incomplete
@@ -159,18 +200,34 @@ class TrackerClient:
                 delay = float(max(response.interval, response.min_interval or 0, 5))
             self.status.next_announce = time.time() + delay
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, delay)
             if self.torrent.state is TorrentState.STOPPED:
                 return
 
+    def _note_failure(self, exc: AnnounceFailed, delay: float) -> None:
+        """Record the failure; log it as a warning only when it differs from the last one."""
+        text = str(exc)
+        level = logging.DEBUG if text == self.status.last_error else logging.WARNING
+        what = "tracker refused the announce" if exc.refused else "tracker unreachable"
+        log.log(level, "%s: %s (retrying in %.0f s): %s", self.torrent.info.name, what, delay, text)
+        self.status.last_error = text
+        self.status.refused = exc.refused
+
     async def stop(self, timeout: float = 5.0) -> None:
         """Tell the trackers we leave (best effort, bounded in time)."""
-        if self.status.last_success is None:
+        if self.status.last_success is None or timeout <= 0:
             return
         try:
-            await asyncio.wait_for(self.announce("stopped"), timeout=timeout)
-        except (TrackerUnreachable, asyncio.TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.announce("stopped")
+        except (AnnounceFailed, TimeoutError):
             pass
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a network fault; a bare timeout has no text of its own."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    return one_line(str(exc)) or type(exc).__name__

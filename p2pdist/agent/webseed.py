@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from p2pdist.aio import stop_tasks
 from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.metainfo import Layout, Metainfo
@@ -173,14 +174,11 @@ class WebSeed:
             self._last_pick = asyncio.get_running_loop().time()
             workers = [asyncio.ensure_future(self._worker()) for _ in range(self.parallel)]
             workers.append(asyncio.ensure_future(self._watch_peers()))
-            await asyncio.wait(
-                [asyncio.ensure_future(torrent.completed.wait()), asyncio.ensure_future(torrent.stopped.wait()), *workers],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            workers.append(asyncio.ensure_future(torrent.completed.wait()))
+            workers.append(asyncio.ensure_future(torrent.stopped.wait()))
+            await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await stop_tasks(workers, owner=torrent.info.name)
             if torrent.picker is not None:
                 torrent.picker.remove_peer(self)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from p2pdist.errors import P2pdistError, UsageError
+from p2pdist.errors import P2pdistError, UsageError, one_line
 from p2pdist.wrapper import gate
 from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE, RETRY_DEFAULT
 from p2pdist.wrapper.log import LogRecord, default_log_path, write_record
@@ -94,7 +94,7 @@ async def _prepare(
                 timing=timing,
             )
     except (P2pdistError, OSError) as exc:
-        return gate.NotReady(f"agent unavailable: {gate.one_line(str(exc)) or type(exc).__name__}")
+        return gate.NotReady(f"agent unavailable: {one_line(str(exc)) or type(exc).__name__}")
 
 
 async def _release(opener: Opener, invocation: Invocation, lease: str, timing: gate.Timing) -> str | None:
@@ -102,7 +102,7 @@ async def _release(opener: Opener, invocation: Invocation, lease: str, timing: g
         async with opener(invocation) as control:
             return await gate.release(control, lease, timing=timing)
     except (P2pdistError, OSError) as exc:
-        return f"lease not released ({gate.one_line(str(exc))}); the agent ends it when this process exits"
+        return f"lease not released ({one_line(str(exc))}); the agent ends it when this process exits"
 
 
 def invoke(
@@ -142,7 +142,7 @@ def invoke(
         _say(reason)
         return logger.write("interrupted", retry, package=package_id, program=program, reason=reason)
     except Exception as exc:  # the last line of defence: one line and a distinct code, never a traceback
-        reason = f"internal error: {type(exc).__name__}: {gate.one_line(str(exc))}"
+        reason = f"internal error: {type(exc).__name__}: {one_line(str(exc))}"
         _say(reason)
         return logger.write("internal", EXIT_INTERNAL, package=package_id, program=program, reason=reason)
 

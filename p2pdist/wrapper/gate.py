@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from p2pdist.errors import P2pdistError
+from p2pdist.errors import P2pdistError, one_line
 
 T = TypeVar("T")
 
@@ -69,15 +69,12 @@ class Unanswered(Exception):
 
 async def _call(what: str, call: Awaitable[T], timeout: float) -> T:
     try:
-        return await asyncio.wait_for(call, timeout)
+        async with asyncio.timeout(timeout):
+            return await call
     except TimeoutError:
         raise Unanswered(what, f"no answer from the agent within {timeout:g} s") from None
     except (P2pdistError, OSError) as exc:
         raise Unanswered(what, one_line(str(exc)) or type(exc).__name__) from None
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _size(size: object) -> str:

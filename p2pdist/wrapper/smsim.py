@@ -116,7 +116,8 @@ async def _run_once(
     )
     timed_out = False
     try:
-        returncode = await asyncio.wait_for(process.wait(), max_run_time)
+        async with asyncio.timeout(max_run_time):
+            returncode = await process.wait()
     except TimeoutError:
         timed_out = True
         with contextlib.suppress(ProcessLookupError):

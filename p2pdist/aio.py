@@ -1,0 +1,55 @@
+"""Waiting and stopping in asyncio the same way everywhere, correct on Python 3.11.
+
+On 3.11 ``asyncio.wait_for`` loses a ``cancel()`` that arrives in the loop iteration in which the
+awaited future completes (CPython gh-86296; 3.12 rebuilt ``wait_for`` on ``asyncio.timeout``).
+The task told to stop carries on, and whoever awaits it waits for ever: that is how ``p2pdist
+get`` once sat idle after a complete download, its tracker loop woken by ``completed`` in the
+very iteration it was cancelled. So p2pdist never calls ``wait_for`` (a test keeps it so):
+bounded waits go through ``asyncio.timeout``, which is correct on 3.11, or through the helpers
+here, and every owner of background tasks stops them with ``stop_tasks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+log = logging.getLogger("p2pdist.aio")
+
+STOP_BOUND = 10.0
+"""Seconds a cancelled task gets to finish its clean-up before its owner goes on without it."""
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """True once ``event`` is set, False if ``timeout`` seconds pass first (None: no limit)."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, bound: float = STOP_BOUND, owner: str = "") -> None:
+    """Cancel ``tasks`` and wait until they end, at most ``bound`` seconds.
+
+    Their results and errors are consumed (a task that failed was logged where it failed, or
+    is logged here); a task still running after ``bound`` is logged and left behind rather than
+    holding its owner's shutdown for ever. A cancellation of the caller itself propagates.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    done, pending = await asyncio.wait(tasks, timeout=bound)
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.debug("%s: task %s ended with %r while stopping", owner or "p2pdist", task.get_name(), error)
+    if pending:
+        names = ", ".join(sorted(task.get_name() for task in pending))
+        log.error("%s: %d task(s) still running %.0f s after they were cancelled: %s", owner or "p2pdist", len(pending), bound, names)

@@ -1,0 +1,133 @@
+"""The engine's tracker client against real HTTP trackers on 127.0.0.1: what goes on the wire,
+how refusals differ from faults, and that it stops when told, whatever it is doing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from p2pdist.agent.session import Session
+from p2pdist.agent.settings import EngineSettings
+from p2pdist.agent.torrent import Torrent
+from p2pdist.agent.tracker_client import TrackerClient, TrackerRefused, TrackerUnreachable
+from p2pdist.storage.memory import MemoryStorage
+from tests.support.torrents import make_torrent, random_bytes
+from tests.support.trackers import ANSWER, HANG, HTTP_ERROR, REFUSAL, REFUSE, ScriptedTracker, closed_port
+
+UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+FILES = {"setup.msi": random_bytes(70_000, seed=31)}
+
+
+def every_byte_in_twenties(offset: int = 0) -> list[bytes]:
+    """13 strings of 20 bytes that hold each of the 256 byte values at least once."""
+    values = [(offset + i) % 256 for i in range(260)]
+    return [bytes(values[i : i + 20]) for i in range(0, 260, 20)]
+
+
+def percent_encoded(data: bytes) -> str:
+    """BEP 3's encoding of a binary field: every byte outside the unreserved set as %XX."""
+    return "".join(chr(b) if b in UNRESERVED else f"%{b:02X}" for b in data)
+
+
+def query_field(target: str, name: str) -> str:
+    fields = dict(part.split("=", 1) for part in urlsplit(target).query.split("&"))
+    return fields[name]
+
+
+@contextlib.asynccontextmanager
+async def announcing(url: str, *, info_hash: bytes | None = None, peer_id: bytes | None = None) -> AsyncIterator[tuple[Torrent, TrackerClient]]:
+    """A seeding torrent in a session and its tracker client for ``url`` (not yet running)."""
+    raw, meta = make_torrent(FILES, name="PS100031", trackers=((url,),))
+    if info_hash is not None:
+        meta = dataclasses.replace(meta, info_hash=info_hash)
+    session = Session(EngineSettings(listen_host="127.0.0.1"), peer_id=peer_id, rng=random.Random(1))
+    await session.start()
+    http = aiohttp.ClientSession()
+    try:
+        torrent = await session.add_torrent(meta, MemoryStorage.from_data(meta.info, b"".join(FILES.values())))
+        yield torrent, TrackerClient(torrent, http, port=session.port, timeout=5.0, rng=random.Random(2))
+    finally:
+        await http.close()
+        await session.close()
+
+
+async def test_announces_carry_every_byte_of_info_hash_and_peer_id_percent_encoded() -> None:
+    with ScriptedTracker(ANSWER) as tracker:
+        pairs = list(zip(every_byte_in_twenties(), every_byte_in_twenties(offset=7)))
+        for info_hash, peer_id in pairs:
+            async with announcing(tracker.url, info_hash=info_hash, peer_id=peer_id) as (_, client):
+                await client.announce("started")
+        targets = tracker.wait_requests(len(pairs))
+    for (info_hash, peer_id), target in zip(pairs, targets):
+        assert query_field(target, "info_hash") == percent_encoded(info_hash)
+        assert query_field(target, "peer_id") == percent_encoded(peer_id)
+
+
+async def test_a_refusal_is_told_apart_from_a_tracker_that_is_down() -> None:
+    with ScriptedTracker(REFUSE) as refusing, ScriptedTracker(HTTP_ERROR) as erring:
+        async with announcing(refusing.url) as (_, client):
+            with pytest.raises(TrackerRefused, match=REFUSAL):
+                await client.announce("started")
+        async with announcing(erring.url) as (_, client):
+            with pytest.raises(TrackerRefused, match="HTTP 400"):
+                await client.announce("started")
+    async with announcing(f"http://127.0.0.1:{closed_port()}/announce") as (_, client):
+        with pytest.raises(TrackerUnreachable, match="unreachable"):
+            await client.announce("started")
+
+
+async def test_the_same_refusal_again_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="p2pdist.tracker_client")
+    with ScriptedTracker(REFUSE) as tracker:
+        async with announcing(tracker.url) as (_, client):
+            task = asyncio.ensure_future(client.run())
+            try:
+                async with asyncio.timeout(30):
+                    while client.status.last_error is None:  # then it sleeps in its back-off
+                        await asyncio.sleep(0.01)
+                    client._wake.set()  # retry now instead of after the back-off
+                    while len(caplog.records) < 2:
+                        await asyncio.sleep(0.01)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "refused" in warnings[0] and REFUSAL in warnings[0], warnings
+    assert client.status.refused
+
+
+async def test_run_ends_when_cancelled_as_completed_wakes_it() -> None:
+    """Python 3.11's wait_for lost exactly this cancel, and `p2pdist get` never exited."""
+    with ScriptedTracker(ANSWER) as tracker:
+        async with announcing(tracker.url) as (torrent, client):
+            task = asyncio.ensure_future(client.run())
+            await asyncio.to_thread(tracker.wait_requests, 1)
+            async with asyncio.timeout(30):
+                while client.status.last_success is None:
+                    await asyncio.sleep(0.01)
+            for callback in torrent._listeners:  # what the torrent does on completion
+                callback("completed")
+            task.cancel()  # ... and, in the same loop iteration, the owner stops the client
+            async with asyncio.timeout(30):
+                await asyncio.gather(task, return_exceptions=True)
+            assert task.cancelled()
+
+
+@pytest.mark.parametrize("mode", [HANG, REFUSE])
+async def test_run_ends_when_cancelled_mid_announce_or_in_back_off(mode: str) -> None:
+    with ScriptedTracker(mode) as tracker:
+        async with announcing(tracker.url) as (_, client):
+            task = asyncio.ensure_future(client.run())
+            await asyncio.to_thread(tracker.wait_requests, 1)
+            task.cancel()
+            async with asyncio.timeout(30):
+                await asyncio.gather(task, return_exceptions=True)
+            assert task.cancelled()
