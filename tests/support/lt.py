@@ -11,7 +11,9 @@ import pytest
 lt = pytest.importorskip("libtorrent")
 
 
-def session(*, port: int = 0, host: str = "127.0.0.1") -> "lt.session":
+def session(*, port: int = 0, host: str = "127.0.0.1", announce: bool = False) -> "lt.session":
+    """A plain libtorrent session on ``host``; ``announce``: it talks to the torrents' trackers
+    from ``host`` and gives up on its goodbye announce after a second."""
     settings = {
         "listen_interfaces": f"{host}:{port}",
         "enable_dht": False,
@@ -24,7 +26,15 @@ def session(*, port: int = 0, host: str = "127.0.0.1") -> "lt.session":
         "in_enc_policy": lt.enc_policy.disabled,
         "alert_mask": 0,
     }
+    if announce:
+        settings.update({"outgoing_interfaces": host, "stop_tracker_timeout": 1, "announce_to_all_tiers": True})
     return lt.session(settings)
+
+
+async def close(holder: list["lt.session"]) -> None:
+    """Destroy the session that only ``holder`` refers to, off the event loop: its destructor
+    waits for the goodbye announces, which may go to a tracker served by this very loop."""
+    await asyncio.to_thread(holder.clear)
 
 
 def add(ses: "lt.session", torrent: bytes, save_path: Path, *, seed_mode: bool = False) -> "lt.torrent_handle":

@@ -95,9 +95,9 @@ def closed_port() -> int:
 class OpenTracker:
     """Debian's opentracker on 127.0.0.1 in whitelist mode, for the info-hashes given."""
 
-    def __init__(self, info_hashes: Iterable[bytes]) -> None:
+    def __init__(self, info_hashes: Iterable[bytes], port: int | None = None) -> None:
         self.info_hashes = list(info_hashes)
-        self.port = closed_port()
+        self.port = port or closed_port()
         self.url = f"http://127.0.0.1:{self.port}/announce"
         self._root = Path(tempfile.mkdtemp(prefix="p2pdist-ot-"))
         self._process: subprocess.Popen[bytes] | None = None
@@ -160,6 +160,7 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def opentracker(info_hashes: Iterable[bytes]) -> Iterator[OpenTracker]:
-    with OpenTracker(info_hashes) as tracker:
+def opentracker(info_hashes: Iterable[bytes], port: int | None = None) -> Iterator[OpenTracker]:
+    """opentracker serving ``info_hashes``, on ``port`` (one the torrents already name) or any."""
+    with OpenTracker(info_hashes, port) as tracker:
         yield tracker
