@@ -37,7 +37,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     get.add_argument("torrent", type=Path, help=".torrent file")
     get.add_argument("-o", "--output", type=Path, required=True, help="download folder")
     get.add_argument("--seed-after", type=float, default=0.0, metavar="SECONDS", help="keep seeding this long after completing")
-    get.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS", help="give up after this long (0: never)")
+    get.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS", help="give up after this long, checking and the goodbye to the tracker included (0: never)")
     _common(get)
     get.set_defaults(handler=_get)
 
