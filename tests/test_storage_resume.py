@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_storage_helpers import MULTI_FILES, disk_truth, make_torrent, piece_of
@@ -20,13 +22,16 @@ from test_storage_helpers import MULTI_FILES, disk_truth, make_torrent, piece_of
 from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info, Layout, encode_torrent
 from p2pdist.storage import FileStorage
+from p2pdist.storage.base import StorageError
 from p2pdist.storage.resume import (
     MISSING,
     RACY_NS,
     FileState,
     ResumeData,
+    data_files,
     decode_resume,
     encode_resume,
+    file_state,
     layout_fingerprint,
     plan_start,
 )
@@ -64,23 +69,77 @@ async def test_matching_resume_is_trusted_without_rehashing(tmp_path: Path) -> N
     have, progress = await restart(info, tmp_path / "dl", resume)
     assert have == {0, 1, 5, 6} and hashed(progress) == 0
 
-    # Same size and mtime but different bytes: resume data is trusted (the wrapper re-checks a
-    # package before it runs); this shows start() really skipped the hashing.
+    # Same size and mtime but different bytes (the mtime put back after the edit): the change
+    # time moved, so the file's pieces are re-hashed and the edited one is dropped.
     path = tmp_path / "dl" / "pkg.part" / "a.bin"
     stat = path.stat()
     raw = bytearray(path.read_bytes())
     raw[3] ^= 1
     path.write_bytes(bytes(raw))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    have, _ = await restart(info, tmp_path / "dl", resume)
-    assert 0 in have
-
-    # A new mtime: only the pieces of that file are re-hashed, and the bad one is dropped.
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns and path.stat().st_size == stat.st_size
     have, progress = await restart(info, tmp_path / "dl", resume)
     assert have == {1, 5, 6}
     layout = Layout(info)
-    assert hashed(progress) == len(layout.pieces_of_file(0))
+    # Only that file's pieces, and of those only 0 and 1: piece 2 lies past the end of the
+    # partly written a.bin, so no hashing can make it good.
+    assert hashed(progress) == 2 and set(layout.pieces_of_file(0)) == {0, 1, 2}
+
+    # A file replaced by a copy with the same bytes, size and mtime is a new inode: re-hashed.
+    other = tmp_path / "dl" / "pkg.part" / "sub" / "deeper" / "c.bin"
+    shutil.copy2(other, other.with_name("copy"))
+    os.replace(other.with_name("copy"), other)
+    have, progress = await restart(info, tmp_path / "dl", resume)
+    # Hashed: a.bin's 0 and 1 (still suspect: nothing saved resume data since) and c.bin's
+    # readable 4, 5 and 6 (3 also touches the missing b.bin).
+    assert have == {1, 5, 6} and hashed(progress) == 5
+
+
+async def test_a_forged_resume_cannot_complete_a_short_package(tmp_path: Path) -> None:
+    """Resume data claiming every piece, a truncated file whose size and mtime it matches."""
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    layout = Layout(info)
+    resume = tmp_path / "resume"
+    await download(info, data, tmp_path, resume, list(range(info.num_pieces)))
+    victim = max(data_files(info), key=lambda i: info.files[i].length)
+    path = tmp_path / "pkg.part" / Path(*info.files[victim].path[1:])
+    cut = info.files[victim].length // 2
+    before = path.stat()
+    os.truncate(path, cut)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # an old mtime: not racy
+    old = decode_resume(resume.read_bytes(), info, layout_fingerprint(info))
+    assert old is not None
+    states = list(old.files)
+    states[victim] = file_state(path)  # the forger copies what stat says now
+    forged = ResumeData(old.fingerprint, old.root, Bitfield(info.num_pieces, range(info.num_pieces)), tuple(states), old.clock_ns, frozenset())
+    resume.write_bytes(encode_resume(forged))
+    storage = FileStorage(info, tmp_path, resume_path=resume)
+    have = await storage.start()
+    short = set(range((info.files[victim].offset + cut) // info.piece_length, layout.pieces_of_file(victim).stop))
+    assert short and not short & set(have), "pieces past the file's end were trusted"
+    assert not storage.complete
+    with pytest.raises(StorageError):
+        await storage.finish()
+    await storage.close()
+    assert not (tmp_path / "pkg").exists()
+
+
+async def test_finish_refuses_a_file_of_the_wrong_length(tmp_path: Path) -> None:
+    """Belt and braces: whatever was trusted, completion needs every file at its exact length."""
+    meta, data = make_torrent(MULTI_FILES)
+    info = meta.info
+    storage = FileStorage(info, tmp_path)
+    await storage.start()
+    for index in range(info.num_pieces):
+        await storage.put_piece(index, piece_of(info, data, index))
+    victim = max(data_files(info), key=lambda i: info.files[i].length)
+    path = tmp_path / "pkg.part" / Path(*info.files[victim].path[1:])
+    os.truncate(path, info.files[victim].length - 1)  # behind the storage's back
+    with pytest.raises(StorageError, match="the torrent says"):
+        await storage.finish()
+    await storage.close()
+    assert not (tmp_path / "pkg").exists()
 
 
 async def test_missing_file_drops_its_pieces_without_error(tmp_path: Path) -> None:
@@ -103,7 +162,7 @@ async def test_resume_of_another_torrent_or_garbage_means_recheck(tmp_path: Path
     assert truth == {0, 2}
     have, progress = await restart(info, tmp_path, resume, info_hash=b"\x01" * 20)
     assert have == truth and hashed(progress) > 0
-    for broken in (b"", b"garbage", good[:-1], good + b"e", good.replace(b"p2pdist-resume/1", b"p2pdist-resume/9"), b"d" * 10**6):
+    for broken in (b"", b"garbage", good[:-1], good + b"e", good.replace(b"p2pdist-resume/2", b"p2pdist-resume/9"), good.replace(b"p2pdist-resume/2", b"p2pdist-resume/1"), b"d" * 10**6):
         resume.write_bytes(broken)
         have, progress = await restart(info, tmp_path, resume)
         assert have == truth and hashed(progress) > 0

@@ -525,6 +525,7 @@ class FileStorage(Storage):
                         self._dirty.add(index)
             except OSError as error:
                 raise storage_error("complete", path, error) from error
+        self._check_lengths()
         self._sync_dirty(self._data_files if staged else None)
         self._sync_dirty()
         if not staged:
@@ -539,6 +540,21 @@ class FileStorage(Storage):
             except OSError as error:
                 raise storage_error("rename to final name", staging, error) from error
             self._root = b"final"
+
+    def _check_lengths(self) -> None:
+        """Every file at exactly its torrent length, or no completion: verified pieces cover
+        every byte, so a file of another length means a piece was trusted that should not be
+        (or the folder was edited), and the package must not become visible as complete."""
+        for index, entry in enumerate(self._files):
+            if entry.pad:
+                continue
+            path = self.file_path(index)
+            try:
+                size = os.stat(path).st_size
+            except OSError as error:
+                raise storage_error("complete", path, error) from error
+            if size != entry.length:
+                raise StorageError(f"cannot complete {self.info.name!r}: {path} has {size} bytes, the torrent says {entry.length}")
 
     async def finish(self) -> None:
         """All pieces verified: fsync, then rename ``.part`` to the final name; idempotent."""

@@ -2,16 +2,20 @@
 
 The file is bencoded::
 
-    {"format": "p2pdist-resume/1", "info": <20-byte info-hash or layout fingerprint>,
+    {"format": "p2pdist-resume/2", "info": <20-byte info-hash or layout fingerprint>,
      "root": "part" | "final", "pieces": <bitfield>, "clock": <ns before the stats>,
-     "files": [[size, mtime_ns], ...one per FileEntry, size -1 when missing],
+     "files": [[size, mtime_ns, ctime_ns, inode], ...one per FileEntry, size -1 when missing],
      "unsettled": [file indices with a piece write in flight at save time]}
 
-It is untrusted on the way back in: the size is bounded before reading, decoding is strict, and
-anything that does not match this torrent exactly means "no resume data" (a recheck), never an
-error. A claimed piece is trusted only if every file it touches has the recorded size and
-mtime; pieces touching any other file are re-hashed. Three rules make a kill -9 at any moment
-lose at most the pieces in flight (see ``FileStorage.save_resume`` for the ordering):
+It is evidence, not truth: the size is bounded before reading, decoding is strict, and anything
+that does not match this torrent exactly means "no resume data" (a recheck), never an error. A
+claimed piece is trusted only if every file it touches has the recorded size, mtime, change
+time and file identity, and lies wholly within the file as it is now; pieces touching any other
+file are re-hashed. The change time and the inode are what an edit cannot forge: restoring an
+edited file's mtime (``touch -d``) sets its ctime to now, and a replaced file is a new inode.
+(On Windows ``st_ctime`` is the creation time, which a replacement also changes; the cache's
+ACL keeps users from editing in place there.) Three rules make a kill -9 at any moment lose at
+most the pieces in flight (see ``FileStorage.save_resume`` for the ordering):
 
 * data is fsynced before the resume file that claims it is renamed into place;
 * a file with a piece write in flight while its state was recorded is "unsettled": never trusted;
@@ -33,17 +37,19 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.errors import P2pdistError
 from p2pdist.metainfo import Info, Layout
 
-FORMAT = b"p2pdist-resume/1"
+FORMAT = b"p2pdist-resume/2"
 RACY_NS = 50_000_000  # well above Linux's coarse timestamp tick (4-10 ms)
 ROOTS = (b"part", b"final")
 
 
 @dataclass(frozen=True)
 class FileState:
-    """A file's size and mtime; ``size == -1`` when it does not exist."""
+    """A file's size, mtime, change time and identity; ``size == -1`` when it does not exist."""
 
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
+    inode: int = 0
 
     @property
     def exists(self) -> bool:
@@ -75,7 +81,7 @@ def layout_fingerprint(info: Info) -> bytes:
 
 
 def max_resume_bytes(info: Info) -> int:
-    return 1024 + (info.num_pieces + 7) // 8 + 96 * len(info.files)
+    return 1024 + (info.num_pieces + 7) // 8 + 128 * len(info.files)
 
 
 def encode_resume(data: ResumeData) -> bytes:
@@ -86,7 +92,7 @@ def encode_resume(data: ResumeData) -> bytes:
             b"root": data.root,
             b"pieces": data.pieces.to_bytes(),
             b"clock": data.clock_ns,
-            b"files": [[state.size, state.mtime_ns] for state in data.files],
+            b"files": [[state.size, state.mtime_ns, state.ctime_ns, state.inode] for state in data.files],
             b"unsettled": sorted(data.unsettled),
         }
     )
@@ -99,7 +105,7 @@ def decode_resume(raw: bytes | None, info: Info, fingerprint: bytes) -> ResumeDa
     files_count = len(info.files)
     limits = bencode.Limits(
         max_depth=3,
-        max_tokens=32 + 4 * files_count,
+        max_tokens=32 + 6 * files_count,
         max_string=max(64, (info.num_pieces + 7) // 8),
         max_int_digits=20,
     )
@@ -119,12 +125,12 @@ def decode_resume(raw: bytes | None, info: Info, fingerprint: bytes) -> ResumeDa
             return None
         states = []
         for item in files_raw:
-            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) for v in item)):
+            if not (isinstance(item, list) and len(item) == 4 and all(isinstance(v, int) for v in item)):
                 return None
-            size, mtime = item
-            if size < -1 or mtime < 0:
+            size, mtime, ctime, inode = item
+            if size < -1 or mtime < 0 or ctime < 0 or inode < 0:
                 return None
-            states.append(FileState(size, mtime))
+            states.append(FileState(size, mtime, ctime, inode))
         if not isinstance(unsettled_raw, list) or not all(
             isinstance(v, int) and 0 <= v < files_count for v in unsettled_raw
         ):
@@ -142,11 +148,16 @@ def data_files(info: Info) -> list[int]:
 
 
 def unreadable_pieces(layout: Layout, states: Sequence[FileState], files: Iterable[int]) -> set[int]:
-    """Pieces that touch a missing file among ``files`` (they cannot verify)."""
+    """Pieces that touch a missing file among ``files``, or bytes past a short file's end:
+    they cannot verify, and no resume data may vouch for them."""
     missing: set[int] = set()
     for index in files:
-        if not states[index].exists:
+        state, entry = states[index], layout.files[index]
+        if not state.exists:
             missing.update(layout.pieces_of_file(index))
+        elif state.size < entry.length:
+            first_short = (entry.offset + state.size) // layout.piece_length
+            missing.update(range(first_short, layout.pieces_of_file(index).stop))
     return missing
 
 
@@ -184,7 +195,7 @@ def file_state(path: Path) -> FileState:
         return MISSING
     if not stat.S_ISREG(info.st_mode):
         return MISSING
-    return FileState(info.st_size, info.st_mtime_ns)
+    return FileState(info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 def fsync_directory(path: Path) -> None:
