@@ -54,7 +54,7 @@ from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, 
 from p2pdist.agent.tracker_client import TrackerClient
 from p2pdist.agent.webseed import WebSeed
 from p2pdist.errors import OutputError, P2pdistError, one_line
-from p2pdist.metainfo import Metainfo, normalize_package_id
+from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
 from p2pdist.storage.base import StorageError
 from p2pdist.storage.files import FileStorage
 
@@ -191,12 +191,38 @@ class Agent:
         connector = aiohttp.TCPConnector(local_addr=(bind, 0) if bind else None, limit=64)
         self.http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.settings.engine.client_name})
         self.leases = {row.lease: row for row in self.state.leases()}
+        if self.state.quarantined is not None:
+            self._rebuild_rows()
         for row in self.state.packages():
             self._restore(row)
         self._spawn(self._maintenance())
         log.info(
             "agent started: %d packages, peer port %d, cache %s", len(self.packages), self.session.port, self.settings.cache_dir
         )
+
+    def _rebuild_rows(self) -> None:
+        """After a damaged database was moved aside: one row per stored torrent that still
+        passes the trust check; storage then re-checks the cached data against it."""
+        assert self.state is not None
+        now = self.clock()
+        rebuilt = 0
+        for info_hash, data in self.state.torrent_files():
+            try:
+                identity = parse_metainfo(data).info.package
+                if identity is None:
+                    raise TorrentRefused("it names no package")
+                meta = check_torrent(data, self.keys, identity.package_id, identity.version)
+                if meta.info_hash_hex != info_hash:
+                    raise TorrentRefused("it belongs to another info-hash")
+            except (TorrentRefused, P2pdistError) as exc:
+                log.error("not rebuilding %s: %s", info_hash, exc)
+                self.state.forget_files(info_hash)
+                continue
+            self.state.save_package(
+                PackageRow(info_hash, identity.package_id, identity.version, meta.info.name, meta.info.total_length, added_at=now, last_advertised=now)
+            )
+            rebuilt += 1
+        log.warning("rebuilt %d packages from their stored torrents; their data is checked again", rebuilt)
 
     def _restore(self, row: PackageRow) -> None:
         assert self.state is not None

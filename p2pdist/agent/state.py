@@ -5,21 +5,33 @@ updates, never the database, and each write is a single small row, cheap enough 
 event loop. The signed ``.torrent`` files and the storage resume data live beside the database
 (``torrents/<info-hash>.torrent``, ``resume/<info-hash>.resume``), written temp -> fsync ->
 rename so a crash leaves the old file or the new one, never half of one.
+
+A database that SQLite finds damaged (not a database, malformed, failing its quick check) is
+moved aside as ``agent.sqlite3.damaged-<time>`` with its journal files, and a new one is made:
+the agent then rebuilds its rows from the signed torrents kept beside it, and storage re-checks
+the cached data against them. A damaged file never keeps the agent down, and nothing in it is
+trusted. A database that cannot be opened for other reasons (locked, no permission) is an error:
+moving it would not help.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from p2pdist.errors import LocalError, OutputError
 
+log = logging.getLogger("p2pdist.agent.state")
+
 SCHEMA_VERSION = 1
+DATABASE = "agent.sqlite3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packages (
@@ -144,15 +156,54 @@ class AgentState:
             self._lock_fd = lock_exclusively(self.state_dir / "agent.lock")
         except OSError as exc:
             raise OutputError(f"cannot use state folder {self.state_dir}: {exc.strerror}") from None
+        self.quarantined: Path | None = None  # where a damaged database was moved, if it was
         try:
-            self.db = sqlite3.connect(self.state_dir / "agent.sqlite3", isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            try:
+                self.db = self._open()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                self.quarantined = self._quarantine(exc)
+                self.db = self._open()
         except sqlite3.Error as exc:
             os.close(self._lock_fd)
             raise OutputError(f"cannot open the agent database in {self.state_dir}: {exc}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.state_dir / DATABASE, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            verdict = db.execute("PRAGMA quick_check").fetchone()
+            if verdict is None or verdict[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick check: {verdict[0] if verdict else 'no answer'}")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _quarantine(self, error: sqlite3.DatabaseError) -> Path:
+        """Move the damaged database and its journals aside; the new name."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = self.state_dir / f"{DATABASE}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            source = self.state_dir / f"{DATABASE}{suffix}"
+            if os.path.lexists(source):
+                os.replace(source, target.with_name(target.name + suffix))
+        log.error("the agent database was damaged (%s); moved it to %s and starting a new one", error, target)
+        return target
+
+    def torrent_files(self) -> list[tuple[str, bytes]]:
+        """(info-hash, bytes) of every stored torrent, for rebuilding the rows after a quarantine."""
+        found = []
+        for path in sorted(self.torrent_dir.glob("*.torrent")):
+            try:
+                found.append((path.stem, path.read_bytes()))
+            except OSError as exc:
+                log.warning("cannot read %s: %s", path, exc.strerror)
+        return found
 
     def close(self) -> None:
         self.db.close()
