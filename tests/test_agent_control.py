@@ -320,3 +320,42 @@ def test_status_table_and_bar() -> None:
     assert PackageStatus.from_json({**rows[0].to_json(), "new_field": 1}) == rows[0]
     with pytest.raises(ControlError):
         PackageStatus.from_json({"state": "complete"})
+
+
+async def test_verify_hashes_the_file_now_at_the_path_and_answers_in_bounded_time(tmp_path: Path) -> None:
+    """A cached file replaced by another (a new inode) is caught, though the agent held the old
+    one open; with ``verify_answer = 0`` every check is answered "checking" first."""
+    async with site_server(tmp_path / "server") as server:
+        package = make_package("PS100016", 1, 600_000, announce=server.url + "/announce", seed=22)
+        await publish(server, package.torrent)
+        with socket_dir() as sockets:
+            async with seeder(tmp_path / "seed", [package]):
+                settings = agent_settings(tmp_path, 6, server.url, sockets, verify_answer=0.0)
+                async with running_agent(settings) as (agent, client):
+                    await client.ensure("PS100016")
+                    done = await wait_state(client, "PS100016", "complete")
+                    # Just downloaded, every piece hashed on arrival: no second check needed.
+                    assert (await client.verify("PS100016")).state == "complete"
+                    # A touched file is checked again (its identity moved); that check leaves
+                    # the agent holding descriptors of the files it read.
+                    payload = Path(done.path) / "data" / "payload.bin"
+                    os.utime(payload)
+                    async with asyncio.timeout(60):
+                        while (answer := await client.verify("PS100016")).state == "checking":
+                            await asyncio.sleep(0.05)
+                    assert answer.state == "complete"
+                    forged = bytearray(payload.read_bytes())
+                    forged[5000] ^= 0xFF
+                    replacement = payload.with_name("replacement")
+                    replacement.write_bytes(bytes(forged))
+                    os.replace(replacement, payload)  # a new file at the path: what would run
+                    answer = await client.verify("PS100016")
+                    assert answer.state == "checking" and answer.path is None  # answered at once
+                    async with asyncio.timeout(60):
+                        while (answer := await client.verify("PS100016")).state == "checking":
+                            await asyncio.sleep(0.05)
+                    # The check found the forged byte and the agent fetched that piece again
+                    # (the old check hashed the deleted file through its descriptor and passed).
+                    repaired = await wait_state(client, "PS100016", "complete")
+                    assert read_package(Path(repaired.path), package) == package.data
+                    assert (await client.verify("PS100016")).state == "complete"

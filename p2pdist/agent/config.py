@@ -127,6 +127,9 @@ class AgentSettings:
     # and the peers it named are connected and described (a LAN needs well under a second).
     web_seed_grace: float = 10.0
     startup_concurrency: int = 2  # packages re-checked at once after a restart
+    # A verify before a run answers within this many seconds: done, or "checking" with its
+    # progress (the check goes on; the next call joins it), so SMS gets its retry code in time.
+    verify_answer: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.repository.startswith(("http://", "https://")):
@@ -136,6 +139,8 @@ class AgentSettings:
         for name in ("retry_interval", "report_interval", "flush_interval", "fetch_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.verify_answer < 0:
+            raise ValueError("verify_answer must be zero or more")
         if self.startup_concurrency < 1 or self.max_torrent_bytes < 1024:
             raise ValueError("startup_concurrency must be >= 1 and max_torrent_bytes >= 1024")
 

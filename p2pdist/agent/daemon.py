@@ -35,7 +35,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,9 @@ class Package:
     last_attempt: float = 0.0
     progress: float = 0.0
     reported: tuple[int, int, int, bool] | None = None
+    verified_as: tuple[object, ...] | None = None  # file identity when the last check passed
+    verify_job: asyncio.Task[None] | None = None
+    verify_progress: float = 0.0
 
     @property
     def key(self) -> str:
@@ -426,6 +429,7 @@ class Agent:
     async def _stop_locked(self, package: Package, *, announce: bool) -> None:
         """Take the package out of the session, folding its counters into the row."""
         tasks, package.tasks = package.tasks, []
+        package.verified_as = None
         await stop_tasks(tasks, owner=package.row.package_id)
         torrent = package.torrent
         if torrent is None:
@@ -447,6 +451,10 @@ class Agent:
             self._failed(package, torrent.error or "storage error")
 
     def _completed(self, package: Package) -> None:
+        if package.torrent is not None:
+            # Every piece was hashed on arrival: that is the check a run needs, for as long as
+            # the files keep the identity they have now.
+            self._spawn(self._note_checked(package, package.torrent))
         if package.row.completed_at is None:
             package.row.completed_at = self.clock()
             log.info("%s: complete", package.meta.info.package)
@@ -560,17 +568,54 @@ class Agent:
     # ------------------------------------------------------------------------ verify
 
     async def verify(self, package_id: str) -> PackageStatus:
-        """Re-hash every piece; a damaged package goes back to downloading to be repaired."""
+        """Check the package before a run; the answer comes within ``verify_answer`` seconds.
+
+        The check re-hashes every piece from the files at their paths and passes only if their
+        identity (size, mtime, change time, inode) did not move while it ran; it is not repeated
+        while the files keep that identity. A longer check goes on after the answer, which then
+        says ``checking`` with the check's progress; the next call joins it. A damaged package
+        goes back to downloading to be repaired.
+        """
         package = self._selected_package(self._package_id(package_id))
+        torrent = package.torrent
+        if package.state in (CHECKING, DOWNLOADING) and (package.verify_job is None or package.verify_job.done()):
+            return self.status_of(package)  # not complete: nothing to run, nothing to check yet
+        if package.state == COMPLETE and package.verified_as is not None and torrent is not None:
+            if await torrent.storage.file_identity() == package.verified_as:
+                return self.status_of(package)
+        job = package.verify_job
+        if job is None or job.done():
+            package.verify_progress = 0.0
+            job = package.verify_job = self._spawn(self._verify(package))
+        done, _ = await asyncio.wait({job}, timeout=self.settings.verify_answer)
+        if package.removed:
+            raise UnknownPackage(f"{package_id} is not in the cache")
+        if not done:
+            status = self.status_of(package)
+            return replace(status, state=CHECKING, progress=round(package.verify_progress, 4), path=None, completed_at=None)
+        return self.status_of(package)
+
+    async def _note_checked(self, package: Package, torrent: Torrent) -> None:
+        identity = await torrent.storage.file_identity()
+        if package.torrent is torrent and torrent.state is TorrentState.SEEDING:
+            package.verified_as = identity
+
+    async def _verify(self, package: Package) -> None:
         async with package.lock:
             if package.removed:
-                raise UnknownPackage(f"{package_id} is not in the cache")
+                return
+            package.verified_as = None
             torrent = package.torrent
             if torrent is not None and torrent.state in (TorrentState.SEEDING, TorrentState.DOWNLOADING):
-                have = await torrent.storage.recheck()
-                if have.all() and torrent.state is TorrentState.SEEDING:
-                    return self.status_of(package)
-                log.warning("%s: %d of %d pieces verify; repairing", package.meta.info.package, have.count, len(have))
+                storage = torrent.storage
+                before = await storage.file_identity()
+                have = await storage.recheck(lambda done, total: setattr(package, "verify_progress", done / total if total else 1.0))
+                after = await storage.file_identity()
+                if have.all() and torrent.state is TorrentState.SEEDING and before == after:
+                    package.verified_as = after
+                    return
+                why = "files changed while being checked" if before != after else f"{have.count} of {len(have)} pieces verify"
+                log.warning("%s: %s; repairing", package.meta.info.package, why)
                 await self._stop_locked(package, announce=False)
             else:
                 # Not running (error, or still checking): start over without resume data, so
@@ -579,7 +624,6 @@ class Agent:
                 assert self.state is not None
                 self.state.forget_resume(package.key)
             await self._start_locked(package)
-        return self.status_of(package)
 
     # ------------------------------------------------------------------------ leases
 

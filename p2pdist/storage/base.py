@@ -295,6 +295,10 @@ class Storage(abc.ABC):
             task.add_done_callback(settle)
         return await asyncio.shield(task)
 
+    async def file_identity(self) -> tuple[object, ...]:
+        """What says the files on disk are the ones checked: () where there are no files."""
+        return ()
+
     async def recheck(self, progress: Progress | None = None) -> Bitfield:
         """Hash every piece again on every core; ``have`` becomes exactly what verifies."""
         self._check_ready()

@@ -183,6 +183,12 @@ class _Handles:
             if len(self._open) <= self._limit:
                 return
 
+    def retire_all(self) -> None:
+        """Close every descriptor (those in use once released): the next read opens by path."""
+        with self._lock:
+            while self._open:
+                self._retire(self._open.popitem()[1])
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Retire every descriptor and hold off new opens (for the final rename)."""
@@ -348,8 +354,16 @@ class FileStorage(Storage):
         return self.have
 
     async def _recheck_candidates(self) -> set[int]:
+        # A recheck reads the files now at their paths, not through descriptors opened before:
+        # a file replaced since (a new inode) must be the one hashed.
+        self._handles.retire_all()
         states = await self._run(self._stat_files)
         return set(range(self.info.num_pieces)) - unreadable_pieces(self.layout, states, self._data_files)
+
+    async def file_identity(self) -> tuple[FileState, ...]:
+        """Size, mtime, change time and inode of every data file, by path."""
+        self._check_ready()
+        return tuple(await self._run(self._stat_files))
 
     # ----------------------------------------------------------------- worker hooks
 

@@ -53,7 +53,7 @@ Opener = Callable[[Invocation], AbstractAsyncContextManager[gate.AgentControl]]
 
 
 def _default_opener(invocation: Invocation) -> AbstractAsyncContextManager[gate.AgentControl]:
-    return gate.open_control(invocation.agent, invocation.token_file, gate.VERIFY_TIMEOUT)
+    return gate.open_control(invocation.agent, invocation.token_file, gate.QUICK_TIMEOUT)
 
 
 def _say(message: str) -> None:

@@ -2,11 +2,13 @@
 
 ensure (fetches the torrent if needed, starts or continues the download, refreshes the
 advertised lease) -> optionally poll status while the download progresses (``--wait``) -> verify
-(re-hash every piece: the cache is re-checked before anything runs from it) -> lease (the agent
+(every piece re-hashed from the files at their paths before anything runs from the cache; the
+agent answers within a few seconds, ``checking`` while a long check goes on) -> lease (the agent
 never removes or replaces a package while a process holds one). Any other answer -- incomplete,
-damaged, agent down, tracker unreachable -- is a ``NotReady`` with a one-line reason, and the
-wrapper exits with the retry code: SMS tries again later. Every call has a time bound, so the
-retry path returns within seconds; only the verify, which reads the whole package, gets longer.
+still checking, damaged, agent down, tracker unreachable -- is a ``NotReady`` with a one-line
+reason, and the wrapper exits with the retry code: SMS tries again later. Every call has a time
+bound and so has the whole conversation (``ANSWER_TIMEOUT`` beyond ``--wait``): whatever the
+agent does, SMS gets its answer within seconds.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from p2pdist.errors import P2pdistError, one_line
 T = TypeVar("T")
 
 COMPLETE = "complete"
-QUICK_TIMEOUT = 5.0
-VERIFY_TIMEOUT = 900.0
+CHECKING = "checking"
+QUICK_TIMEOUT = 5.0  # one control call
+ANSWER_TIMEOUT = 10.0  # the whole conversation, beyond --wait
 POLL_INTERVAL = 1.0
 STALL_TIMEOUT = 60.0
 
@@ -120,7 +123,7 @@ class Timing:
     """Time bounds of the conversation; tests shorten them."""
 
     quick: float = QUICK_TIMEOUT
-    verify: float = VERIFY_TIMEOUT
+    answer: float = ANSWER_TIMEOUT
     poll: float = POLL_INTERVAL
     stall: float = STALL_TIMEOUT
 
@@ -140,8 +143,10 @@ async def wait_until_complete(
     wait: float,
     timing: Timing,
     clock: Callable[[], float] = time.monotonic,
+    verifying: bool = False,
 ) -> Any:
-    """Poll status for up to ``wait`` seconds while the download progresses; the last status seen.
+    """Poll for up to ``wait`` seconds while the download (or, ``verifying``, the check before
+    the run) progresses; the last status seen.
 
     Stops early when the package completes, reports an error, or shows no progress for
     ``timing.stall`` seconds: waiting longer would only hold up SMS.
@@ -150,13 +155,17 @@ async def wait_until_complete(
     last, changed = _fingerprint(status), clock()
     max_polls = int(wait / max(timing.poll, 0.001)) + 2
     for _ in range(max_polls):
-        if getattr(status, "state", None) in (COMPLETE, "error"):
+        state = getattr(status, "state", None)
+        if state in (COMPLETE, "error") or (verifying and state != CHECKING):
             return status
         now = clock()
         if now >= deadline or now - changed >= timing.stall:
             return status
         await asyncio.sleep(min(timing.poll, deadline - now))
-        status = await _call("status", control.status(package_id), timing.quick)
+        if verifying:
+            status = await _call("verify", control.verify(package_id), timing.quick)
+        else:
+            status = await _call("status", control.status(package_id), timing.quick)
         if (seen := _fingerprint(status)) != last:
             last, changed = seen, clock()
     return status
@@ -171,24 +180,36 @@ async def prepare(
     wait: float = 0.0,
     timing: Timing = Timing(),
 ) -> Ready | NotReady:
-    """Ask the agent for the package and take a lease on it, or say why the command cannot run now."""
+    """Ask the agent for the package and take a lease on it, or say why the command cannot run now.
+
+    The whole conversation takes at most ``wait`` + ``timing.answer`` seconds.
+    """
+    clock = time.monotonic
+    deadline = clock() + wait
     try:
-        status = await _call("ensure", control.ensure(package_id, version), timing.quick)
-        if getattr(status, "state", None) != COMPLETE and wait > 0:
-            status = await wait_until_complete(control, package_id, status, wait=wait, timing=timing)
-        if getattr(status, "state", None) != COMPLETE:
-            return NotReady(f"not complete: {describe(status)}", _progress(status))
-        if problem := _wrong_version(status, version):
-            return NotReady(problem, _progress(status))
-        verified = await _call("verify", control.verify(package_id), timing.verify)
-        path = getattr(verified, "path", None)
-        if getattr(verified, "state", None) != COMPLETE or not path:
-            return NotReady(f"failed re-verification, the agent repairs it: {describe(verified)}", _progress(verified))
-        if problem := _wrong_version(verified, version):
-            return NotReady(problem, _progress(verified))
-        lease = await _call("lease", control.acquire(package_id, pid), timing.quick)
+        async with asyncio.timeout(wait + timing.answer):
+            status = await _call("ensure", control.ensure(package_id, version), timing.quick)
+            if getattr(status, "state", None) != COMPLETE and wait > 0:
+                status = await wait_until_complete(control, package_id, status, wait=wait, timing=timing)
+            if getattr(status, "state", None) != COMPLETE:
+                return NotReady(f"not complete: {describe(status)}", _progress(status))
+            if problem := _wrong_version(status, version):
+                return NotReady(problem, _progress(status))
+            verified = await _call("verify", control.verify(package_id), timing.quick)
+            if getattr(verified, "state", None) == CHECKING and deadline > clock():
+                verified = await wait_until_complete(control, package_id, verified, wait=deadline - clock(), timing=timing, verifying=True)
+            path = getattr(verified, "path", None)
+            if getattr(verified, "state", None) == CHECKING:
+                return NotReady(f"being checked before the run: {describe(verified)}", _progress(verified))
+            if getattr(verified, "state", None) != COMPLETE or not path:
+                return NotReady(f"failed re-verification, the agent repairs it: {describe(verified)}", _progress(verified))
+            if problem := _wrong_version(verified, version):
+                return NotReady(problem, _progress(verified))
+            lease = await _call("lease", control.acquire(package_id, pid), timing.quick)
     except Unanswered as exc:
         return NotReady(str(exc))
+    except TimeoutError:
+        return NotReady(f"the agent did not finish answering within {wait + timing.answer:g} s")
     return Ready(str(path), str(lease), verified)
 
 
