@@ -111,16 +111,26 @@ class OpenTracker:
             argv += ["-u", "nobody"]
         self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                    self.__exit__()
-                    raise AssertionError(f"opentracker did not start: {error}")
-                time.sleep(0.05)
+        while not self._serving():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                self.__exit__()
+                raise AssertionError(f"opentracker did not start: {error}")
+            time.sleep(0.05)
+        return self
+
+    def _serving(self) -> bool:
+        """Listening, and with its whitelist loaded (a thread of its own reads it after start)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        if not self.info_hashes:
+            return True
+        quoted = "".join(f"%{b:02X}" for b in self.info_hashes[0])
+        probe = f"http://127.0.0.1:{self.port}/announce?info_hash={quoted}&peer_id=-PROBE-0000000000000&port=1&uploaded=0&downloaded=0&left=0&compact=1&event=stopped"
+        with urllib.request.urlopen(probe, timeout=10) as reply:
+            return b"failure reason" not in reply.read()  # "stopped": the probe registers nothing
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:
