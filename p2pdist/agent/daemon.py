@@ -127,9 +127,9 @@ class Package:
     starting: bool = False
     removed: bool = False
     error: str | None = None
-    retry_at: float | None = None
+    retry_at: float | None = None  # ticks
     free_at_error: int = 0  # free bytes in the cache when it failed: more means room came back
-    last_attempt: float = 0.0
+    last_attempt: float = 0.0  # ticks
     progress: float = 0.0
     reported: tuple[int, int, int, bool] | None = None
     verified_as: tuple[object, ...] | None = None  # file identity when the last check passed
@@ -162,10 +162,16 @@ class Package:
 class Agent:
     """The daemon's core; the control server and the CLI drive it through its public methods."""
 
-    def __init__(self, settings: AgentSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: AgentSettings, *, clock: Callable[[], float] = time.time, ticks: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.keys = settings.trusted_keys()
+        # Wall clock for what is stored or shown (advertised, completed, seed until: days that
+        # outlive a restart); ticks for durations in memory (retries), which a clock step must
+        # not stretch or cut.
         self.clock = clock
+        self.ticks = ticks
         self.session = Session(settings.engine)
         self.packages: dict[str, Package] = {}
         self.fetches: dict[str, Fetch] = {}
@@ -367,7 +373,7 @@ class Agent:
     def _advertise(self, package: Package, now: float) -> None:
         package.row.last_advertised = max(package.row.last_advertised, now)
         if package.state == ERROR and package.retry_at is not None:
-            package.retry_at = min(package.retry_at, now)  # someone needs it now: retry soon
+            package.retry_at = min(package.retry_at, self.ticks())  # someone needs it now: retry soon
         self._flush(package)
 
     # ------------------------------------------------------------------------ engine
@@ -387,7 +393,7 @@ class Agent:
         meta = package.meta
         directory = self.settings.cache_dir / package.key
         package.starting, package.error, package.retry_at = True, None, None
-        package.last_attempt = self.clock()
+        package.last_attempt = self.ticks()
         try:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -464,7 +470,7 @@ class Agent:
 
     def _failed(self, package: Package, message: str) -> None:
         package.error = one_line(message)
-        package.retry_at = self.clock() + self.settings.retry_interval
+        package.retry_at = self.ticks() + self.settings.retry_interval
         package.free_at_error = self._free_bytes()
         log.error("%s: %s (retrying every %g s)", package.meta.info.package, package.error, self.settings.retry_interval)
         self._flush(package)
@@ -490,7 +496,7 @@ class Agent:
         async with package.lock:
             if package.removed or self._closing or package.state != ERROR:
                 return
-            if not self._worth_retrying(package, self.clock()):
+            if not self._worth_retrying(package, self.ticks()):
                 return
             log.info("%s: retrying after: %s", package.meta.info.package, package.error)
             await self._stop_locked(package, announce=False)
@@ -756,7 +762,7 @@ class Agent:
         next_cleanup = start
         while True:
             await asyncio.sleep(step)
-            now = self.clock()
+            now = self.ticks()
             for package in list(self.packages.values()):
                 due = package.retry_at
                 if due is not None and now >= due and package.state == ERROR and not package.lock.locked():
