@@ -64,12 +64,31 @@ async def raw(method: str, url: str, headers: dict[str, str], body: object = Non
         ("127.0.0.1.nip.io", False, False),
         ("127.0.0.1:80:80", False, False),
         ("[::1]x", False, False),
+        ("127.0.0.2:7881", False, True),  # any loopback address the agent may listen on
+        ("127.255.0.9", False, True),
+        ("[0:0:0:0:0:0:0:1]:7881", False, True),
+        ("10.0.0.1:7881", False, False),
+        ("0.0.0.0:7881", False, False),
+        ("::1", False, False),  # IPv6 literals need their brackets in a Host header
         ("", False, False),
         (None, True, False),
     ],
 )
 def test_host_header_rule(header: str | None, unix: bool, allowed: bool) -> None:
     assert host_allowed(header, unix=unix) is allowed
+
+
+async def test_a_control_address_on_another_loopback_address_answers_its_clients(tmp_path: Path) -> None:
+    """Accepted at start, then it refused the wrapper's own Host header and SMS retried for ever."""
+    async with site_server(tmp_path / "server") as server:
+        with socket_dir() as sockets:
+            settings = replace(
+                agent_settings(tmp_path, 7, server.url, sockets),
+                control=ControlSettings(address="http://127.0.0.2:0", token_file=tmp_path / "token7"),
+            )
+            async with running_agent(settings) as (_, client):
+                assert client.address.startswith("http://127.0.0.2:")
+                assert await client.list() == []
 
 
 async def test_token_mode_refuses_and_changes_nothing(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -53,7 +54,9 @@ def json_error(message: str, status: int, **headers: str) -> web.Response:
 
 
 def host_allowed(header: str | None, *, unix: bool) -> bool:
-    """A loopback name with any port (or the socket placeholder on a Unix socket)."""
+    """``localhost`` or a loopback address literal (any of 127.0.0.0/8, ``[::1]``) with any
+    port, or the socket placeholder on a Unix socket: the control address may be any loopback
+    address, and its clients name it. A DNS name other than localhost is refused (rebinding)."""
     if not header:
         return False
     text = header.strip().lower()
@@ -67,7 +70,14 @@ def host_allowed(header: str | None, *, unix: bool) -> bool:
         rest = ":" + port if _ else ""
     if rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6):
         return False
-    return name in ALLOWED_HOSTS or (unix and name == SOCKET_HOST)
+    return name in ALLOWED_HOSTS or _loopback_literal(name) or (unix and name == SOCKET_HOST)
+
+
+def _loopback_literal(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name).is_loopback
+    except ValueError:
+        return False
 
 
 def make_guard(*, unix: bool) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
