@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
+
 from tests.support.trackers import HANG, ScriptedTracker
-from test_agent_helpers import agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
+from test_agent_helpers import ADMIN, agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
 
 STOP_CEILING = 15.0  # the stop window a Windows service host gives the agent (docs/agent.md)
 
@@ -58,3 +60,40 @@ async def test_a_damaged_database_is_moved_aside_and_the_cache_is_proven_again(t
                 assert again.path == first.path and again.version == 2
                 assert (await client.list())[0].package_id == "PS100015"
             assert [p.name for p in settings.state_dir.glob("agent.sqlite3.damaged-*")] == [agent.state.quarantined.name]
+
+
+async def test_no_repository_rolls_an_agent_back_to_an_older_version(tmp_path: Path) -> None:
+    async with site_server(tmp_path / "server") as server:
+        old = make_package("PS100017", 2, 200_000, announce=server.url + "/announce", seed=17)
+        new = make_package("PS100017", 3, 200_000, announce=server.url + "/announce", seed=18)
+        for package in (old, new):
+            await publish(server, package.torrent)
+        with socket_dir() as sockets:
+            settings = agent_settings(tmp_path, 8, server.url, sockets)
+            async with seeder(tmp_path / "seed", [old, new]):
+                async with running_agent(settings) as (_, client):
+                    await client.ensure("PS100017")
+                    assert (await wait_state(client, "PS100017", "complete")).version == 3
+                    await retire(server, "PS100017", 3)  # the repository's latest is now v2
+                    kept = await client.ensure("PS100017")
+                    assert kept.version == 3 and kept.state == "complete"  # the newest it has
+                    await client.remove("PS100017")
+                    refused = await client.ensure("PS100017")
+                    assert refused.state == "error" and "refusing a rollback" in (refused.error or ""), refused
+                    asked = await client.ensure("PS100017", 2)  # a program that names the version
+                    assert asked.version == 2
+                    assert (await wait_state(client, "PS100017", "complete")).version == 2
+                # The newest version seen outlives a restart: SMS source versions only grow, so
+                # a program without a version still does not get v2; one that names it does.
+                async with running_agent(settings) as (_, client):
+                    again = await client.ensure("PS100017")
+                    assert again.state == "error" and "refusing a rollback" in (again.error or ""), again
+                    assert (await client.ensure("PS100017", 2)).version == 2
+
+
+async def retire(server, package_id: str, version: int) -> None:  # type: ignore[no-untyped-def]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{server.url}/api/packages/{package_id}/retire", json={"version": version}, headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as reply:
+            assert reply.status == 200, await reply.text()

@@ -17,7 +17,7 @@ import pytest
 from p2pdist.agent.session import Session
 from p2pdist.agent.settings import EngineSettings
 from p2pdist.agent.torrent import Torrent
-from p2pdist.agent.tracker_client import TrackerClient, TrackerRefused, TrackerUnreachable
+from p2pdist.agent.tracker_client import TrackerClient, TrackerRefused, TrackerUnreachable, same_origin_tiers
 from p2pdist.storage.memory import MemoryStorage
 from tests.support.torrents import make_torrent, random_bytes
 from tests.support.trackers import ANSWER, HANG, HTTP_ERROR, REFUSAL, REFUSE, ScriptedTracker, closed_port
@@ -131,3 +131,15 @@ async def test_run_ends_when_cancelled_mid_announce_or_in_back_off(mode: str) ->
             async with asyncio.timeout(30):
                 await asyncio.gather(task, return_exceptions=True)
             assert task.cancelled()
+
+
+def test_an_agent_keeps_only_the_trackers_of_its_own_site_server() -> None:
+    tiers = (
+        ("http://hq:6969/announce", "http://elsewhere.example:6969/announce"),
+        ("https://hq:6969/announce",),  # another scheme is another origin
+        ("http://HQ:6969/announce?site=1",),
+        ("http://hq:7000/announce",),
+    )
+    assert same_origin_tiers(tiers, "http://hq:6969") == (("http://hq:6969/announce",), ("http://HQ:6969/announce?site=1",))
+    assert same_origin_tiers((("http://hq/announce",),), "http://hq:80/") == (("http://hq/announce",),)
+    assert same_origin_tiers((("not a url",),), "http://hq:6969") == ()

@@ -51,7 +51,7 @@ from p2pdist.agent.session import Session
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
-from p2pdist.agent.tracker_client import TrackerClient
+from p2pdist.agent.tracker_client import TrackerClient, same_origin_tiers
 from p2pdist.agent.webseed import WebSeed
 from p2pdist.errors import OutputError, P2pdistError, one_line
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
@@ -330,6 +330,19 @@ class Agent:
                 meta = check_torrent(data, self.keys, package_id, version)
             except TorrentRefused as exc:
                 return self._fetch_failed(fetch, f"torrent refused: {exc}")
+            offered = meta.info.package.version if meta.info.package is not None else 0
+            newest = self._newest_seen(package_id)
+            if version is None and newest is not None and offered < newest:
+                # A stale mirror, a proxy or a tampered repository must not roll a PC back to
+                # an old signed version; a program that asks for one by number still gets it.
+                message = f"the repository's latest is version {offered}, older than version {newest} seen before: refusing a rollback"
+                known = self._find(package_id, newest)
+                if known is None:
+                    return self._fetch_failed(fetch, f"{message} (a program may ask for version {offered} by number)")
+                log.warning("%s: %s; using the cached version %d", package_id, message, newest)
+                self.fetches.pop(package_id, None)
+                self._advertise(known, now)
+                return self.status_of(known)
             self.fetches.pop(package_id, None)
             package = self.packages.get(meta.info_hash_hex)
             if package is None:
@@ -339,6 +352,13 @@ class Agent:
                     return self._fetch_failed(fetch, str(exc))
             self._advertise(package, now)
             return self.status_of(package)
+
+    def _newest_seen(self, package_id: str) -> int | None:
+        """The newest version of ``package_id`` this agent ever took (kept after its removal)."""
+        assert self.state is not None
+        cached = [p.row.version for p in self.packages.values() if p.row.package_id == package_id]
+        seen = self.state.newest_version(package_id)
+        return max([*cached, *([seen] if seen is not None else [])], default=None)
 
     def _package_id(self, text: str) -> str:
         try:
@@ -364,6 +384,7 @@ class Agent:
         except (OutputError, sqlite3.Error) as exc:
             self.state.forget_files(key)
             raise OutputError(f"cannot store {meta.info.package}: {exc}") from None
+        self.state.saw_version(row.package_id, row.version)
         package = Package(row, meta)
         self.packages[key] = package
         log.info("%s: added %s (%d bytes, %s)", meta.info.package, meta.info.name, meta.info.total_length, key)
@@ -422,8 +443,11 @@ class Agent:
             self._completed(package)
         elif package.row.completed_at is not None:
             package.row.completed_at = None  # damaged since: being repaired
-        if meta.trackers and self.http is not None:
-            package.tracker = TrackerClient(torrent, self.http, port=self.session.port)
+        site_trackers = same_origin_tiers(meta.trackers, self.settings.repository_url)
+        if meta.trackers and not site_trackers:
+            log.error("%s: its torrent names no tracker of %s; not announcing anywhere", meta.info.package, self.settings.repository_url)
+        if site_trackers and self.http is not None:
+            package.tracker = TrackerClient(torrent, self.http, port=self.session.port, trackers=site_trackers)
             package.tasks.append(asyncio.ensure_future(package.tracker.run()))
         if self.http is not None and not torrent.completed.is_set():
             for url in meta.web_seeds:

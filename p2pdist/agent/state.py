@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS packages (
     completed_at REAL
 );
 CREATE INDEX IF NOT EXISTS packages_by_id ON packages (package_id, version);
+CREATE TABLE IF NOT EXISTS newest_versions (
+    package_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     lease TEXT PRIMARY KEY,
     info_hash TEXT NOT NULL,
@@ -265,6 +269,20 @@ class AgentState:
     def delete_package(self, info_hash: str) -> None:
         # Leases stay: they end with their process, and while it runs the folder must stay too.
         self.db.execute("DELETE FROM packages WHERE info_hash = ?", (info_hash,))
+
+    # ---------------------------------------------------------------------- versions
+
+    def newest_version(self, package_id: str) -> int | None:
+        """The newest version of ``package_id`` ever taken from the repository, if any."""
+        row = self.db.execute("SELECT version FROM newest_versions WHERE package_id = ?", (package_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def saw_version(self, package_id: str, version: int) -> None:
+        self.db.execute(
+            "INSERT INTO newest_versions (package_id, version) VALUES (?, ?) "
+            "ON CONFLICT(package_id) DO UPDATE SET version = max(version, excluded.version)",
+            (package_id, version),
+        )
 
     # ---------------------------------------------------------------------- leases
 

@@ -47,6 +47,25 @@ MIN_BACKOFF = 15.0
 MAX_BACKOFF = 1800.0
 
 
+def same_origin_tiers(trackers: tuple[tuple[str, ...], ...], site: str) -> tuple[tuple[str, ...], ...]:
+    """The tiers' URLs on ``site``'s origin (scheme, host, port), empty tiers dropped.
+
+    An agent announces only to its own site server, whatever a signed torrent names: another
+    tracker would learn the PC's address and what it installs.
+    """
+    want = _origin(site)
+    kept = (tuple(url for url in tier if _origin(url) == want) for tier in trackers)
+    return tuple(tier for tier in kept if tier)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    try:
+        parts = URL(url)
+        return parts.scheme.lower(), (parts.host or "").lower(), parts.port
+    except (ValueError, TypeError):
+        return "", "", None
+
+
 class AnnounceFailed(RemoteError):
     """No tracker of the torrent took the announce; ``refused`` when one answered with a no."""
 
@@ -91,7 +110,9 @@ class TrackerClient:
         numwant: int = 50,
         timeout: float = 15.0,
         rng: random.Random | None = None,
+        trackers: tuple[tuple[str, ...], ...] | None = None,
     ) -> None:
+        """``trackers``: the tiers to announce to, when not all those the torrent names."""
         self.torrent = torrent
         self.http = http
         self.port = port
@@ -99,7 +120,7 @@ class TrackerClient:
         self.timeout = timeout
         rng = rng or random.Random()
         self.tiers: list[list[str]] = []
-        for tier in torrent.meta.trackers:
+        for tier in torrent.meta.trackers if trackers is None else trackers:
             urls = list(tier)
             rng.shuffle(urls)  # BEP 12: shuffle each tier once
             self.tiers.append(urls)
