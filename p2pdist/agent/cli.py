@@ -141,9 +141,10 @@ async def _swarm(meta: Metainfo, storage: FileStorage, settings: EngineSettings,
     tracker_task: asyncio.Task[None] | None = None
     torrent: Torrent | None = None
     bar = _progress(meta, quiet=args.quiet)
+    scope = asyncio.timeout_at(deadline)
     try:
         try:
-            async with asyncio.timeout_at(deadline):
+            async with scope:
                 try:
                     torrent = await session.add_torrent(meta, storage)
                 except StorageError as exc:
@@ -169,6 +170,8 @@ async def _swarm(meta: Metainfo, storage: FileStorage, settings: EngineSettings,
                     await wait_event(torrent.stopped, args.duration or None)
                 return 0
         except TimeoutError:
+            if not scope.expired():
+                raise  # a timeout of something else, not of --timeout
             print(f"p2pdist: error: download incomplete after {args.timeout:g} s ({_progress_line(torrent)})", file=sys.stderr)
             return EXIT_INCOMPLETE
     finally:
