@@ -230,6 +230,7 @@ class Agent:
             self.state.save_package(
                 PackageRow(info_hash, identity.package_id, identity.version, meta.info.name, meta.info.total_length, added_at=now, last_advertised=now)
             )
+            self.state.saw_version(identity.package_id, identity.version)
             rebuilt += 1
         log.warning("rebuilt %d packages from their stored torrents; their data is checked again", rebuilt)
 
