@@ -49,7 +49,15 @@ class PeerOwner(Protocol):
 class PeerConnection(asyncio.BufferedProtocol):
     """One TCP connection to a peer; state the torrent keeps per peer lives here too."""
 
-    def __init__(self, wire: PeerWire, owner: PeerOwner, *, outbound: bool, address: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        wire: PeerWire,
+        owner: PeerOwner,
+        *,
+        outbound: bool,
+        address: tuple[str, int] | None = None,
+        max_send_buffer: int = 1 << 20,
+    ) -> None:
         self.wire = wire
         self.owner = owner
         self.outbound = outbound
@@ -65,6 +73,10 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.last_block = now  # last piece data received (snub detection)
         self._writable = asyncio.Event()
         self._writable.set()
+        # Past the transport's high-water mark, every write checks the send buffer against
+        # this: a peer that makes us write without reading is closed, not buffered for.
+        self.max_send_buffer = max_send_buffer
+        self._write_paused = False
         # Torrent-side per-peer state.
         self.have: Bitfield | None = None
         self.is_seed = False
@@ -194,10 +206,16 @@ class PeerConnection(asyncio.BufferedProtocol):
         self._finish()
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         self._writable.clear()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         self._writable.set()
+
+    def _check_send_buffer(self) -> None:
+        if self.transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[union-attr]
+            self.close(f"peer does not read: more than {self.max_send_buffer} bytes waiting to be sent")
 
     # -- used by the owner ---------------------------------------------------------------
 
@@ -206,12 +224,16 @@ class PeerConnection(asyncio.BufferedProtocol):
             return
         self.transport.write(data)
         self.last_sent = time.monotonic()
+        if self._write_paused:
+            self._check_send_buffer()
 
     def writelines(self, chunks: list[bytes]) -> None:
         if self.closed or self.transport is None:
             return
         self.transport.writelines(chunks)
         self.last_sent = time.monotonic()
+        if self._write_paused:
+            self._check_send_buffer()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""

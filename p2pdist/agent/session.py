@@ -62,7 +62,9 @@ class Session:
         self._reaper = asyncio.ensure_future(self._reap_pending())
 
     def _inbound(self) -> PeerConnection:
-        conn = PeerConnection(PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False)
+        conn = PeerConnection(
+            PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False, max_send_buffer=self.settings.max_send_buffer
+        )
         self._pending.add(conn)
         if self.connection_count() > self.settings.max_connections:
             asyncio.get_running_loop().call_soon(conn.close, "too many connections")

@@ -17,6 +17,10 @@ class EngineSettings:
     # Peers per torrent: a branch office rarely has more; each costs a socket and ~300 KiB buffer.
     max_peers_per_torrent: int = 60
     max_connections: int = 300
+    # Bytes waiting in one connection's send buffer. The upload loop writes one batch (512 KiB)
+    # and waits for the socket to drain, so a peer that reads never comes near it; a peer that
+    # makes us write (requests, rejects) without reading is closed when it passes this.
+    max_send_buffer: int = 1 << 20
     # Upload slots: 4 regular + 1 optimistic is the classic BitTorrent choice; LAN peers are fast,
     # so a few more slots spread a package through a branch in fewer rounds.
     upload_slots: int = 8

@@ -22,6 +22,10 @@ A piece that fails its hash goes back to the picker. Its blocks' digests are kep
 that sent them; when the piece later verifies, the smart-ban ledger names the peers whose blocks
 differed, and those are banned. A peer that alone sent a failed piece gets a strike.
 
+What one peer can make us hold is bounded: its requests (the codec's caps; the upload queue is
+compacted to the requests still owed when repetitions or cancels pile up in it), what waits in
+its send buffer (``PeerConnection.max_send_buffer``) and its receive buffer (the codec's, fixed).
+
 Periodic work runs in one tick per second (rates, timeouts, snubbing, keep-alives, new
 connections) and one choke round every ``choke_interval``, rather than a timer per peer.
 Left out on purpose: PEX, DHT and metadata exchange (private torrents, BEP 27), uTP, encryption.
@@ -36,6 +40,7 @@ import hashlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
@@ -303,7 +308,7 @@ class Torrent:
     async def _connect(self, address: Address) -> None:
         loop = asyncio.get_running_loop()
         wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout, runs=True)
-        conn = PeerConnection(wire, self, outbound=True, address=address)
+        conn = PeerConnection(wire, self, outbound=True, address=address, max_send_buffer=self.settings.max_send_buffer)
         local_addr = (self.settings.bind_host, 0) if self.settings.bind_host else None
         try:
             await asyncio.wait_for(
@@ -880,8 +885,11 @@ class Torrent:
         wire = conn.wire
         if not wire.am_choking:
             picker = self.picker
+            queue = conn.upload_queue
+            if len(queue) > 2 * wire.limits.max_incoming_requests:
+                _compact_queue(queue, wire.requests_in)
             if picker is not None and picker.complete:
-                conn.upload_queue.extend(run)  # a seed has every piece: no check per block
+                queue.extend(run)  # a seed has every piece: no check per block
                 run = []
             else:
                 have = self.have
@@ -1078,6 +1086,18 @@ class Torrent:
 def _claim_live(index: int, conn: PeerConnection, until: float, now: float) -> bool:
     """A web-seed claim still stands: its peer is connected, has not got the piece, in time."""
     return not conn.closed and now <= until and not (conn.have is not None and conn.have[index])
+
+
+def _compact_queue(queue: deque[tuple[int, int, int]], requests_in: dict[tuple[int, int, int], None]) -> None:
+    """Keep in a peer's upload queue only the requests still owed, once each, in order.
+
+    Entries go stale when a request is cancelled or repeated; the upload loop skips them, but a
+    peer that repeats or cancels while not reading could pile them up without end. Compacting
+    when the queue passes twice the request cap keeps it within that, at O(1) a request.
+    """
+    kept = [key for key in dict.fromkeys(queue) if key in requests_in]
+    queue.clear()
+    queue.extend(kept)
 
 
 def _block_digests(data: bytes) -> dict[int, bytes]:

@@ -1,0 +1,199 @@
+"""What one hostile host can make a real session hold, over real sockets on 127.0.0.0/8.
+
+Each test plays an attacker by hand (raw asyncio streams, the wire messages' encoders) against a
+session in this process, and checks the bound on the session's side, one section per limit.
+Bounds are generous ceilings, never timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import struct
+
+from p2pdist.agent.peer import PeerConnection
+from p2pdist.agent.session import Session
+from p2pdist.agent.settings import EngineSettings
+from p2pdist.storage.memory import MemoryStorage
+from p2pdist.wire import messages as m
+from tests.support.torrents import make_torrent, random_bytes
+
+SETTINGS = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.1, choke_interval=30.0, handshake_timeout=30.0)
+DATA = random_bytes(2 << 20, seed=15)
+RAW, META = make_torrent({"big.bin": DATA}, single=True, name="big.bin", piece_length=64 * 1024)
+SMALL = random_bytes(200_000, seed=16)
+_, SMALL_META = make_torrent({"small.bin": SMALL}, single=True, name="small.bin", piece_length=32 * 1024)
+PEER_ID = b"-XX0001-" + bytes(12)
+
+
+def _msg(kind: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">IB", 1 + len(payload), kind) + payload
+
+
+def _request(index: int, begin: int, length: int = 16384) -> bytes:
+    return _msg(6, struct.pack(">III", index, begin, length))
+
+
+def _cancel(index: int, begin: int, length: int = 16384) -> bytes:
+    return _msg(8, struct.pack(">III", index, begin, length))
+
+
+async def _session(settings: EngineSettings = SETTINGS, storage: MemoryStorage | None = None, meta=META) -> tuple[Session, object]:
+    session = Session(settings, rng=random.Random(1))
+    await session.start()
+    torrent = await session.add_torrent(meta, storage or MemoryStorage.from_data(meta.info, DATA))
+    return session, torrent
+
+
+async def _open(port: int, *, host: str = "127.0.0.1", source: str = "127.0.0.1", rcvbuf: int | None = None):
+    """A raw connection from ``source``; a small ``rcvbuf`` makes a peer that does not read
+    fill our send path quickly."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _read_until(reader: asyncio.StreamReader, kind: int) -> None:
+    """Read messages until one of type ``kind`` (after the handshake)."""
+    async with asyncio.timeout(10):
+        while True:
+            (length,) = struct.unpack(">I", await reader.readexactly(4))
+            body = await reader.readexactly(length)
+            if body[:1] == bytes((kind,)):
+                return
+
+
+async def _unchoked(port: int, *, meta=META, **options: object):
+    """Handshake, have_none, interested; returns once the seed unchoked us."""
+    reader, writer = await _open(port, **options)  # type: ignore[arg-type]
+    writer.write(m.Handshake(meta.info_hash, PEER_ID, m.make_reserved(fast=True)).encode() + _msg(0x0F) + _msg(2))
+    await reader.readexactly(m.HANDSHAKE_LEN)
+    await _read_until(reader, 1)
+    return reader, writer
+
+
+def _server_side(torrent) -> PeerConnection:
+    (conn,) = [c for c in torrent.peers if not c.closed]
+    return conn
+
+
+def _shrink_send_buffer(conn: PeerConnection) -> None:
+    """The seed's kernel send buffer, small: its own queue fills as soon as the peer stops reading."""
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+
+
+async def _reset_or_eof(reader: asyncio.StreamReader, timeout: float = 5.0) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            while await reader.read(65536):
+                pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _download(port: int, meta=META, data: bytes = DATA, source: str = "127.0.0.1") -> None:
+    """A well-behaved leecher still gets everything from the attacked session."""
+    session = Session(EngineSettings(listen_host=source, bind_host=source, listen_port=0, tick_interval=0.1), rng=random.Random(2))
+    await session.start()
+    try:
+        storage = MemoryStorage(meta.info)
+        torrent = await session.add_torrent(meta, storage)
+        torrent.add_peer_addresses([("127.0.0.1", port)])
+        async with asyncio.timeout(30):
+            await torrent.completed.wait()
+        got = b"".join([await storage.read_block(i, 0, meta.info.piece_size(i)) for i in range(meta.info.num_pieces)])
+        assert got == data
+    finally:
+        await session.close()
+
+
+# -- 1. memory: requests, queued uploads, the send buffer ---------------------------------------
+
+
+async def test_repeating_one_request_ends_the_peer() -> None:
+    session, torrent = await _session()
+    try:
+        reader, writer = await _unchoked(session.port, rcvbuf=4096)
+        writer.write(_request(0, 0) * 20_000)  # one block, asked for again and again, never read
+        await writer.drain()
+        async with asyncio.timeout(10):
+            while torrent.peers:
+                await asyncio.sleep(0.02)
+        writer.close()
+        await _download(session.port)
+    finally:
+        await session.close()
+
+
+async def test_request_cancel_churn_keeps_the_upload_queue_bounded() -> None:
+    """Request, cancel, request again, while not reading: each cycle left an entry in the upload
+    queue behind an upload that waits for the socket; the queue stays within its bound."""
+    session, torrent = await _session()
+    try:
+        reader, writer = await _unchoked(session.port, rcvbuf=4096)
+        conn = _server_side(torrent)
+        _shrink_send_buffer(conn)
+        # Every block once: more than the kernel buffers hold, so the upload loop waits on drain.
+        writer.write(b"".join(_request(i, b) for i in range(META.info.num_pieces) for b in (0, 16384, 32768, 49152)))
+        await writer.drain()
+        async with asyncio.timeout(10):
+            while not conn.transport.get_write_buffer_size():
+                await asyncio.sleep(0.02)
+        longest = 0
+        for _ in range(30):
+            writer.write((_request(0, 0) + _cancel(0, 0)) * 1000)  # block 0 went out in the first batch
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            longest = max(longest, len(conn.upload_queue))
+        assert not conn.closed
+        assert longest <= 3 * conn.wire.limits.max_incoming_requests, longest
+        writer.close()
+    finally:
+        await session.close()
+
+
+async def test_peer_that_does_not_read_is_closed_at_the_send_buffer_cap() -> None:
+    """Requests for a piece we lack are each answered with a reject: a peer asking without
+    reading made us buffer every reject; it is closed once the send buffer passes its cap."""
+    storage = MemoryStorage.from_data(META.info, DATA)
+    last = META.info.num_pieces - 1
+    storage.have.clear(last)
+    storage._pieces.pop(last)
+    session, torrent = await _session(storage=storage)
+    try:
+        reader, writer = await _unchoked(session.port, rcvbuf=4096)
+        conn = _server_side(torrent)
+        _shrink_send_buffer(conn)
+        # Distinct requests in runs of 400 (a keep-alive ends a run): within every request cap.
+        chunk = b"".join(b"".join(_request(last, begin) for begin in range(400)) + struct.pack(">I", 0) for _ in range(25))
+        for _ in range(60):  # 10 MiB of requests, 10 MiB of rejects owed: ten times the cap
+            if conn.closed:
+                break
+            writer.write(chunk)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            while not conn.closed:
+                await asyncio.sleep(0.02)
+        assert "does not read" in conn.close_reason, conn.close_reason
+        writer.close()
+        _, again = await _unchoked(session.port)  # the session itself serves on
+        again.close()
+    finally:
+        await session.close()
