@@ -197,3 +197,55 @@ async def test_peer_that_does_not_read_is_closed_at_the_send_buffer_cap() -> Non
         again.close()
     finally:
         await session.close()
+
+
+# -- 2. connections: refused at accept ----------------------------------------------------------
+
+
+async def test_connections_over_the_cap_are_refused_at_once() -> None:
+    settings = EngineSettings(listen_host="127.0.0.1", listen_port=0, max_connections=20)
+    session, _ = await _session(settings)
+    try:
+        before = _open_fds()
+        streams = [await _open(session.port, source=f"127.0.2.{n}") for n in range(1, 201)]  # one each
+        results = await asyncio.gather(*(_reset_or_eof(reader, timeout=3.0) for reader, _ in streams))
+        assert sum(results) >= 180  # every connection past the 20th, at once
+        assert session.connection_count() <= 20
+        for (_, writer), refused in zip(streams, results):
+            if refused:
+                writer.close()
+        await asyncio.sleep(0.2)
+        # Ours (20 left open) and the session's (20 held): nothing of the 180 refused lingers.
+        assert _open_fds() - before <= 2 * 20 + 10
+        for _, writer in streams:
+            writer.close()
+    finally:
+        await session.close()
+
+
+# -- 3. slots per address -------------------------------------------------------------------------
+
+
+async def test_one_address_cannot_take_every_slot() -> None:
+    session, torrent = await _session()  # the default: four per address
+    try:
+        # Handshakes pending from one address: four at most.
+        idle = [await _open(session.port, source="127.0.0.3") for _ in range(10)]
+        refused = await asyncio.gather(*(_reset_or_eof(reader, timeout=3.0) for reader, _ in idle))
+        assert sum(refused) == 6
+        for _, writer in idle:
+            writer.close()
+        # Peers of the torrent from one address: four at most.
+        streams = []
+        for n in range(10):
+            reader, writer = await _open(session.port, source="127.0.0.2")
+            writer.write(m.Handshake(META.info_hash, b"-XX0001-" + bytes([n]) * 12, m.make_reserved()).encode())
+            streams.append((reader, writer))
+        await asyncio.sleep(0.5)
+        from_one = [c for c in torrent.peers if c.address[0] == "127.0.0.2" and not c.closed]
+        assert len(from_one) == 4
+        await _download(session.port, source="127.0.0.1")  # another address still gets a slot
+        for _, writer in streams:
+            writer.close()
+    finally:
+        await session.close()

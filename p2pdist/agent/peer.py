@@ -46,6 +46,11 @@ class PeerOwner(Protocol):
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None: ...
 
 
+class InboundGate(Protocol):
+    def admit(self, conn: PeerConnection) -> str | None:
+        """Why an accepted connection may not stay (its address is known now), or None."""
+
+
 class PeerConnection(asyncio.BufferedProtocol):
     """One TCP connection to a peer; state the torrent keeps per peer lives here too."""
 
@@ -105,6 +110,13 @@ class PeerConnection(asyncio.BufferedProtocol):
             self.address = (peer[0], peer[1]) if peer else ("?", 0)
         if self.outbound:
             self.write(self.wire.handshake())
+        elif self.closed:
+            transport.abort()  # closed before the transport existed: nothing else would end it
+        else:
+            admit = getattr(self.owner, "admit", None)  # an InboundGate (the session)
+            refusal = admit(self) if admit is not None else None
+            if refusal:
+                self.close(refusal)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         try:

@@ -16,7 +16,13 @@ class EngineSettings:
     bind_host: str | None = None
     # Peers per torrent: a branch office rarely has more; each costs a socket and ~300 KiB buffer.
     max_peers_per_torrent: int = 60
+    # Over all torrents; connections past it are refused as they are accepted (reset at once).
     max_connections: int = 300
+    # Connections from or to one IP address, per torrent (and handshakes pending at once from
+    # one address). BitTorrent's usual one is too strict here: two agents that dial each other
+    # at once hold two connections until the handshakes decide which survives, and a few PCs
+    # may share an address behind NAT. Tests that run several engines on 127.0.0.1 raise it.
+    max_connections_per_address: int = 4
     # Bytes waiting in one connection's send buffer. The upload loop writes one batch (512 KiB)
     # and waits for the socket to drain, so a peer that reads never comes near it; a peer that
     # makes us write (requests, rejects) without reading is closed when it passes this.

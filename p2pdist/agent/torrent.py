@@ -24,7 +24,8 @@ differed, and those are banned. A peer that alone sent a failed piece gets a str
 
 What one peer can make us hold is bounded: its requests (the codec's caps; the upload queue is
 compacted to the requests still owed when repetitions or cancels pile up in it), what waits in
-its send buffer (``PeerConnection.max_send_buffer``) and its receive buffer (the codec's, fixed).
+its send buffer (``PeerConnection.max_send_buffer``), its receive buffer (the codec's, fixed),
+and its share of the slots (``max_connections_per_address``).
 
 Periodic work runs in one tick per second (rates, timeouts, snubbing, keep-alives, new
 connections) and one choke round every ``choke_interval``, rather than a timer per peer.
@@ -292,6 +293,7 @@ class Torrent:
         now = time.monotonic()
         busy = self._connected_addresses()
         room = self.settings.max_peers_per_torrent - len(self.peers) - len(self._connecting)
+        per_ip: dict[str, int] | None = None
         for address, due in list(self._candidates.items()):
             if room <= 0:
                 break
@@ -301,6 +303,11 @@ class Torrent:
                 break  # seeds wait for leechers to come to them
             if not self._can_connect():
                 break
+            if per_ip is None:
+                per_ip = _count_ips(busy)
+            if per_ip.get(address[0], 0) >= self.settings.max_connections_per_address:
+                continue
+            per_ip[address[0]] = per_ip.get(address[0], 0) + 1
             room -= 1
             self._connecting.add(address)
             self._spawn(self._connect(address))
@@ -338,6 +345,8 @@ class Torrent:
         if conn.address and conn.address[0] in self.banned:
             return False
         if len(self.peers) >= self.settings.max_peers_per_torrent:
+            return False
+        if conn.address and _count_ips(self._connected_addresses()).get(conn.address[0], 0) >= self.settings.max_connections_per_address:
             return False
         conn.wire.bind(self.layout, self.info_hash)
         conn.owner = self
@@ -1086,6 +1095,13 @@ class Torrent:
 def _claim_live(index: int, conn: PeerConnection, until: float, now: float) -> bool:
     """A web-seed claim still stands: its peer is connected, has not got the piece, in time."""
     return not conn.closed and now <= until and not (conn.have is not None and conn.have[index])
+
+
+def _count_ips(addresses: Iterable[Address]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for host, _ in addresses:
+        counts[host] = counts.get(host, 0) + 1
+    return counts
 
 
 def _compact_queue(queue: deque[tuple[int, int, int]], requests_in: dict[tuple[int, int, int], None]) -> None:
