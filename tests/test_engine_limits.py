@@ -249,3 +249,53 @@ async def test_one_address_cannot_take_every_slot() -> None:
             writer.close()
     finally:
         await session.close()
+
+
+# -- 4. trust per address ---------------------------------------------------------------------------
+
+
+async def _poison_once(port: int, failures_before: int, torrent) -> bool:
+    """Dial in from 127.0.0.2 as a seed, answer one piece's requests with garbage, hang up once
+    the piece failed. False when the session refused the connection."""
+    try:
+        reader, writer = await _open(port, source="127.0.0.2")
+        writer.write(m.Handshake(SMALL_META.info_hash, b"-XX0002-" + bytes(12), m.make_reserved(fast=True)).encode())
+        await reader.readexactly(m.HANDSHAKE_LEN)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return False
+    try:
+        writer.write(_msg(0x0E) + _msg(1))  # have_all, unchoke
+        piece = None
+        async with asyncio.timeout(10):
+            while torrent.hash_failures == failures_before:
+                (length,) = struct.unpack(">I", await reader.readexactly(4))
+                body = await reader.readexactly(length)
+                if body[:1] == b"\x06":
+                    index, begin, size = struct.unpack(">III", body[1:13])
+                    piece = index if piece is None else piece
+                    if index == piece:
+                        writer.write(m.Piece(index, begin, b"\xaa" * size).encode())
+                elif not body and torrent.hash_failures == failures_before:
+                    await asyncio.sleep(0.01)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    writer.close()
+    return True
+
+
+async def test_reconnecting_poisoner_is_banned_by_address() -> None:
+    leech_session = Session(SETTINGS, rng=random.Random(3))
+    await leech_session.start()
+    try:
+        leech = await leech_session.add_torrent(SMALL_META, MemoryStorage(SMALL_META.info))
+        connections = 0
+        for _ in range(12):
+            if not await _poison_once(leech_session.port, leech.hash_failures, leech):
+                break
+            connections += 1
+        assert "127.0.0.2" in leech.banned
+        assert leech.hash_failures == SETTINGS.ban_after_failures == connections
+        # Still refused, for any torrent of the session, and it dials nothing there.
+        assert not await _poison_once(leech_session.port, leech.hash_failures, leech)
+    finally:
+        await leech_session.close()

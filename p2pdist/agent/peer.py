@@ -93,7 +93,6 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.blocks_since_growth = 0
         self.download_meter = None  # RateMeter, set by the torrent
         self.upload_meter = None
-        self.failures = 0
         self.read_paused = False
         self._socket: socket.socket | None = None
         self._lowat = 1

@@ -2,12 +2,13 @@
 
 Inbound connections belong to the session until their handshake names an info-hash; then the
 torrent takes them over (or they are closed: unknown torrent, full, banned). Global limits
-(connections, upload and download rate) are shared through the session.
+(connections, upload and download rate) are shared through the session, and so is what we know
+of each address: bans survive reconnects and apply to every torrent (``Strikes``, keyed by IP).
 
 Connections over ``max_connections`` are refused as they are accepted: the protocol factory
 hands asyncio a ``_Refused`` protocol that resets the socket in ``connection_made``, so an
 excess connection costs neither a codec nor a descriptor beyond that moment. The address is
-known only in ``connection_made``; there ``admit`` refuses addresses with
+known only in ``connection_made``; there ``admit`` refuses banned addresses and addresses with
 ``max_connections_per_address`` handshakes already pending.
 """
 
@@ -26,6 +27,7 @@ from p2pdist.agent.settings import EngineSettings
 from p2pdist.agent.torrent import Torrent
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import Metainfo
+from p2pdist.piece_picker.smartban import Strikes
 from p2pdist.storage.base import Storage
 from p2pdist.wire import messages as m
 from p2pdist.wire.codec import PeerWire
@@ -60,7 +62,8 @@ class Session:
         self._pending: set[PeerConnection] = set()
         self._pending_ip: dict[PeerConnection, str] = {}  # admitted pending connections' addresses
         self._pending_per_ip: dict[str, int] = {}
-        self.refused = 0  # connections refused at accept (over the cap, per address)
+        self.strikes = Strikes(failures_to_ban=settings.ban_after_failures)
+        self.refused = 0  # connections refused at accept (over the cap, banned, per address)
         self._reaper: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -89,8 +92,11 @@ class Session:
 
     def admit(self, conn: PeerConnection) -> str | None:
         """An accepted connection's address is known: refuse it now if that address may not
-        have one more (too many handshakes pending from it)."""
+        have one more (banned, or too many handshakes pending from it)."""
         ip = conn.address[0] if conn.address else "?"
+        if self.strikes.is_banned(ip):
+            self.refused += 1
+            return "banned address"
         pending = self._pending_per_ip.get(ip, 0)
         if pending >= self.settings.max_connections_per_address:
             self.refused += 1
@@ -128,6 +134,7 @@ class Session:
             upload_bucket=self.upload_bucket,
             download_bucket=self.download_bucket,
             can_connect=self.can_connect,
+            strikes=self.strikes,
         )
         self.torrents[meta.info_hash] = torrent
         try:

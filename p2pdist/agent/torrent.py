@@ -18,9 +18,11 @@ Upload path: requests arrive as runs too and join the peer's queue; the upload l
 to ``UPLOAD_BATCH`` blocks from pieces in memory without copying and writes them, headers
 framed by the codec, in one call.
 
-A piece that fails its hash goes back to the picker. Its blocks' digests are kept with the peers
-that sent them; when the piece later verifies, the smart-ban ledger names the peers whose blocks
-differed, and those are banned. A peer that alone sent a failed piece gets a strike.
+A piece that fails its hash goes back to the picker. Its blocks' digests are kept with the
+addresses that sent them; when the piece later verifies, the smart-ban ledger names the
+addresses whose blocks differed, and those are banned. An address that sent at least half of a
+failed piece gets a strike (``Strikes``, shared by the session's torrents). Evidence, strikes and
+bans are per IP address, not per connection, so reconnecting wipes nothing.
 
 What one peer can make us hold is bounded: its requests (the codec's caps; the upload queue is
 compacted to the requests still owed when repetitions or cancels pile up in it), what waits in
@@ -54,7 +56,7 @@ from p2pdist.errors import LocalError
 from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo
 from p2pdist.piece_picker.choker import ChokerState, PeerStats, decide
 from p2pdist.piece_picker.picker import TAKEN, Block, PiecePicker
-from p2pdist.piece_picker.smartban import SmartBan
+from p2pdist.piece_picker.smartban import SmartBan, Strikes
 from p2pdist.storage.base import Storage, StorageError
 from p2pdist.wire import messages as m
 from p2pdist.wire import fetching
@@ -91,6 +93,7 @@ class Torrent:
         upload_bucket: TokenBucket | None = None,
         download_bucket: TokenBucket | None = None,
         can_connect: Callable[[], bool] = lambda: True,
+        strikes: Strikes | None = None,
     ) -> None:
         self.meta = meta
         self.info = meta.info
@@ -109,7 +112,7 @@ class Torrent:
         self._connecting: set[Address] = set()
         self._candidates: dict[Address, float] = {}  # address -> earliest next attempt
         self._failures: dict[Address, int] = {}
-        self.banned: set[str] = set()
+        self._strikes = strikes or Strikes(failures_to_ban=settings.ban_after_failures)
         self._partial: dict[int, bytearray] = {}
         self._buffer_views: dict[int, list[memoryview]] = {}  # id(buffer) -> its block views
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
@@ -250,6 +253,11 @@ class Torrent:
         self._emit("error")
 
     @property
+    def banned(self) -> frozenset[str]:
+        """Addresses banned for bad data (by any torrent sharing our ``Strikes``)."""
+        return self._strikes.banned  # type: ignore[return-value]
+
+    @property
     def have(self) -> Bitfield:
         assert self.picker is not None
         return self.picker.have
@@ -279,7 +287,7 @@ class Torrent:
         """Remember candidates (from the tracker or the command line) and connect soon."""
         now = time.monotonic()
         for address in addresses:
-            if address[0] in self.banned or address in self._candidates:
+            if address in self._candidates or self._strikes.is_banned(address[0]):
                 continue
             self._candidates[address] = now
         self._connect_more()
@@ -297,7 +305,7 @@ class Torrent:
         for address, due in list(self._candidates.items()):
             if room <= 0:
                 break
-            if due > now or address in busy or address[0] in self.banned:
+            if due > now or address in busy or self._strikes.is_banned(address[0]):
                 continue
             if self.state is TorrentState.SEEDING:
                 break  # seeds wait for leechers to come to them
@@ -342,7 +350,7 @@ class Torrent:
         """Take over an inbound connection whose handshake named this torrent."""
         if self.state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
             return False
-        if conn.address and conn.address[0] in self.banned:
+        if conn.address and self._strikes.is_banned(conn.address[0]):
             return False
         if len(self.peers) >= self.settings.max_peers_per_torrent:
             return False
@@ -366,7 +374,6 @@ class Torrent:
             del self._peer_ids[conn.wire.peer_handshake.peer_id]
         if self.picker is not None and conn.have is not None:
             self.picker.remove_peer(conn)
-        self._smartban.forget_peer(conn)
         if conn.outbound and conn.address in self._candidates:
             self._candidates[conn.address] = time.monotonic() + 30.0  # inbound peers call back themselves
         if self.state is TorrentState.DOWNLOADING:
@@ -817,9 +824,9 @@ class Torrent:
             if index in self._failed_pieces:
                 self._failed_pieces.discard(index)
                 digests = await asyncio.get_running_loop().run_in_executor(None, _block_digests, bytes(buffer))
-                for culprit in self._smartban.piece_verified(index, digests):
-                    if isinstance(culprit, PeerConnection):
-                        self._ban(culprit, f"sent corrupt data for piece {index}")
+                culprits = self._smartban.piece_verified(index, digests)
+                for ip in self._strikes.culprits(c for c in culprits if isinstance(c, str)):
+                    self._ban(ip, f"sent corrupt data for piece {index}")  # type: ignore[arg-type]
             self._announce_have(index)
             if picker.complete:
                 await self._on_complete()
@@ -827,24 +834,27 @@ class Torrent:
             self.hash_failures += 1
             self._failed_pieces.add(index)
             digests = _block_digests(bytes(buffer))
-            sources = picker.senders(index)  # offset -> sender: the smart-ban evidence
-            self._smartban.record_failed(index, {begin: (peer, digests[begin]) for begin, peer in sources.items()})
+            sources = picker.senders(index)  # offset -> sender: the smart-ban evidence, by address
+            self._smartban.record_failed(index, {begin: (_trust_key(peer), digests[begin]) for begin, peer in sources.items()})
             contributors = picker.piece_failed(index)
             log.warning("%s: piece %d failed its hash check (%d peers contributed)", self.info.name, index, len(contributors))
-            if len(contributors) == 1:
-                (suspect,) = contributors
-                if isinstance(suspect, PeerConnection):
-                    suspect.failures += 1
-                    if suspect.failures >= self.settings.ban_after_failures:
-                        self._ban(suspect, f"{suspect.failures} pieces failed their hash check")
+            by_ip: dict[str, int] = {}
+            for peer, blocks in contributors.items():
+                key = _trust_key(peer)
+                if isinstance(key, str):
+                    by_ip[key] = by_ip.get(key, 0) + blocks
+            for ip in self._strikes.piece_failed(by_ip):
+                self._ban(ip, f"{self._strikes.strikes(ip)} pieces it sent failed their hash check")  # type: ignore[arg-type]
             self._refill_all()
 
-    def _ban(self, conn: PeerConnection, reason: str) -> None:
-        if conn.address is not None:
-            self.banned.add(conn.address[0])
-            self._candidates.pop(conn.address, None)
-        log.warning("%s: banned peer %s: %s", self.info.name, conn.describe(), reason)
-        conn.close(f"banned: {reason}")
+    def _ban(self, ip: str, reason: str) -> None:
+        """``ip`` is banned now (in ``_strikes``): end its connections and forget its addresses."""
+        log.warning("%s: banned peer address %s: %s", self.info.name, ip, reason)
+        for address in [a for a in self._candidates if a[0] == ip]:
+            del self._candidates[address]
+        for conn in list(self.peers):
+            if conn.address is not None and conn.address[0] == ip:
+                conn.close(f"banned: {reason}")
 
     def _announce_have(self, index: int) -> None:
         for conn in list(self.peers):
@@ -1048,6 +1058,9 @@ class Torrent:
             if now - conn.last_received > settings.inactivity_timeout:
                 conn.close("peer silent for too long")
                 continue
+            if conn.address is not None and self._strikes.is_banned(conn.address[0]):
+                conn.close("banned address")  # by another torrent of the session
+                continue
             if now - conn.last_sent > settings.keepalive_interval:
                 conn.write(wire.send(m.KeepAlive()))
             rate = conn.download_meter.update() if conn.download_meter else 0.0  # type: ignore[union-attr]
@@ -1095,6 +1108,14 @@ class Torrent:
 def _claim_live(index: int, conn: PeerConnection, until: float, now: float) -> bool:
     """A web-seed claim still stands: its peer is connected, has not got the piece, in time."""
     return not conn.closed and now <= until and not (conn.have is not None and conn.have[index])
+
+
+def _trust_key(source: object) -> object:
+    """Who a block came from, for evidence and strikes: a peer's IP address (so a reconnect
+    changes nothing), any other source (the web seed) as itself."""
+    if isinstance(source, PeerConnection) and source.address is not None:
+        return source.address[0]
+    return source
 
 
 def _count_ips(addresses: Iterable[Address]) -> dict[str, int]:
