@@ -13,6 +13,8 @@ import random
 import socket
 import struct
 
+import pytest
+
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.session import Session
 from p2pdist.agent.settings import EngineSettings
@@ -299,3 +301,66 @@ async def test_reconnecting_poisoner_is_banned_by_address() -> None:
         assert not await _poison_once(leech_session.port, leech.hash_failures, leech)
     finally:
         await leech_session.close()
+
+
+# -- 5. dial targets ------------------------------------------------------------------------------------
+
+
+class _Listener:
+    """Counts connections to one address (the dial target under test)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+
+
+async def _dialled(settings: EngineSettings, host: str, *, min_port_above: bool = False, site: list[str] | None = None) -> int:
+    listener = _Listener()
+    server = await asyncio.start_server(listener.serve, host, 0)
+    port = server.sockets[0].getsockname()[1]
+    if min_port_above:
+        settings = EngineSettings(**{**settings.__dict__, "min_peer_port": port + 1})
+    session = Session(settings, rng=random.Random(4))
+    await session.start()
+    try:
+        if site is not None:
+            session.set_site_networks(site)
+        torrent = await session.add_torrent(META, MemoryStorage(META.info))
+        torrent.add_peer_addresses([(host, port)])
+        await asyncio.sleep(0.5)
+        return listener.connections
+    finally:
+        await session.close()
+        server.close()
+
+
+async def test_never_dials_ports_below_the_minimum() -> None:
+    assert await _dialled(SETTINGS, "127.0.0.1") == 1
+    assert await _dialled(SETTINGS, "127.0.0.1", min_port_above=True) == 0
+    from p2pdist.agent.targets import DialPolicy
+
+    assert DialPolicy().refusal(("10.0.0.5", 22)) is not None  # the default: nothing below 1024
+    site = DialPolicy(site_networks=["10.1.0.0/16"])
+    assert site.refusal(("::ffff:10.1.2.3", 6881)) is None  # an IPv4-mapped peer is that IPv4 peer
+    assert site.refusal(("10.2.0.1", 6881)) is not None
+    assert site.refusal(("pc-17.branch.example", 6881)) is not None  # cannot be checked unresolved
+    assert DialPolicy().refusal(("pc-17.branch.example", 6881)) is None
+
+
+async def test_dials_only_inside_the_allowed_networks() -> None:
+    narrow = EngineSettings(**{**SETTINGS.__dict__, "peer_networks": ("127.0.0.2/32",)})
+    assert await _dialled(narrow, "127.0.0.1") == 0
+    assert await _dialled(narrow, "127.0.0.2") == 1
+    assert await _dialled(SETTINGS, "127.0.0.2", site=["127.0.1.0/24"]) == 0  # the site's subnets
+    assert await _dialled(SETTINGS, "127.0.1.7", site=["127.0.1.0/24"]) == 1
+
+
+def test_peer_limits_are_checked_when_settings_are_made() -> None:
+    with pytest.raises(ValueError, match="peer_networks"):
+        EngineSettings(peer_networks=("10.1.0.0/16", "branch-1"))
+    with pytest.raises(ValueError, match="max_connections_per_address"):
+        EngineSettings(max_connections_per_address=0)
+    assert EngineSettings(peer_networks=("10.1.0.0/16",), min_peer_port=0).min_peer_port == 0

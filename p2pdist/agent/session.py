@@ -24,7 +24,8 @@ from p2pdist import __version__
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import TokenBucket
 from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.torrent import Torrent
+from p2pdist.agent.targets import DialPolicy
+from p2pdist.agent.torrent import Address, Torrent
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import Metainfo
 from p2pdist.piece_picker.smartban import Strikes
@@ -63,6 +64,7 @@ class Session:
         self._pending_ip: dict[PeerConnection, str] = {}  # admitted pending connections' addresses
         self._pending_per_ip: dict[str, int] = {}
         self.strikes = Strikes(failures_to_ban=settings.ban_after_failures)
+        self.dial_policy = DialPolicy(min_port=settings.min_peer_port, networks=settings.peer_networks)
         self.refused = 0  # connections refused at accept (over the cap, banned, per address)
         self._reaper: asyncio.Task[None] | None = None
         self.port = 0
@@ -115,6 +117,15 @@ class Session:
             else:
                 del self._pending_per_ip[ip]
 
+    def set_site_networks(self, networks: list[str] | tuple[str, ...]) -> None:
+        """The site server named this site's subnets: dial no peer outside them from now on.
+        (The hook for the tracker client; an empty list lifts the site rule.)"""
+        self.dial_policy = self.dial_policy.with_site_networks(networks)
+
+    def dial_refusal(self, address: Address) -> str | None:
+        """Why ``address`` may not be dialled (see ``agent.targets``), or None."""
+        return self.dial_policy.refusal(address)
+
     def connection_count(self) -> int:
         return len(self._pending) + sum(len(t.peers) for t in self.torrents.values())
 
@@ -135,6 +146,7 @@ class Session:
             download_bucket=self.download_bucket,
             can_connect=self.can_connect,
             strikes=self.strikes,
+            dial_refusal=self.dial_refusal,
         )
         self.torrents[meta.info_hash] = torrent
         try:

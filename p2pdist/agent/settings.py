@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from p2pdist import __version__
+from p2pdist.agent.targets import parse_networks
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class EngineSettings:
     # and waits for the socket to drain, so a peer that reads never comes near it; a peer that
     # makes us write (requests, rejects) without reading is closed when it passes this.
     max_send_buffer: int = 1 << 20
+    # Never dial ports below this: a tracker or peer could otherwise point every agent of a
+    # site at a privileged service (ssh, smtp, a DC) on some host. 0 dials any port.
+    min_peer_port: int = 1024
+    # Networks we may dial (CIDR); empty = any. The hook for the site's own subnets: a session
+    # narrows it further with ``Session.set_site_networks`` once the site server names them.
+    peer_networks: tuple[str, ...] = ()
     # Upload slots: 4 regular + 1 optimistic is the classic BitTorrent choice; LAN peers are fast,
     # so a few more slots spread a package through a branch in fewer rounds.
     upload_slots: int = 8
@@ -53,3 +60,13 @@ class EngineSettings:
     # A peer whose data failed hash checks this many times is banned for the session.
     ban_after_failures: int = 2
     tick_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections_per_address < 1 or self.max_send_buffer < 1:
+            raise ValueError("max_connections_per_address and max_send_buffer must be positive")
+        if not 0 <= self.min_peer_port < 65536:
+            raise ValueError("min_peer_port must be 0-65535")
+        try:
+            parse_networks(self.peer_networks)
+        except ValueError as exc:
+            raise ValueError(f"peer_networks: {exc}") from None

@@ -51,6 +51,7 @@ from operator import floordiv, itemgetter
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
+from p2pdist.agent.targets import DialPolicy
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo
@@ -94,6 +95,7 @@ class Torrent:
         download_bucket: TokenBucket | None = None,
         can_connect: Callable[[], bool] = lambda: True,
         strikes: Strikes | None = None,
+        dial_refusal: Callable[[Address], str | None] | None = None,
     ) -> None:
         self.meta = meta
         self.info = meta.info
@@ -113,6 +115,7 @@ class Torrent:
         self._candidates: dict[Address, float] = {}  # address -> earliest next attempt
         self._failures: dict[Address, int] = {}
         self._strikes = strikes or Strikes(failures_to_ban=settings.ban_after_failures)
+        self._dial_refusal = dial_refusal or DialPolicy(min_port=settings.min_peer_port, networks=settings.peer_networks).refusal
         self._partial: dict[int, bytearray] = {}
         self._buffer_views: dict[int, list[memoryview]] = {}  # id(buffer) -> its block views
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
@@ -289,6 +292,10 @@ class Torrent:
         for address in addresses:
             if address in self._candidates or self._strikes.is_banned(address[0]):
                 continue
+            refusal = self._dial_refusal(address)
+            if refusal:
+                log.info("%s: not dialling %s: %s", self.info.name, address, refusal)
+                continue
             self._candidates[address] = now
         self._connect_more()
 
@@ -313,7 +320,7 @@ class Torrent:
                 break
             if per_ip is None:
                 per_ip = _count_ips(busy)
-            if per_ip.get(address[0], 0) >= self.settings.max_connections_per_address:
+            if per_ip.get(address[0], 0) >= self.settings.max_connections_per_address or self._dial_refusal(address):
                 continue
             per_ip[address[0]] = per_ip.get(address[0], 0) + 1
             room -= 1
