@@ -245,10 +245,10 @@ async def _poison_once(port: int, leech: Child, failures: int) -> bool:
             while leech.stats()["hash_failures"] == failures:
                 try:
                     async with asyncio.timeout(0.2):
-                        (length,) = struct.unpack(">I", await reader.readexactly(4))
-                        body = await reader.readexactly(length)
+                        header = await reader.readexactly(4)  # cancel-safe: nothing consumed
                 except TimeoutError:
                     continue
+                body = await reader.readexactly(struct.unpack(">I", header)[0])
                 if body[:1] == b"\x06":
                     index, begin, size = struct.unpack(">III", body[1:13])
                     piece = index if piece is None else piece

@@ -243,7 +243,8 @@ async def test_one_address_cannot_take_every_slot() -> None:
             reader, writer = await _open(session.port, source="127.0.0.2")
             writer.write(m.Handshake(META.info_hash, b"-XX0001-" + bytes([n]) * 12, m.make_reserved()).encode())
             streams.append((reader, writer))
-        await asyncio.sleep(0.5)
+        refused = await asyncio.gather(*(_reset_or_eof(reader, timeout=3.0) for reader, _ in streams))
+        assert sum(refused) == 6  # at accept or at the handshake; the other four are peers now
         from_one = [c for c in torrent.peers if c.address[0] == "127.0.0.2" and not c.closed]
         assert len(from_one) == 4
         await _download(session.port, source="127.0.0.1")  # another address still gets a slot
@@ -270,15 +271,17 @@ async def _poison_once(port: int, failures_before: int, torrent) -> bool:
         piece = None
         async with asyncio.timeout(10):
             while torrent.hash_failures == failures_before:
-                (length,) = struct.unpack(">I", await reader.readexactly(4))
-                body = await reader.readexactly(length)
+                try:
+                    async with asyncio.timeout(0.1):  # then look at the failure count again
+                        header = await reader.readexactly(4)  # cancel-safe: nothing consumed
+                except TimeoutError:
+                    continue
+                body = await reader.readexactly(struct.unpack(">I", header)[0])
                 if body[:1] == b"\x06":
                     index, begin, size = struct.unpack(">III", body[1:13])
                     piece = index if piece is None else piece
                     if index == piece:
                         writer.write(m.Piece(index, begin, b"\xaa" * size).encode())
-                elif not body and torrent.hash_failures == failures_before:
-                    await asyncio.sleep(0.01)
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     writer.close()
