@@ -9,8 +9,9 @@ codec knows our side of the state (choking, requests in flight).
 Every limit below has its reason next to it; a peer that breaks one gets a ``ProtocolError``,
 which ends that connection and nothing else: the phase becomes CLOSED, buffered input is
 dropped, and ``next_event``, ``receive_data`` and ``get_buffer`` keep raising. Memory stays
-bounded by one fixed buffer (two of the largest legal frames, at least 256 KiB) whatever the
-peer sends; our own misuse of ``send`` is a ``LocalError`` that records nothing.
+bounded by one fixed buffer (4 KiB until ``bind``, then two of the largest legal frames, at
+least 256 KiB) whatever the peer sends; our own misuse of ``send`` is a ``LocalError`` that
+records nothing.
 """
 
 from __future__ import annotations
