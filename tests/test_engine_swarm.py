@@ -45,7 +45,10 @@ async def test_one_seed_one_leecher_memory() -> None:
 async def test_five_leechers_trade_with_each_other() -> None:
     data = random_bytes(1_500_000, seed=2)
     _, meta = make_torrent({"big.bin": data}, single=True, name="big.bin", piece_length=32 * 1024)
-    settings = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, choke_interval=1.0, upload_slots=2)
+    # Six engines share 127.0.0.1: each may hold a connection to all five others.
+    settings = EngineSettings(
+        listen_host="127.0.0.1", listen_port=0, tick_interval=0.2, choke_interval=1.0, upload_slots=2, max_connections_per_address=8
+    )
     seed_session = Session(settings, rng=random.Random(10))
     await seed_session.start()
     sessions = [Session(settings, rng=random.Random(20 + i)) for i in range(5)]

@@ -132,3 +132,17 @@ def test_culprits_are_exactly_the_bad_senders(assignment: list[str], bad: set[st
         feed(ban, 0, {i * BLOCK_SIZE: peer for i, peer in enumerate(assignment)}, bad)
         ban.piece_failed(0)
     assert ban.piece_verified(0, GOOD) == bad & set(assignment)
+
+
+def test_strikes_by_address_survive_and_stay_bounded() -> None:
+    """The engine keys strikes by IP address: a reconnect is the same peer. Strikes of many
+    addresses are remembered up to a bound (oldest first out); bans are kept."""
+    strikes = Strikes(failures_to_ban=2, max_tracked=2)
+    assert strikes.piece_failed({"10.0.0.1": 2}) == set()
+    assert strikes.piece_failed({"10.0.0.1": 2}) == {"10.0.0.1"}
+    assert strikes.banned == frozenset({"10.0.0.1"})
+    strikes.piece_failed({"10.0.0.2": 1})
+    strikes.piece_failed({"10.0.0.3": 1})
+    strikes.piece_failed({"10.0.0.4": 1})
+    assert strikes.strikes("10.0.0.2") == 0 and strikes.strikes("10.0.0.4") == 1
+    assert strikes.is_banned("10.0.0.1")

@@ -365,6 +365,43 @@ def test_request_queue_cap_default(fast: bool) -> None:
     fails(wire, m.Request(3, 4000, 16).encode(), "more than 500 requests queued")
 
 
+def test_repeated_requests_are_counted_and_capped() -> None:
+    """Asking again for a block still owed takes no slot, but each repeat is counted: a peer
+    that repeats itself without reading is ended, however few distinct blocks it names."""
+    wire = serving(limits=WireLimits(max_duplicate_requests=10))
+    feed(wire, m.Request(0, 0, 16))
+    feed(wire, *(m.Request(0, 0, 16) for _ in range(10)))
+    assert wire.duplicate_requests == 10 and len(wire.requests_in) == 1
+    wire.send(m.Piece(0, 0, bytes(16)))
+    feed(wire, m.Request(0, 0, 16))  # asked again after it was served: a new request
+    assert wire.duplicate_requests == 10
+    fails(wire, m.Request(0, 0, 16).encode(), "requests for blocks already queued")
+
+
+def test_repeated_requests_default_cap_in_runs() -> None:
+    layout, info_hash = torrent(4)
+    wire = PeerWire(peer_id=OUR_ID, info_hash=info_hash, layout=layout, runs=True)
+    wire.handshake()
+    feed(wire, m.Handshake(info_hash, PEER_ID, m.make_reserved()).encode())
+    wire.send(m.HaveAll())
+    wire.send(m.Unchoke())
+    fails(wire, m.Request(0, 0, 16).encode() * 502, "more than 500 requests for blocks already queued")
+
+
+def test_unbound_connection_holds_a_small_buffer() -> None:
+    """A listener may hold many connections that never finish a handshake: each one costs a
+    few KiB until the handshake names a torrent, then the full buffer."""
+    layout, info_hash = torrent(4)
+    wire = PeerWire(peer_id=OUR_ID)
+    assert len(wire.get_buffer()) <= 4096
+    wire.receive_data(m.Handshake(info_hash, PEER_ID, m.make_reserved()).encode() + m.HaveAll().encode())
+    assert isinstance(wire.next_event(), m.Handshake)
+    wire.bind(layout, info_hash)
+    wire.handshake()
+    assert len(wire.get_buffer()) >= 200 * 1024
+    assert drain(wire) == [m.HaveAll()]
+
+
 def test_answered_requests_free_their_slot() -> None:
     wire = serving(limits=WireLimits(max_incoming_requests=2))
     for begin in range(0, 100 * 16, 16):

@@ -46,10 +46,23 @@ class PeerOwner(Protocol):
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None: ...
 
 
+class InboundGate(Protocol):
+    def admit(self, conn: PeerConnection) -> str | None:
+        """Why an accepted connection may not stay (its address is known now), or None."""
+
+
 class PeerConnection(asyncio.BufferedProtocol):
     """One TCP connection to a peer; state the torrent keeps per peer lives here too."""
 
-    def __init__(self, wire: PeerWire, owner: PeerOwner, *, outbound: bool, address: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        wire: PeerWire,
+        owner: PeerOwner,
+        *,
+        outbound: bool,
+        address: tuple[str, int] | None = None,
+        max_send_buffer: int = 1 << 20,
+    ) -> None:
         self.wire = wire
         self.owner = owner
         self.outbound = outbound
@@ -65,6 +78,10 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.last_block = now  # last piece data received (snub detection)
         self._writable = asyncio.Event()
         self._writable.set()
+        # Past the transport's high-water mark, every write checks the send buffer against
+        # this: a peer that makes us write without reading is closed, not buffered for.
+        self.max_send_buffer = max_send_buffer
+        self._write_paused = False
         # Torrent-side per-peer state.
         self.have: Bitfield | None = None
         self.is_seed = False
@@ -76,7 +93,6 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.blocks_since_growth = 0
         self.download_meter = None  # RateMeter, set by the torrent
         self.upload_meter = None
-        self.failures = 0
         self.read_paused = False
         self._socket: socket.socket | None = None
         self._lowat = 1
@@ -93,6 +109,13 @@ class PeerConnection(asyncio.BufferedProtocol):
             self.address = (peer[0], peer[1]) if peer else ("?", 0)
         if self.outbound:
             self.write(self.wire.handshake())
+        elif self.closed:
+            transport.abort()  # closed before the transport existed: nothing else would end it
+        else:
+            admit = getattr(self.owner, "admit", None)  # an InboundGate (the session)
+            refusal = admit(self) if admit is not None else None
+            if refusal:
+                self.close(refusal)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         try:
@@ -194,10 +217,16 @@ class PeerConnection(asyncio.BufferedProtocol):
         self._finish()
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         self._writable.clear()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         self._writable.set()
+
+    def _check_send_buffer(self) -> None:
+        if self.transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[union-attr]
+            self.close(f"peer does not read: more than {self.max_send_buffer} bytes waiting to be sent")
 
     # -- used by the owner ---------------------------------------------------------------
 
@@ -206,12 +235,16 @@ class PeerConnection(asyncio.BufferedProtocol):
             return
         self.transport.write(data)
         self.last_sent = time.monotonic()
+        if self._write_paused:
+            self._check_send_buffer()
 
     def writelines(self, chunks: list[bytes]) -> None:
         if self.closed or self.transport is None:
             return
         self.transport.writelines(chunks)
         self.last_sent = time.monotonic()
+        if self._write_paused:
+            self._check_send_buffer()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""

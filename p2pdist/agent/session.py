@@ -2,7 +2,14 @@
 
 Inbound connections belong to the session until their handshake names an info-hash; then the
 torrent takes them over (or they are closed: unknown torrent, full, banned). Global limits
-(connections, upload and download rate) are shared through the session.
+(connections, upload and download rate) are shared through the session, and so is what we know
+of each address: bans survive reconnects and apply to every torrent (``Strikes``, keyed by IP).
+
+Connections over ``max_connections`` are refused as they are accepted: the protocol factory
+hands asyncio a ``_Refused`` protocol that resets the socket in ``connection_made``, so an
+excess connection costs neither a codec nor a descriptor beyond that moment. The address is
+known only in ``connection_made``; there ``admit`` refuses banned addresses and addresses with
+``max_connections_per_address`` handshakes already pending.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from p2pdist.aio import stop_tasks
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import TokenBucket
 from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.torrent import Torrent
+from p2pdist.agent.targets import DialPolicy
+from p2pdist.agent.torrent import Address, Torrent
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import Metainfo
+from p2pdist.piece_picker.smartban import Strikes
 from p2pdist.storage.base import Storage
 from p2pdist.wire import messages as m
 from p2pdist.wire.codec import PeerWire
@@ -36,6 +45,13 @@ def make_peer_id() -> bytes:
     return prefix + os.urandom(20 - len(prefix))
 
 
+class _Refused(asyncio.Protocol):
+    """What an accepted connection over the cap gets: reset at once, nothing allocated."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
+
+
 class Session:
     def __init__(self, settings: EngineSettings = EngineSettings(), *, peer_id: bytes | None = None, rng: random.Random | None = None) -> None:
         self.settings = settings
@@ -46,6 +62,11 @@ class Session:
         self.download_bucket = TokenBucket(settings.download_rate_limit)
         self._server: asyncio.base_events.Server | None = None
         self._pending: set[PeerConnection] = set()
+        self._pending_ip: dict[PeerConnection, str] = {}  # admitted pending connections' addresses
+        self._pending_per_ip: dict[str, int] = {}
+        self.strikes = Strikes(failures_to_ban=settings.ban_after_failures)
+        self.dial_policy = DialPolicy(min_port=settings.min_peer_port, networks=settings.peer_networks)
+        self.refused = 0  # connections refused at accept (over the cap, banned, per address)
         self._reaper: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -62,12 +83,49 @@ class Session:
         self.port = self._server.sockets[0].getsockname()[1]
         self._reaper = asyncio.ensure_future(self._reap_pending())
 
-    def _inbound(self) -> PeerConnection:
-        conn = PeerConnection(PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False)
+    def _inbound(self) -> asyncio.BaseProtocol:
+        if self.connection_count() >= self.settings.max_connections:
+            self.refused += 1
+            return _Refused()
+        conn = PeerConnection(
+            PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False, max_send_buffer=self.settings.max_send_buffer
+        )
         self._pending.add(conn)
-        if self.connection_count() > self.settings.max_connections:
-            asyncio.get_running_loop().call_soon(conn.close, "too many connections")
         return conn
+
+    def admit(self, conn: PeerConnection) -> str | None:
+        """An accepted connection's address is known: refuse it now if that address may not
+        have one more (banned, or too many handshakes pending from it)."""
+        ip = conn.address[0] if conn.address else "?"
+        if self.strikes.is_banned(ip):
+            self.refused += 1
+            return "banned address"
+        pending = self._pending_per_ip.get(ip, 0)
+        if pending >= self.settings.max_connections_per_address:
+            self.refused += 1
+            return "too many connections from this address"
+        self._pending_per_ip[ip] = pending + 1
+        self._pending_ip[conn] = ip
+        return None
+
+    def _unpend(self, conn: PeerConnection) -> None:
+        self._pending.discard(conn)
+        ip = self._pending_ip.pop(conn, None)
+        if ip is not None:
+            left = self._pending_per_ip[ip] - 1
+            if left:
+                self._pending_per_ip[ip] = left
+            else:
+                del self._pending_per_ip[ip]
+
+    def set_site_networks(self, networks: list[str] | tuple[str, ...]) -> None:
+        """The site server named this site's subnets: dial no peer outside them from now on.
+        (The hook for the tracker client; an empty list lifts the site rule.)"""
+        self.dial_policy = self.dial_policy.with_site_networks(networks)
+
+    def dial_refusal(self, address: Address) -> str | None:
+        """Why ``address`` may not be dialled (see ``agent.targets``), or None."""
+        return self.dial_policy.refusal(address)
 
     def connection_count(self) -> int:
         return len(self._pending) + sum(len(t.peers) for t in self.torrents.values())
@@ -88,6 +146,8 @@ class Session:
             upload_bucket=self.upload_bucket,
             download_bucket=self.download_bucket,
             can_connect=self.can_connect,
+            strikes=self.strikes,
+            dial_refusal=self.dial_refusal,
         )
         self.torrents[meta.info_hash] = torrent
         try:
@@ -107,7 +167,7 @@ class Session:
         if not isinstance(event, m.Handshake):
             conn.close("message before handshake")
             return
-        self._pending.discard(conn)
+        self._unpend(conn)
         torrent = self.torrents.get(event.info_hash)
         if torrent is None:
             conn.close("handshake for a torrent we do not serve")
@@ -122,7 +182,7 @@ class Session:
         conn.close("request before handshake")
 
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
-        self._pending.discard(conn)
+        self._unpend(conn)
 
     async def _reap_pending(self) -> None:
         """Close inbound connections that never complete a handshake."""

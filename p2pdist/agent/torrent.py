@@ -18,9 +18,16 @@ Upload path: requests arrive as runs too and join the peer's queue; the upload l
 to ``UPLOAD_BATCH`` blocks from pieces in memory without copying and writes them, headers
 framed by the codec, in one call.
 
-A piece that fails its hash goes back to the picker. Its blocks' digests are kept with the peers
-that sent them; when the piece later verifies, the smart-ban ledger names the peers whose blocks
-differed, and those are banned. A peer that alone sent a failed piece gets a strike.
+A piece that fails its hash goes back to the picker. Its blocks' digests are kept with the
+addresses that sent them; when the piece later verifies, the smart-ban ledger names the
+addresses whose blocks differed, and those are banned. An address that sent at least half of a
+failed piece gets a strike (``Strikes``, shared by the session's torrents). Evidence, strikes and
+bans are per IP address, not per connection, so reconnecting wipes nothing.
+
+What one peer can make us hold is bounded: its requests (the codec's caps; the upload queue is
+compacted to the requests still owed when repetitions or cancels pile up in it), what waits in
+its send buffer (``PeerConnection.max_send_buffer``), its receive buffer (the codec's, fixed),
+and its share of the slots (``max_connections_per_address``).
 
 Periodic work runs in one tick per second (rates, timeouts, snubbing, keep-alives, new
 connections) and one choke round every ``choke_interval``, rather than a timer per peer.
@@ -36,6 +43,7 @@ import hashlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
@@ -44,12 +52,13 @@ from p2pdist.aio import stop_tasks
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
+from p2pdist.agent.targets import DialPolicy
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo
 from p2pdist.piece_picker.choker import ChokerState, PeerStats, decide
 from p2pdist.piece_picker.picker import TAKEN, Block, PiecePicker
-from p2pdist.piece_picker.smartban import SmartBan
+from p2pdist.piece_picker.smartban import SmartBan, Strikes
 from p2pdist.storage.base import Storage, StorageError
 from p2pdist.wire import messages as m
 from p2pdist.wire import fetching
@@ -86,6 +95,8 @@ class Torrent:
         upload_bucket: TokenBucket | None = None,
         download_bucket: TokenBucket | None = None,
         can_connect: Callable[[], bool] = lambda: True,
+        strikes: Strikes | None = None,
+        dial_refusal: Callable[[Address], str | None] | None = None,
     ) -> None:
         self.meta = meta
         self.info = meta.info
@@ -104,7 +115,8 @@ class Torrent:
         self._connecting: set[Address] = set()
         self._candidates: dict[Address, float] = {}  # address -> earliest next attempt
         self._failures: dict[Address, int] = {}
-        self.banned: set[str] = set()
+        self._strikes = strikes or Strikes(failures_to_ban=settings.ban_after_failures)
+        self._dial_refusal = dial_refusal or DialPolicy(min_port=settings.min_peer_port, networks=settings.peer_networks).refusal
         self._partial: dict[int, bytearray] = {}
         self._buffer_views: dict[int, list[memoryview]] = {}  # id(buffer) -> its block views
         self._web_claims: dict[int, tuple[PeerConnection, float]] = {}  # piece -> (peer, until)
@@ -242,6 +254,11 @@ class Torrent:
         self._emit("error")
 
     @property
+    def banned(self) -> frozenset[str]:
+        """Addresses banned for bad data (by any torrent sharing our ``Strikes``)."""
+        return self._strikes.banned  # type: ignore[return-value]
+
+    @property
     def have(self) -> Bitfield:
         assert self.picker is not None
         return self.picker.have
@@ -271,7 +288,11 @@ class Torrent:
         """Remember candidates (from the tracker or the command line) and connect soon."""
         now = time.monotonic()
         for address in addresses:
-            if address[0] in self.banned or address in self._candidates:
+            if address in self._candidates or self._strikes.is_banned(address[0]):
+                continue
+            refusal = self._dial_refusal(address)
+            if refusal:
+                log.info("%s: not dialling %s: %s", self.info.name, address, refusal)
                 continue
             self._candidates[address] = now
         self._connect_more()
@@ -285,15 +306,21 @@ class Torrent:
         now = time.monotonic()
         busy = self._connected_addresses()
         room = self.settings.max_peers_per_torrent - len(self.peers) - len(self._connecting)
+        per_ip: dict[str, int] | None = None
         for address, due in list(self._candidates.items()):
             if room <= 0:
                 break
-            if due > now or address in busy or address[0] in self.banned:
+            if due > now or address in busy or self._strikes.is_banned(address[0]):
                 continue
             if self.state is TorrentState.SEEDING:
                 break  # seeds wait for leechers to come to them
             if not self._can_connect():
                 break
+            if per_ip is None:
+                per_ip = _count_ips(busy)
+            if per_ip.get(address[0], 0) >= self.settings.max_connections_per_address or self._dial_refusal(address):
+                continue
+            per_ip[address[0]] = per_ip.get(address[0], 0) + 1
             room -= 1
             self._connecting.add(address)
             self._spawn(self._connect(address))
@@ -301,7 +328,7 @@ class Torrent:
     async def _connect(self, address: Address) -> None:
         loop = asyncio.get_running_loop()
         wire = PeerWire(peer_id=self.peer_id, info_hash=self.info_hash, layout=self.layout, runs=True)
-        conn = PeerConnection(wire, self, outbound=True, address=address)
+        conn = PeerConnection(wire, self, outbound=True, address=address, max_send_buffer=self.settings.max_send_buffer)
         local_addr = (self.settings.bind_host, 0) if self.settings.bind_host else None
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
@@ -326,9 +353,11 @@ class Torrent:
         """Take over an inbound connection whose handshake named this torrent."""
         if self.state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
             return False
-        if conn.address and conn.address[0] in self.banned:
+        if conn.address and self._strikes.is_banned(conn.address[0]):
             return False
         if len(self.peers) >= self.settings.max_peers_per_torrent:
+            return False
+        if conn.address and _count_ips(self._connected_addresses()).get(conn.address[0], 0) >= self.settings.max_connections_per_address:
             return False
         conn.wire.bind(self.layout, self.info_hash)
         conn.owner = self
@@ -348,7 +377,6 @@ class Torrent:
             del self._peer_ids[conn.wire.peer_handshake.peer_id]
         if self.picker is not None and conn.have is not None:
             self.picker.remove_peer(conn)
-        self._smartban.forget_peer(conn)
         if conn.outbound and conn.address in self._candidates:
             self._candidates[conn.address] = time.monotonic() + 30.0  # inbound peers call back themselves
         if self.state is TorrentState.DOWNLOADING:
@@ -799,9 +827,9 @@ class Torrent:
             if index in self._failed_pieces:
                 self._failed_pieces.discard(index)
                 digests = await asyncio.get_running_loop().run_in_executor(None, _block_digests, bytes(buffer))
-                for culprit in self._smartban.piece_verified(index, digests):
-                    if isinstance(culprit, PeerConnection):
-                        self._ban(culprit, f"sent corrupt data for piece {index}")
+                culprits = self._smartban.piece_verified(index, digests)
+                for ip in self._strikes.culprits(c for c in culprits if isinstance(c, str)):
+                    self._ban(ip, f"sent corrupt data for piece {index}")  # type: ignore[arg-type]
             self._announce_have(index)
             if picker.complete:
                 await self._on_complete()
@@ -809,24 +837,27 @@ class Torrent:
             self.hash_failures += 1
             self._failed_pieces.add(index)
             digests = _block_digests(bytes(buffer))
-            sources = picker.senders(index)  # offset -> sender: the smart-ban evidence
-            self._smartban.record_failed(index, {begin: (peer, digests[begin]) for begin, peer in sources.items()})
+            sources = picker.senders(index)  # offset -> sender: the smart-ban evidence, by address
+            self._smartban.record_failed(index, {begin: (_trust_key(peer), digests[begin]) for begin, peer in sources.items()})
             contributors = picker.piece_failed(index)
             log.warning("%s: piece %d failed its hash check (%d peers contributed)", self.info.name, index, len(contributors))
-            if len(contributors) == 1:
-                (suspect,) = contributors
-                if isinstance(suspect, PeerConnection):
-                    suspect.failures += 1
-                    if suspect.failures >= self.settings.ban_after_failures:
-                        self._ban(suspect, f"{suspect.failures} pieces failed their hash check")
+            by_ip: dict[str, int] = {}
+            for peer, blocks in contributors.items():
+                key = _trust_key(peer)
+                if isinstance(key, str):
+                    by_ip[key] = by_ip.get(key, 0) + blocks
+            for ip in self._strikes.piece_failed(by_ip):
+                self._ban(ip, f"{self._strikes.strikes(ip)} pieces it sent failed their hash check")  # type: ignore[arg-type]
             self._refill_all()
 
-    def _ban(self, conn: PeerConnection, reason: str) -> None:
-        if conn.address is not None:
-            self.banned.add(conn.address[0])
-            self._candidates.pop(conn.address, None)
-        log.warning("%s: banned peer %s: %s", self.info.name, conn.describe(), reason)
-        conn.close(f"banned: {reason}")
+    def _ban(self, ip: str, reason: str) -> None:
+        """``ip`` is banned now (in ``_strikes``): end its connections and forget its addresses."""
+        log.warning("%s: banned peer address %s: %s", self.info.name, ip, reason)
+        for address in [a for a in self._candidates if a[0] == ip]:
+            del self._candidates[address]
+        for conn in list(self.peers):
+            if conn.address is not None and conn.address[0] == ip:
+                conn.close(f"banned: {reason}")
 
     def _announce_have(self, index: int) -> None:
         for conn in list(self.peers):
@@ -876,8 +907,11 @@ class Torrent:
         wire = conn.wire
         if not wire.am_choking:
             picker = self.picker
+            queue = conn.upload_queue
+            if len(queue) > 2 * wire.limits.max_incoming_requests:
+                _compact_queue(queue, wire.requests_in)
             if picker is not None and picker.complete:
-                conn.upload_queue.extend(run)  # a seed has every piece: no check per block
+                queue.extend(run)  # a seed has every piece: no check per block
                 run = []
             else:
                 have = self.have
@@ -1027,6 +1061,9 @@ class Torrent:
             if now - conn.last_received > settings.inactivity_timeout:
                 conn.close("peer silent for too long")
                 continue
+            if conn.address is not None and self._strikes.is_banned(conn.address[0]):
+                conn.close("banned address")  # by another torrent of the session
+                continue
             if now - conn.last_sent > settings.keepalive_interval:
                 conn.write(wire.send(m.KeepAlive()))
             rate = conn.download_meter.update() if conn.download_meter else 0.0  # type: ignore[union-attr]
@@ -1074,6 +1111,33 @@ class Torrent:
 def _claim_live(index: int, conn: PeerConnection, until: float, now: float) -> bool:
     """A web-seed claim still stands: its peer is connected, has not got the piece, in time."""
     return not conn.closed and now <= until and not (conn.have is not None and conn.have[index])
+
+
+def _trust_key(source: object) -> object:
+    """Who a block came from, for evidence and strikes: a peer's IP address (so a reconnect
+    changes nothing), any other source (the web seed) as itself."""
+    if isinstance(source, PeerConnection) and source.address is not None:
+        return source.address[0]
+    return source
+
+
+def _count_ips(addresses: Iterable[Address]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for host, _ in addresses:
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
+def _compact_queue(queue: deque[tuple[int, int, int]], requests_in: dict[tuple[int, int, int], None]) -> None:
+    """Keep in a peer's upload queue only the requests still owed, once each, in order.
+
+    Entries go stale when a request is cancelled or repeated; the upload loop skips them, but a
+    peer that repeats or cancels while not reading could pile them up without end. Compacting
+    when the queue passes twice the request cap keeps it within that, at O(1) a request.
+    """
+    kept = [key for key in dict.fromkeys(queue) if key in requests_in]
+    queue.clear()
+    queue.extend(kept)
 
 
 def _block_digests(data: bytes) -> dict[int, bytes]:

@@ -10,7 +10,9 @@ collision-resistant hash, e.g. SHA-1 of the block; the same function both times)
 
 ``Strikes`` is the small policy on top: a proven culprit is banned at once; a peer that sent at
 least half the blocks of ``failures_to_ban`` (2) failed pieces is banned too, which covers the
-case where no good copy ever arrives to prove anything.
+case where no good copy ever arrives to prove anything. Both are keyed by whatever the caller
+names a peer with; the engine uses the IP address, so that evidence, strikes and bans survive a
+reconnect (a poisoner that redials after every bad piece is still one peer).
 
 Memory is bounded: digests are kept only for pieces being downloaded (cleared when verified or
 failed) and for failed pieces (cleared when verified), at most ``max_failed_pieces`` of them and
@@ -103,8 +105,9 @@ class SmartBan:
 class Strikes:
     """Who to ban: a proven culprit at once, a main contributor of repeated failures later."""
 
-    def __init__(self, *, failures_to_ban: int = 2) -> None:
+    def __init__(self, *, failures_to_ban: int = 2, max_tracked: int = 65536) -> None:
         self._failures_to_ban = failures_to_ban
+        self._max_tracked = max_tracked  # peers with strikes remembered; the oldest go first
         self._strikes: dict[Hashable, int] = {}
         self._banned: set[Hashable] = set()
 
@@ -119,8 +122,10 @@ class Strikes:
         for peer, blocks in contributed.items():
             if blocks * 2 < total or peer in self._banned:
                 continue
-            strikes = self._strikes.get(peer, 0) + 1
+            strikes = self._strikes.pop(peer, 0) + 1
             self._strikes[peer] = strikes
+            if len(self._strikes) > self._max_tracked:
+                del self._strikes[next(iter(self._strikes))]
             if strikes >= self._failures_to_ban:
                 self._banned.add(peer)
                 newly.add(peer)
@@ -137,6 +142,10 @@ class Strikes:
 
     def is_banned(self, peer: Hashable) -> bool:
         return peer in self._banned
+
+    @property
+    def banned(self) -> frozenset[Hashable]:
+        return frozenset(self._banned)
 
     def forget_peer(self, peer: Hashable) -> None:
         """Forget a peer's strikes but not a ban: a banned address stays banned."""

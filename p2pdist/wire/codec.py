@@ -9,8 +9,9 @@ codec knows our side of the state (choking, requests in flight).
 Every limit below has its reason next to it; a peer that breaks one gets a ``ProtocolError``,
 which ends that connection and nothing else: the phase becomes CLOSED, buffered input is
 dropped, and ``next_event``, ``receive_data`` and ``get_buffer`` keep raising. Memory stays
-bounded by one fixed buffer (two of the largest legal frames, at least 256 KiB) whatever the
-peer sends; our own misuse of ``send`` is a ``LocalError`` that records nothing.
+bounded by one fixed buffer (4 KiB until ``bind``, then two of the largest legal frames, at
+least 256 KiB) whatever the peer sends; our own misuse of ``send`` is a ``LocalError`` that
+records nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ _DESCRIBE = (m.BitfieldMessage, m.HaveAll, m.HaveNone)
 # Messages we may send before our bitfield without closing the window for it (as state.py
 # lets the peer do).
 _KEEPS_WINDOW = (m.ExtendedHandshake, m.Extended, m.KeepAlive, m.AllowedFast, m.Port)
+_UNBOUND_BUFFER = 4096  # receive buffer before bind(): a handshake and what follows it in one read
 _SENDABLE = frozenset(kind for phase, kind in TRANSITIONS if phase is not Phase.AWAIT_HANDSHAKE)
 
 
@@ -81,6 +83,10 @@ class WireLimits:
     max_incoming_requests: int = 500
     # Requests that may arrive after we choke (they crossed our choke on the wire): one full queue.
     max_requests_while_choked: int = 500
+    # Requests for a block we still owe the peer. No client asks twice for a block it is
+    # waiting for (a re-sent queue after a timeout is the worst an honest one does), while a
+    # peer that repeats its requests without reading makes us queue each repetition.
+    max_duplicate_requests: int = 500
     # We advertise no extension with large payloads; the BEP 10 handshake is a few hundred bytes.
     max_extension_payload: int = 64 * 1024
     # Cancelled requests whose piece may still be in flight; older ones are forgotten.
@@ -141,6 +147,7 @@ class PeerWire:
         self._cancelled: OrderedDict[BlockKey, None] = OrderedDict()
         self.requests_in: dict[BlockKey, None] = {}  # theirs we still owe a piece or reject
         self._choked_requests = 0
+        self.duplicate_requests = 0  # requests for blocks already in requests_in, ever
         self.allowed_fast_in: set[int] = set()  # pieces the peer lets us request while choked
         self.allowed_fast_out: set[int] = set()  # pieces we let the peer request while choked
         self._layout: Layout | None = None
@@ -185,8 +192,11 @@ class PeerWire:
     # -- receiving -------------------------------------------------------------------------
 
     def _ensure_buffer(self) -> None:
+        """Allocate the receive buffer on first use: a small one while unbound (an inbound
+        connection's handshake is 68 bytes, and a listener may hold many connections that never
+        get further), the full one from ``bind``."""
         if not self._buf:
-            self._buf = bytearray(256 * 1024)
+            self._buf = bytearray(256 * 1024 if self._layout is not None else _UNBOUND_BUFFER)
             self._view = memoryview(self._buf)
 
     def _compact(self) -> None:
@@ -612,9 +622,15 @@ class PeerWire:
                 raise ProtocolError(f"more than {self.limits.max_requests_while_choked} requests while choked")
             if not self.fast:
                 return  # BEP 3: requests while choked are dropped, not owed
-        if key not in self.requests_in and len(self.requests_in) >= self.limits.max_incoming_requests:
+        requests_in = self.requests_in
+        if key in requests_in:
+            self.duplicate_requests += 1
+            if self.duplicate_requests > self.limits.max_duplicate_requests:
+                raise ProtocolError(f"more than {self.limits.max_duplicate_requests} requests for blocks already queued")
+        elif len(requests_in) >= self.limits.max_incoming_requests:
             raise ProtocolError(f"more than {self.limits.max_incoming_requests} requests queued")
-        self.requests_in[key] = None
+        else:
+            requests_in[key] = None
 
     def _extension_handshake(self, payload: bytes) -> m.ExtendedHandshake:
         try:
