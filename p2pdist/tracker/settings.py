@@ -30,13 +30,22 @@ class ListenSettings:
     max_field_size: int = 8190  # longest header line
     max_headers: int = 64
     shutdown_timeout: float = 5.0  # seconds open requests get to finish on SIGTERM/SIGINT
-    keepalive_timeout: float = 75.0  # an idle connection (no complete request) is closed after this
+    keepalive_timeout: float = 75.0  # a kept-alive connection may wait this long for its next request
+    # A request head must be complete this many seconds after the accept, or after the first
+    # byte of the next request on a kept-alive connection: a deadline, never restarted by a
+    # byte, so a client trickling a head holds its socket for this long and no longer.
+    head_timeout: float = 10.0
+    # Connections one source address may hold at once (configured proxies are exempt); the
+    # excess is closed at accept. An agent needs a few; 0 = no cap.
+    connections_per_address: int = 32
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"listen.port {self.port} outside 0-65535")
-        if self.keepalive_timeout <= 0:
-            raise ValueError("listen.keepalive_timeout must be positive")
+        if self.keepalive_timeout <= 0 or self.head_timeout <= 0:
+            raise ValueError("listen.keepalive_timeout and listen.head_timeout must be positive")
+        if self.connections_per_address < 0:
+            raise ValueError("listen.connections_per_address must be >= 0 (0 = no cap)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("listen.tls_cert and listen.tls_key must be set together")
 
