@@ -241,7 +241,7 @@ async def test_forwarded_for_headers_are_joined_from_a_proxy(tmp_path: Path) -> 
         _, _, body = await talk(server.port, script, "127.5.5.5")
         proxied = parse_announce_response(body)  # the proxy itself is in no site
         assert proxied.peers == () and proxied.warning
-        counts = await server.runner.app[STATE].store.counts(IH, time.time())
+        counts = await server.runner.app[STATE].store.counts(IH, server.runner.app[STATE].store.clock())
         assert counts["Proxied"].leechers == 1 and "Branch" not in counts
 
 
