@@ -33,6 +33,7 @@ SITE_TOML = """
 data_dir = "{data}"
 admin_token = "{token}"
 public_keys = ["{key}"]
+public_url = "http://127.0.0.1"  # what signed_torrent() announces to
 
 [listen]
 host = "127.0.0.1"

@@ -14,6 +14,7 @@ import platformdirs
 
 from p2pdist.config import ConfigError, load_settings
 from p2pdist.metainfo.signing import trusted_keys
+from p2pdist.tracker.trust import check_base_url
 
 
 def default_data_dir() -> Path:
@@ -128,6 +129,16 @@ class ServerSettings:
     proxies: tuple[str, ...] = ()  # addresses/subnets whose X-Forwarded-For and ip= are believed
     limits: LimitSettings = field(default_factory=LimitSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    # The URL agents reach this server at (their ``repository``), e.g. "https://sms-hq:6969":
+    # published torrents must announce to <public_url>/announce and nowhere else. "" = the
+    # URL each publish request was sent to (scheme and Host); set it behind a proxy.
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.public_url:
+            check_base_url(self.public_url)
+            if self.listen.tls_cert is not None and self.public_url.lower().startswith("http:"):
+                raise ValueError("public_url must be https:// when listen.tls_cert is set")
 
     def trusted_keys(self) -> tuple[bytes, ...]:
         """Raw 32-byte keys from ``public_keys`` and ``public_key_files``; ConfigError if malformed."""

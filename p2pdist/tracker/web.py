@@ -37,6 +37,7 @@ from p2pdist.tracker.settings import ServerSettings
 from p2pdist.tracker.sites import Place, SiteMap
 from p2pdist.tracker.store import MemoryPeerStore, PeerStore, SiteCounts, StoreError
 from p2pdist.tracker.swarm import Tracker
+from p2pdist.tracker.trust import announce_url_of
 
 log = logging.getLogger("p2pdist.tracker")
 
@@ -235,6 +236,14 @@ def require_admin(request: web.Request) -> None:
         raise web.HTTPForbidden(text=json.dumps({"error": "wrong admin token"}), content_type="application/json")
 
 
+def own_announce_url(request: web.Request) -> str:
+    """This server's announce URL: from ``public_url``, else as the admin reached the server."""
+    public = request.app[STATE].settings.public_url
+    if public:
+        return announce_url_of(public)
+    return announce_url_of(f"{'https' if request.secure else 'http'}://{request.host}")
+
+
 async def read_bounded(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
@@ -251,7 +260,7 @@ async def publish(request: web.Request) -> web.Response:
     data = await read_bounded(request, state.settings.limits.max_torrent_bytes)
     # Synchronous on purpose: publishes are rare admin actions, and one SQLite connection owned
     # by the loop's thread needs no locking.
-    record, created = state.repository.publish(data, state.wall())
+    record, created = state.repository.publish(data, state.wall(), announce_url=own_announce_url(request))
     log.info("published %s v%d (%s)", record.package_id, record.version, record.info_hash)
     return web.json_response({"created": created, "package": record.to_json()}, status=201 if created else 200)
 
