@@ -39,6 +39,7 @@ public_url = "http://127.0.0.1"  # what signed_torrent() announces to
 host = "127.0.0.1"
 port = 0
 head_timeout = 1.0
+body_timeout = 1.0
 keepalive_timeout = 60.0
 connections_per_address = {cap}
 
@@ -162,6 +163,10 @@ def test_slow_and_greedy_clients_are_bounded(tmp_path: Path) -> None:
             assert closed_by_server(api.sock, trickle=head)
         finally:
             api.close()
+        # A request body trickled to a handler gets a deadline too (a report: anyone may send one).
+        with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.1.0.65", 0)) as body:
+            body.sendall(b"POST /api/report HTTP/1.1\r\nHost: t\r\nContent-Length: 400\r\n\r\n")
+            assert closed_by_server(body, trickle=b"{" + b" " * 399)
         # A kept-alive connection that starts its next head and trickles it is closed as well.
         kept = Conversation.open(port, "127.1.0.63")
         try:

@@ -29,6 +29,10 @@ from p2pdist.tracker.web import STATE, build_app
 
 log = logging.getLogger("p2pdist.tracker")
 BACKLOG = 1024  # pending connections the kernel queues: bursts of new-connection announces
+# After an error reply to a request whose body is unread (too large, too slow), aiohttp reads
+# and drops the rest this long so the client sees the reply: 10 s by default, which a client
+# trickling the body turns into 10 s more of its socket.
+LINGER = 2.0
 
 
 @dataclass
@@ -72,6 +76,7 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
         # aiohttp's keep-alive timer is a deadline from the hand-over and from each reply, which
         # bounds a trickled head on the connections it serves the way the front's does.
         keepalive_timeout=min(listen.keepalive_timeout, listen.head_timeout),
+        lingering_time=LINGER,
         # Malformed requests from clients are logged here, apart from the server's own messages.
         logger=logging.getLogger("p2pdist.tracker.http"),
         max_line_size=listen.max_line_size,

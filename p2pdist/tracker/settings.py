@@ -39,12 +39,15 @@ class ListenSettings:
     # Connections one source address may hold at once (configured proxies are exempt); the
     # excess is closed at accept. An agent needs a few; 0 = no cap.
     connections_per_address: int = 32
+    # A request body (a publish, a report) must be read whole this many seconds after its
+    # handler starts reading: nothing else bounds a client trickling one.
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"listen.port {self.port} outside 0-65535")
-        if self.keepalive_timeout <= 0 or self.head_timeout <= 0:
-            raise ValueError("listen.keepalive_timeout and listen.head_timeout must be positive")
+        if self.keepalive_timeout <= 0 or self.head_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("listen.keepalive_timeout, head_timeout and body_timeout must be positive")
         if self.connections_per_address < 0:
             raise ValueError("listen.connections_per_address must be >= 0 (0 = no cap)")
         if (self.tls_cert is None) != (self.tls_key is None):

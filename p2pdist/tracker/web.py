@@ -188,7 +188,10 @@ def api(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except RepositoryError as exc:
-            return json_error(str(exc), exc.status)
+            response = json_error(str(exc), exc.status)
+            if exc.status == 408:  # the rest of a trickled body is not worth waiting for
+                response.force_close()
+            return response
         except SignatureError as exc:
             return json_error(str(exc), 422)
         except OutputError as exc:
@@ -245,9 +248,15 @@ def own_announce_url(request: web.Request) -> str:
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes and within ``listen.body_timeout``."""
     if request.content_length is not None and request.content_length > limit:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
-    body = await read_capped(request.content, limit)
+    timeout = request.app[STATE].settings.listen.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            body = await read_capped(request.content, limit)
+    except TimeoutError:
+        raise RepositoryError(f"request body not received within {timeout:g} s", 408) from None
     if body is None:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
     return body
