@@ -39,7 +39,7 @@ from typing import NamedTuple, Protocol
 from p2pdist.errors import RemoteError
 
 PEER_ID_LEN = 20
-STAMP_MAX = 2**32 - 1  # expiry stamps are whole seconds in 4 bytes (good until 2106)
+STAMP_MAX = 2**32 - 1  # expiry stamps: whole seconds of the store clock in 4 bytes (wall clock: until 2106)
 SWEEP_BATCH = 2000  # peers looked at between two yields to the event loop
 
 
