@@ -57,6 +57,7 @@ COMPARISON_NOTE = (
     "figure has no counterpart"
 )
 PER_TORRENT, SEEDS_PER_TORRENT = 10, 3
+ANNOUNCE_URL = "http://127.0.0.1/announce"  # what the torrents name; published straight into the repository
 MAX_SECONDS = 900  # hard bound on the whole run
 
 LUA = r"""
@@ -127,7 +128,7 @@ def make_torrents(count: int, key, rng: random.Random) -> list[bytes]:
             b"pieces": rng.randbytes(20),
             b"private": 1,
         }
-        unsigned = encode_torrent(bencode.encode(info), trackers=(("http://127.0.0.1/announce",),))
+        unsigned = encode_torrent(bencode.encode(info), trackers=((ANNOUNCE_URL,),))
         torrents.append(sign_torrent(parse_metainfo(unsigned), key))
     return torrents
 
@@ -159,7 +160,7 @@ def start_p2pdist(work: Path, hashes_hex: list[str], torrents: list[bytes], publ
     data = work / "p2pdist-data"
     repository = Repository(data, (bytes.fromhex(public_hex),))
     for torrent in torrents:
-        repository.publish(torrent, time.time())
+        repository.publish(torrent, time.time(), announce_url=ANNOUNCE_URL)
     repository.close()
     port = free_port()
     config = work / "site.toml"

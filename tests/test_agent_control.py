@@ -285,10 +285,10 @@ async def test_verify_repairs_and_restart_seeds_again_without_downloading(tmp_pa
                     assert read_package(Path(repaired.path), package) == package.data
                     await client.release(lease)
                     kept = await client.acquire("PS100012", os.getpid())  # outlives the agent
-                    counts = await server_state(server).store.counts(ih, time.time())
+                    counts = await server_state(server).store.counts(ih, server_state(server).store.clock())
                     assert counts["HQ"].seeders == 2
                 before = seed.upload_meter.total
-                counts = await server_state(server).store.counts(ih, time.time())
+                counts = await server_state(server).store.counts(ih, server_state(server).store.clock())
                 assert counts["HQ"].seeders == 1  # graceful stop told the tracker
                 # Restart on the same folders: complete at once, nothing downloaded again.
                 async with running_agent(settings) as (agent, client):

@@ -92,7 +92,7 @@ async def test_kill_9_then_restart_resumes_without_refetching(tmp_path: Path) ->
                     assert 0 < refetched < size - 0.25 * size, (refetched, size)
                     assert read_package(Path(done.path), package) == package.data
                     assert not staged.exists()
-                    counts = await server_state(server).store.counts(package.meta.info_hash, time.time())
+                    counts = await server_state(server).store.counts(package.meta.info_hash, server_state(server).store.clock())
                     assert counts["HQ"].seeders == 2
                     process.send_signal(signal.SIGTERM)
                     assert await asyncio.wait_for(process.wait(), 15) == 0
@@ -100,7 +100,7 @@ async def test_kill_9_then_restart_resumes_without_refetching(tmp_path: Path) ->
                     if process.returncode is None:
                         process.kill()
                         await process.wait()
-                counts = await server_state(server).store.counts(package.meta.info_hash, time.time())
+                counts = await server_state(server).store.counts(package.meta.info_hash, server_state(server).store.clock())
                 assert counts["HQ"].seeders == 1  # the SIGTERM'd agent said "stopped"
         assert not sock.exists()
         db = sqlite3.connect(root / "state" / "agent.sqlite3")

@@ -240,6 +240,13 @@ BAD_INFO: list[tuple[str, dict[bytes, object], str]] = [
     ("piece length 8 KiB", single(**{"piece length": 8192}), "not a power of two >= 16384"),
     ("piece length 24 KiB", single(**{"piece length": 24576}), "not a power of two"),
     ("piece length 256 MiB", single(**{"piece length": 2**28}), "exceeds"),
+    ("piece length 32 MiB", single(**{"piece length": 2**25}), "piece length 33554432 exceeds 16777216"),
+    ("symlink file", multi(([b"a"], 1), {b"attr": b"l", b"length": 0, b"path": [b"lnk"], b"symlink path": [b"a"]}),
+     "info.files[1] is a symlink (BEP 47 attr 'l')"),
+    ("symlink among attrs", multi({b"attr": b"xl", b"length": 1, b"path": [b"run.cmd"]}), "info.files[0] is a symlink"),
+    ("symlink path only", multi({b"length": 1, b"path": [b"a"], b"symlink path": [b"..", b"x"]}), "is a symlink"),
+    ("single-file symlink", single(attr=b"l"), "info is a symlink"),
+    ("attr not string", multi({b"attr": 1, b"length": 1, b"path": [b"a"]}), "info.files[0].attr is not a string"),
     ("piece length string", single(**{"piece length": b"16384"}), "info.piece length is not an integer"),
     ("pieces 21 bytes", single(pieces=b"x" * 21), "not a multiple of 20"),
     ("pieces missing hash", single(length=40_000, pieces=b"x" * 40), "holds 2 hashes but 40000 bytes need 3 pieces"),
@@ -529,3 +536,10 @@ def test_structural_mutations_only_raise_documented_errors(data: st.DataObject) 
         return
     for entry in meta.info.files:  # whatever got through is still safe
         assert all(windows_valid(part) for part in entry.path)
+
+
+def test_piece_length_ceiling_is_16_mib_and_executable_attr_is_plain() -> None:
+    big = single(length=40_000, pieces=hashes(1), **{"piece length": model.MAX_PIECE_LENGTH})
+    assert parse_metainfo(torrent(big)).info.piece_length == 16 * 1024 * 1024
+    runnable = parse_metainfo(torrent(multi({b"attr": b"x", b"length": 5, b"path": [b"run.cmd"]})))
+    assert [(f.relpath, f.pad) for f in runnable.info.files] == [("PS100012/run.cmd", False)]

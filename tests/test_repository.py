@@ -24,6 +24,7 @@ from test_tracker_helpers import (
 )
 
 KEYS = (bytes.fromhex(PUBLIC_HEX),)
+ANNOUNCE = "http://127.0.0.1/announce"  # what signed_torrent() names
 
 
 def tampered(torrent: bytes) -> bytes:
@@ -36,22 +37,22 @@ def tampered(torrent: bytes) -> bytes:
 def test_publish_verifies_signature_and_identity(tmp_path: Path) -> None:
     repo = Repository(tmp_path, KEYS)
     torrent = signed_torrent("PS100012", 1)
-    record, created = repo.publish(torrent, 100.0)
+    record, created = repo.publish(torrent, 100.0, announce_url=ANNOUNCE)
     assert created and (record.package_id, record.version, record.name) == ("PS100012", 1, "office.msi")
     assert repo.is_tracked(info_hash_of(torrent))
-    assert repo.publish(torrent, 200.0) == (record, False)  # idempotent
+    assert repo.publish(torrent, 200.0, announce_url=ANNOUNCE) == (record, False)  # idempotent
     with pytest.raises(SignatureError, match="does not verify"):
-        repo.publish(tampered(signed_torrent("PS100012", 2)), 100.0)
+        repo.publish(tampered(signed_torrent("PS100012", 2)), 100.0, announce_url=ANNOUNCE)
     with pytest.raises(SignatureError, match="not trusted"):
-        repo.publish(signed_torrent("PS100012", 3, key=generate_key()), 100.0)
+        repo.publish(signed_torrent("PS100012", 3, key=generate_key()), 100.0, announce_url=ANNOUNCE)
     raw_info, _ = info_dict("plain", "PS100012", 4)
     with pytest.raises(SignatureError, match="unsigned"):
-        repo.publish(encode_torrent(raw_info), 100.0)
+        repo.publish(encode_torrent(raw_info), 100.0, announce_url=ANNOUNCE)
     with pytest.raises(RepositoryError, match="not a valid torrent") as info:
-        repo.publish(b"d4:infoi3ee", 100.0)
+        repo.publish(b"d4:infoi3ee", 100.0, announce_url=ANNOUNCE)
     assert info.value.status == 422
     with pytest.raises(RepositoryError, match="another info-hash") as info:
-        repo.publish(signed_torrent("PS100012", 1, name="other.msi"), 100.0)
+        repo.publish(signed_torrent("PS100012", 1, name="other.msi"), 100.0, announce_url=ANNOUNCE)
     assert info.value.status == 409
     assert [r.version for r in repo.packages()] == [1]
     assert [p.name for p in (tmp_path / "torrents").iterdir()] == [f"{record.info_hash}.torrent"]
@@ -61,8 +62,8 @@ def test_versions_retire_and_second_instance_follows(tmp_path: Path) -> None:
     repo = Repository(tmp_path, KEYS)
     other = Repository(tmp_path, KEYS)  # another server process sharing the data folder
     v1, v2 = signed_torrent("PS100012", 1), signed_torrent("PS100012", 2)
-    repo.publish(v1, 1.0)
-    repo.publish(v2, 2.0)
+    repo.publish(v1, 1.0, announce_url=ANNOUNCE)
+    repo.publish(v2, 2.0, announce_url=ANNOUNCE)
     assert repo.find("PS100012").version == 2 and repo.find("PS100012", 1).version == 1
     assert other.refresh() and other.is_tracked(info_hash_of(v1)) and other.is_tracked(info_hash_of(v2))
     assert not other.refresh()  # nothing new
@@ -73,7 +74,7 @@ def test_versions_retire_and_second_instance_follows(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match="no published package") as info:
         repo.retire("PS100012", 2, 4.0)
     assert info.value.status == 404
-    repo.publish(v2, 5.0)  # publishing the same torrent again brings it back
+    repo.publish(v2, 5.0, announce_url=ANNOUNCE)  # publishing the same torrent again brings it back
     assert repo.find("PS100012").version == 2
     assert [r.version for r in repo.retire("PS100012", None, 6.0)] == [2, 1]
     assert repo.packages() == [] and len(repo.packages(include_retired=True)) == 2
@@ -82,7 +83,7 @@ def test_versions_retire_and_second_instance_follows(tmp_path: Path) -> None:
 def test_reports_are_cumulative_per_address(tmp_path: Path) -> None:
     repo = Repository(tmp_path, KEYS)
     torrent = signed_torrent("PS100012", 1)
-    repo.publish(torrent, 1.0)
+    repo.publish(torrent, 1.0, announce_url=ANNOUNCE)
     ih = info_hash_of(torrent).hex()
     payload = {"info_hash": ih, "package": "PS100012", "version": 1, "from_peers": 700, "from_webseed": 300,
                "uploaded": 50, "completed": False}  # fmt: skip

@@ -131,7 +131,7 @@ async def test_server_process_publish_retire_and_graceful_stop(tmp_path: Path, c
     token_file = str(tmp_path / "admin.token")
     try:
         torrent_path = tmp_path / "office.torrent"
-        torrent_path.write_bytes(signed_torrent("PS100012", 7))
+        torrent_path.write_bytes(signed_torrent("PS100012", 7, announce=f"{url}/announce"))
         code, out, err = await run_cli("publish", str(torrent_path), "--server", url, "--token-file", token_file)
         assert code == 0 and "published: PS100012 v7" in out, err
         code, out, err = await in_process(capsys, "publish", str(torrent_path), "--server", url, token="nope")
@@ -160,7 +160,7 @@ async def test_tls_server_and_cli(tmp_path: Path) -> None:
     process = await start_process("-m", "p2pdist", "server", "--config", str(config))
     try:
         context = ssl.create_default_context(cafile=str(cert))
-        torrent = signed_torrent("PS1000AB", 1)
+        torrent = signed_torrent("PS1000AB", 1, announce=f"https://127.0.0.1:{port}/announce")
         async with aiohttp.ClientSession() as session:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             async with session.post(f"https://127.0.0.1:{port}/api/packages", data=torrent, headers=headers, ssl=context) as r:

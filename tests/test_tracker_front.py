@@ -241,14 +241,15 @@ async def test_forwarded_for_headers_are_joined_from_a_proxy(tmp_path: Path) -> 
         _, _, body = await talk(server.port, script, "127.5.5.5")
         proxied = parse_announce_response(body)  # the proxy itself is in no site
         assert proxied.peers == () and proxied.warning
-        counts = await server.runner.app[STATE].store.counts(IH, time.time())
+        counts = await server.runner.app[STATE].store.counts(IH, server.runner.app[STATE].store.clock())
         assert counts["Proxied"].leechers == 1 and "Branch" not in counts
 
 
 async def test_tls_connections_start_in_the_front_too(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     settings = make_settings(tmp_path)
-    settings = replace(settings, listen=ListenSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key))
+    settings = replace(settings, listen=ListenSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key),
+                       public_url="https://127.0.0.1")
     context = ssl.create_default_context(cafile=str(cert))
     async with running(settings) as server:
         assert server.url.startswith("https://") and isinstance(server.site, FrontSite)
@@ -291,7 +292,8 @@ def test_uvloop_transports_are_handed_over_plain_and_tls(tmp_path: Path) -> None
     async def scenario(tls: bool) -> bytes:
         settings = make_settings(tmp_path / ("tls" if tls else "plain"))
         if tls:
-            settings = replace(settings, listen=ListenSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key))
+            settings = replace(settings, listen=ListenSettings(host="127.0.0.1", port=0, tls_cert=cert, tls_key=key),
+                               public_url="https://127.0.0.1")
         async with running(settings) as server:
             assert isinstance(server.site, FrontSite)
             reader, writer = await asyncio.open_connection(

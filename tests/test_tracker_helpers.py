@@ -86,6 +86,7 @@ def make_settings(data_dir: Path, **changes: object) -> ServerSettings:
         tracker=TrackerSettings(interval=60, min_interval=30, peer_expiry=90, numwant_default=50, numwant_max=100),
         sites=SITES,
         limits=LimitSettings(announce_rate=0),
+        public_url="http://127.0.0.1",  # what signed_torrent() announces to by default
     )
     return replace(settings, **changes)  # type: ignore[arg-type]
 

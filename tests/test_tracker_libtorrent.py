@@ -84,7 +84,8 @@ async def test_libtorrent_gets_only_peers_of_its_own_site(tmp_path: Path) -> Non
     ]
     sites = (replace(SITES[0], seeds=(f"127.0.0.201:{seed.port}",)), SITES[1])
     try:
-        async with running(make_settings(tmp_path / "server", sites=sites)) as server:
+        # public_url "": the torrent below names this server by its port, as the publish reaches it
+        async with running(make_settings(tmp_path / "server", sites=sites, public_url="")) as server:
             torrent = signed_torrent("PS1000CD", 1, announce=server.url + "/announce")
             assert (await publish(server, torrent)).status == 201
             ih = info_hash_of(torrent)

@@ -49,7 +49,7 @@ def parse_piece_size(text: str) -> int:
     if not match:
         raise UsageError(f"piece size {text!r} is not a size like 256K, 1M or 4194304")
     number, unit = int(match.group(1)), match.group(2).lower()
-    if not unit and 14 <= number <= 27:
+    if not unit and 14 <= number <= MAX_PIECE_LENGTH.bit_length() - 1:
         number, unit = 1 << number, ""
     size = number * _UNITS[unit]
     if size & (size - 1) or not MIN_PIECE_LENGTH <= size <= MAX_PIECE_LENGTH:

@@ -19,7 +19,9 @@ from p2pdist.metainfo.paths import check_component, check_no_collisions, check_p
 
 HASH_LEN = 20
 MIN_PIECE_LENGTH = 16 * 1024
-MAX_PIECE_LENGTH = 128 * 1024 * 1024
+# The ecosystem's ceiling: libtorrent's and qBittorrent's creators stop at 16 MiB, and a peer
+# holds a whole piece in memory to verify it, so a larger piece is a memory lever, not a feature.
+MAX_PIECE_LENGTH = 16 * 1024 * 1024
 MAX_TORRENT_BYTES = 64 * 1024 * 1024
 MAX_PIECES = 2_000_000
 MAX_FILES = 100_000
@@ -141,11 +143,27 @@ def _path_of(entry: dict[bytes, object], where: str) -> tuple[str, ...]:
     return tuple(_text(part, f"{where}.path") for part in raw)
 
 
+def _attributes(entry: dict[bytes, object], where: str) -> bytes:
+    """A file's BEP 47 ``attr`` letters; a symlink is refused, never read as a plain file.
+
+    Storage writes every entry as a regular file, so a link entry would become a file with the
+    link's bytes (or, in a client that honours it, a link out of the package): neither is a
+    package anybody signed off.
+    """
+    attr = entry.get(b"attr", b"")
+    if not isinstance(attr, bytes):
+        raise MetainfoError(f"{where}.attr is not a string")
+    if b"l" in attr or b"symlink path" in entry:
+        raise MetainfoError(f"{where} is a symlink (BEP 47 attr 'l'); packages hold regular files only")
+    return attr
+
+
 def _parse_files(info: dict[bytes, object], name: str) -> tuple[tuple[FileEntry, ...], bool]:
     if b"length" in info and b"files" in info:
         raise MetainfoError("info has both 'length' and 'files'")
     if b"length" in info:
         length = _int(info[b"length"], "info.length")
+        _attributes(info, "info")
         return (FileEntry((name,), length, 0),), False
     raw_files = info.get(b"files")
     if not isinstance(raw_files, list) or not raw_files:
@@ -159,8 +177,7 @@ def _parse_files(info: dict[bytes, object], name: str) -> tuple[tuple[FileEntry,
         if not isinstance(entry, dict):
             raise MetainfoError(f"{where} is not a dictionary")
         length = _int(entry.get(b"length"), f"{where}.length")
-        attr = entry.get(b"attr", b"")
-        pad = isinstance(attr, bytes) and b"p" in attr
+        pad = b"p" in _attributes(entry, where)
         parts = _path_of(entry, where)
         # Pad files are never written, but their paths reach storage and logs like any other,
         # so they obey the same rules; only the collision check leaves them out (BEP 47 pad

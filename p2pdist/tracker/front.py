@@ -1,5 +1,8 @@
 """The listening socket's protocol: plain tracker GETs answered in place, the rest to aiohttp.
 
+Every connection starts here, whatever the store, so the front is also where what one client
+may hold is decided (see "Slow clients" below).
+
 Why a protocol of its own: announces are nearly all a site server does, and most arrive on a
 new connection each. Measured on the 2-core build machine with a trivial handler and a new
 connection per request, aiohttp's request machinery alone (a task per connection and per
@@ -17,20 +20,35 @@ no Transfer-Encoding, Upgrade or Expect. Keep-alive and pipelining follow HTTP/1
 keeps the connection only with ``Connection: keep-alive``). ``X-Forwarded-For`` is read only
 when proxies are configured; ``service`` decides whether to believe it.
 
-Everything else (another path or method, a body, a head that is malformed or too large) hands
-the connection over, with every byte not yet answered, to aiohttp's ``RequestHandler`` for the
-same application, which keeps it to the end: same routes, limits and error replies, same port,
-same process. The front never accepts a request aiohttp would treat differently in a way that
-matters: it only takes body-less GETs, so there is no request smuggling to get wrong.
+Everything else (another path or method, a body, a head that is malformed or too large, and
+every request when the store waits, as Redis does) hands the connection over, with every byte
+not yet answered, to aiohttp's ``RequestHandler`` for the same application, which serves it to
+the end: same routes, limits and error replies, same port, same process. The front never
+accepts a request aiohttp would treat differently in a way that matters: it only takes
+body-less GETs, so there is no request smuggling to get wrong. It stays the transport's
+protocol and passes the callbacks on, so it still sees the connection end.
 
-Idle connections (no complete request for ``keepalive_timeout`` seconds) are closed by one
-check a second instead of a timer per connection; the same tick refreshes the Date header.
+Slow clients. A socket costs a descriptor whether or not its client ever finishes a request,
+so two limits bound what one client can hold:
+
+* a deadline per request head: ``head_timeout`` seconds from the accept, or from the first
+  byte of the next request on a kept-alive connection (which may first sit idle for
+  ``keepalive_timeout``). A deadline, not an idle timer: a client that trickles a byte a second
+  is closed on time. aiohttp's own keep-alive timer, also a deadline, bounds the heads of the
+  connections it was handed (``server`` sets it to ``head_timeout``);
+* a cap on the connections one source address holds (``connections_per_address``); the excess
+  is aborted in ``connection_made``, so its descriptor goes back at once. Configured proxies
+  are exempt: their connections carry many clients.
+
+Deadlines are checked by one tick a second instead of a timer per connection (so they hold to
+within a second); the same tick refreshes the Date header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
@@ -55,19 +73,28 @@ class TrackerFront:
     """The protocol factory handed to ``loop.create_server``, and what its connections share."""
 
     def __init__(self, service: TrackerService, fallback: Callable[[], asyncio.Protocol], listen: ListenSettings,
-                 trust_forwarded: bool = False) -> None:  # fmt: skip
+                 trust_forwarded: bool = False, answers: bool = True,
+                 exempt: Callable[[str], bool] | None = None) -> None:  # fmt: skip
         self.service = service
         self.fallback = fallback  # makes the aiohttp RequestHandler a connection is handed to
+        self.answers = answers  # False: every request goes to aiohttp once its head is complete
         self.max_line_size = listen.max_line_size
         self.max_field_size = listen.max_field_size
         self.max_headers = listen.max_headers
         self.keepalive_timeout = listen.keepalive_timeout
+        self.head_timeout = listen.head_timeout
+        self.cap = listen.connections_per_address
+        self.exempt = exempt or (lambda address: False)  # addresses the cap does not apply to
         self.trust_forwarded = trust_forwarded
-        self.connections: set[FrontProtocol] = set()
+        self.connections: set[FrontProtocol] = set()  # those the front serves (deadlines checked)
+        self.held: dict[str, int] = {}  # source address -> open connections, handed over or not
+        self.refused = 0  # connections closed at accept for the cap, since start
         self.tick = 0.0
         self.date = b""
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._refused_logged = 0
+        self._logged_at = -60.0
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
@@ -84,18 +111,48 @@ class TrackerFront:
         for connection in list(self.connections):
             connection.close()
 
+    def now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def admit(self, source: str) -> bool:
+        """Count a new connection from ``source``; False when it is over the cap (refuse it)."""
+        count = self.held.get(source, 0)
+        if count >= self.cap > 0 and not self._exempt(source):
+            self.refused += 1
+            return False
+        self.held[source] = count + 1
+        return True
+
+    def _exempt(self, source: str) -> bool:
+        try:
+            return self.exempt(source)
+        except ValueError:  # no usable peer address: nothing to exempt
+            return False
+
+    def release(self, source: str) -> None:
+        count = self.held.get(source, 0) - 1
+        if count > 0:
+            self.held[source] = count
+        else:
+            self.held.pop(source, None)
+
     def _on_tick(self) -> None:
         assert self._loop is not None
-        self.tick = self._loop.time()
+        tick = self.tick = self._loop.time()
         self.date = b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
-        limit = self.tick - self.keepalive_timeout
-        for connection in [c for c in self.connections if c.active < limit]:
+        for connection in [c for c in self.connections if c.deadline < tick]:
             connection.close()
+        if self.refused > self._refused_logged and tick - self._logged_at >= 60:
+            log.warning("closed %d connections at accept: over listen.connections_per_address (%d)",
+                        self.refused - self._refused_logged, self.cap)  # fmt: skip
+            self._refused_logged, self._logged_at = self.refused, tick
         self._timer = self._loop.call_later(TICK, self._on_tick)
 
     def reply(self, head: bytes, source: str) -> tuple[bytes, bool] | None:
         """(whole HTTP response, keep the connection open) for one request head, or None when
         the request is not the front's to answer."""
+        if not self.answers:
+            return None
         line_end = head.find(b"\r\n")
         line = head if line_end < 0 else head[:line_end]
         parts = line.split(b" ")
@@ -155,51 +212,79 @@ class TrackerFront:
 
 
 class FrontProtocol(asyncio.Protocol):
-    """One connection while the front serves it; see the module doc for what it answers."""
+    """One connection, from accept to close; see the module doc for what it answers."""
 
-    __slots__ = ("front", "transport", "source", "buffer", "active", "paused")
+    __slots__ = ("front", "transport", "source", "buffer", "deadline", "idle", "paused", "handler", "counted")
 
     def __init__(self, front: TrackerFront) -> None:
         self.front = front
         self.transport: asyncio.Transport | None = None
         self.source = ""
         self.buffer = b""
-        self.active = front.tick  # last time a request (or part of one) arrived
+        self.deadline = 0.0  # when the head being waited for must be complete (loop time)
+        self.idle = False  # kept alive after a reply, no byte of the next request yet
         self.paused = False
+        self.handler: Any = None  # aiohttp's RequestHandler once the connection is handed over
+        self.counted = False  # in front.held
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.source = peer[0] if isinstance(peer, tuple) else ""
-        self.front.connections.add(self)
+        front = self.front
+        if not front.admit(self.source):
+            transport.abort()  # over the per-address cap: the descriptor goes back now
+            return
+        self.counted = True
+        self.transport = transport  # type: ignore[assignment]
+        self.deadline = front.now() + front.head_timeout
+        front.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.front.connections.discard(self)
+        front = self.front
+        front.connections.discard(self)
         self.transport = None
+        if self.counted:
+            self.counted = False
+            front.release(self.source)
+        if self.handler is not None:
+            self.handler.connection_lost(exc)
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
     def pause_writing(self) -> None:  # the client does not read its replies: stop reading requests
+        if self.handler is not None:
+            self.handler.pause_writing()
+            return
         self.paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.resume_writing()
+            return
         self.paused = False
         if self.transport is not None:
             self.transport.resume_reading()
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool | None:
+        if self.handler is not None:
+            return self.handler.eof_received()  # type: ignore[no-any-return]
         return False  # the client is done sending: close once the replies are written
 
     def data_received(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.data_received(data)
+            return
         front = self.front
         transport = self.transport
         if transport is None:
             return
-        self.active = front.tick
+        if self.idle:  # the first byte of the next request starts its head's clock
+            self.idle = False
+            self.deadline = min(self.deadline, front.now() + front.head_timeout)
         if self.buffer:
             data = self.buffer + data
             self.buffer = b""
@@ -218,6 +303,12 @@ class FrontProtocol(asyncio.Protocol):
                 self.transport = None
                 return
             start = end + 4
+        if start:  # a request was answered: the next one has a clock of its own
+            if start < len(data):
+                self.deadline = front.now() + front.head_timeout
+            else:
+                self.deadline = front.now() + front.keepalive_timeout
+                self.idle = True
         if start < len(data):
             rest = data[start:] if start else data
             if len(rest) > HEAD_LIMIT:
@@ -226,14 +317,17 @@ class FrontProtocol(asyncio.Protocol):
                 self.buffer = rest
 
     def hand_over(self, data: bytes) -> None:
-        """Give the connection, and ``data`` not yet answered, to aiohttp for good."""
+        """Give the connection, and ``data`` not yet answered, to aiohttp for good.
+
+        The front stays the transport's protocol and passes every callback on: the connection
+        still counts against its address until it closes."""
         transport = self.transport
         if transport is None:
             return
-        self.front.connections.discard(self)
+        self.front.connections.discard(self)  # its deadlines are aiohttp's from here
         self.transport = None
         handler: Any = self.front.fallback()
-        transport.set_protocol(handler)
+        self.handler = handler
         handler.connection_made(transport)
         if self.paused:  # keep the flow-control state consistent for the new owner
             handler.pause_writing()
@@ -262,8 +356,10 @@ class FrontSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        # A TLS handshake happens before connection_made: bound it like a request head.
+        handshake = {"ssl_handshake_timeout": self._front.head_timeout} if self._ssl_context else {}
         self._server = await loop.create_server(
-            self._front, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+            self._front, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, **handshake
         )
         self._front.start()
 

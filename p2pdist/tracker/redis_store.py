@@ -2,7 +2,9 @@
 
 Layout under ``prefix`` (per torrent ``H`` = info-hash hex, per site ``S``):
 
-* ``H:S:p``  sorted set, member ``ip|port``, score = expiry time (wall clock)
+* ``H:S:p``  sorted set, member ``ip|port``, score = expiry time (wall clock: the instances
+  share these stamps and have no other clock in common, so a step of the wall clock on an
+  instance moves its view of expiry; the memory store keeps monotonic stamps)
 * ``H:S:d``  hash, member -> ``seeder|expires|peer id hex|subnet|location``
 * ``H:sites`` set of sites seen; ``H:done`` hash site -> completed count
 * ``addr``   hash ip -> registrations (the per-address limit), ``swarms`` set of ``H:S``
@@ -15,6 +17,7 @@ the scripts touch keys they compute, which Redis Cluster would refuse.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from p2pdist.tracker.store import (
@@ -116,6 +119,8 @@ def _swarm(flat: list[bytes]) -> SiteSwarm:
 
 
 class RedisPeerStore:
+    clock = staticmethod(time.time)  # see the module doc
+
     def __init__(self, client: Any, prefix: str = "p2pdist:") -> None:
         self.client = client
         self.prefix = prefix

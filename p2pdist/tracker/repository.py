@@ -1,8 +1,9 @@
 """The signed torrent repository: SQLite for the catalogue, a folder for the torrent files.
 
-A torrent is accepted only if it parses (``parse_metainfo``), carries a package identity and
-its Ed25519 signature is VALID for one of the configured keys; so an agent that trusts the same
-key can trust whatever this server hands out. One torrent per (PackageID, version); publishing
+A torrent is accepted only if it parses (``parse_metainfo``), carries a package identity, is
+private and announces to this site server only (``trust``), and its Ed25519 signature is VALID
+for one of the configured keys; so an agent that trusts the same key can trust whatever this
+server hands out. One torrent per (PackageID, version); publishing
 version N+1 keeps N available until it is retired, so agents mid-download are not cut off.
 
 The set of published info-hashes is kept in memory: the tracker asks it on every announce.
@@ -24,6 +25,7 @@ from pathlib import Path
 from p2pdist.errors import OutputError, RemoteError, SignatureError
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
 from p2pdist.metainfo.signing import verify_signature, SignatureStatus
+from p2pdist.tracker.trust import Untrusted, check_publishable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packages (
@@ -188,8 +190,10 @@ class Repository:
 
     # ----------------------------------------------------------------------------- catalogue
 
-    def check(self, data: bytes) -> Metainfo:
-        """Parse and verify a torrent as a publish would; RepositoryError/SignatureError if not."""
+    def check(self, data: bytes, announce_url: str) -> Metainfo:
+        """Parse and verify a torrent as a publish would; RepositoryError/SignatureError if not.
+
+        ``announce_url`` is this server's own announce URL, the only one the torrent may name."""
         try:
             meta = parse_metainfo(data)
         except RemoteError as exc:
@@ -201,11 +205,15 @@ class Repository:
         status = verify_signature(meta, self.trusted_keys)
         if status is not SignatureStatus.VALID:
             raise SignatureError(f"torrent {meta.info.package}: {status.value}")
+        try:
+            check_publishable(meta, announce_url)
+        except Untrusted as exc:
+            raise RepositoryError(str(exc), 422) from None
         return meta
 
-    def publish(self, data: bytes, now: float) -> tuple[PackageRecord, bool]:
+    def publish(self, data: bytes, now: float, *, announce_url: str) -> tuple[PackageRecord, bool]:
         """Store a signed torrent; (record, True) if new, (record, False) if it was there already."""
-        meta = self.check(data)
+        meta = self.check(data, announce_url)
         package = meta.info.package
         assert package is not None
         info_hash = meta.info_hash_hex

@@ -1,10 +1,12 @@
 """Running the site server: listening socket, optional TLS, graceful shutdown, uvloop.
 
 ``start`` is shared by ``p2pdist server`` and the tests, so the tests exercise the same limits
-on request line and header sizes as production. One socket, one application: with the memory
-store its connections start in the HTTP front (``front``), which answers plain announces and
-scrapes itself and hands every other request to the aiohttp application; with a store that
-waits (Redis) aiohttp serves everything.
+on request line and header sizes as production. One socket, one application: every connection
+starts in the HTTP front (``front``), which holds the per-address connection cap and the
+request-head deadline; with the memory store it answers plain announces and scrapes itself and
+hands every other request to the aiohttp application; with a store that waits (Redis) it hands
+every request over once its head is complete. ``serve`` (the process) also raises the
+open-file limit (``fdlimit``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from p2pdist.errors import InputError
+from p2pdist.tracker.fdlimit import raise_fd_limit
 from p2pdist.tracker.front import FrontSite, TrackerFront
 from p2pdist.tracker.settings import ListenSettings, ServerSettings
 from p2pdist.tracker.web import STATE, build_app
 
 log = logging.getLogger("p2pdist.tracker")
 BACKLOG = 1024  # pending connections the kernel queues: bursts of new-connection announces
+# After an error reply to a request whose body is unread (too large, too slow), aiohttp reads
+# and drops the rest this long so the client sees the reply: 10 s by default, which a client
+# trickling the body turns into 10 s more of its socket.
+LINGER = 2.0
 
 
 @dataclass
@@ -66,7 +73,10 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
         app,
         access_log=None,  # no per-request logging: a tracker answers thousands a second
         tcp_keepalive=False,  # idle keep-alive connections are closed by aiohttp's own timeout
-        keepalive_timeout=listen.keepalive_timeout,
+        # aiohttp's keep-alive timer is a deadline from the hand-over and from each reply, which
+        # bounds a trickled head on the connections it serves the way the front's does.
+        keepalive_timeout=min(listen.keepalive_timeout, listen.head_timeout),
+        lingering_time=LINGER,
         # Malformed requests from clients are logged here, apart from the server's own messages.
         logger=logging.getLogger("p2pdist.tracker.http"),
         max_line_size=listen.max_line_size,
@@ -79,13 +89,10 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
     host = host if host is not None else listen.host
     port = listen.port if port is None else port
     state = app[STATE]
-    site: web.BaseSite
-    if state.service.synchronous:
-        assert runner.server is not None
-        front = TrackerFront(state.service, runner.server, listen, trust_forwarded=state.sites.has_proxies)
-        site = FrontSite(runner, front, host, port, ssl_context=context, backlog=BACKLOG)
-    else:
-        site = web.TCPSite(runner, host, port, ssl_context=context, backlog=BACKLOG)
+    assert runner.server is not None
+    front = TrackerFront(state.service, runner.server, listen, trust_forwarded=state.sites.has_proxies,
+                         answers=state.service.synchronous, exempt=state.sites.is_proxy)  # fmt: skip
+    site: web.BaseSite = FrontSite(runner, front, host, port, ssl_context=context, backlog=BACKLOG)
     try:
         await site.start()
     except OSError as exc:
@@ -98,6 +105,7 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
 
 async def serve(settings: ServerSettings) -> None:
     """Run until SIGINT/SIGTERM, then let open requests finish and close the stores."""
+    raise_fd_limit()
     app = build_app(settings)
     server = await start(app, settings.listen)
     # Everything loaded so far lives as long as the process: keep it out of the collector's

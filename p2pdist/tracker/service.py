@@ -9,6 +9,10 @@ rate limit and calls the plain ``swarm.Tracker``. Errors go back bencoded, since
 
 ``*_now`` methods never wait; they are used when the tracker's store is synchronous (the memory
 store), the coroutine twins otherwise.
+
+Two clocks, because a step of the wall clock must not move a duration: the rate limit reads
+the monotonic clock, peer stamps read the store's clock (``PeerStore.clock``: monotonic for the
+memory store, the wall clock only where several processes share the stamps).
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ class _Early(Exception):
 
 class TrackerService:
     def __init__(self, tracker: Tracker, sites: SiteMap, limiter: RateLimiter,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic,
+                 peer_clock: Callable[[], float] | None = None) -> None:  # fmt: skip
         self.tracker = tracker
         self.sites = sites
         self.limiter = limiter
-        self.clock = clock
+        self.clock = clock  # rate limits
+        self.peer_clock = peer_clock or tracker.store.clock  # peer stamps, as the store keeps them
         self.synchronous = tracker.synchronous
 
     def _place(self, source: str, forwarded_for: str | None, ip_param: str | None) -> Place:
@@ -63,9 +69,12 @@ class TrackerService:
         except ValueError:  # no or a strange socket address: nothing to place the caller by
             raise _Early(400, encode_failure(NO_SOURCE)) from None
 
-    def _admit(self, place: Place, now: float) -> None:
+    def _admit(self, place: Place) -> None:
         limiter = self.limiter
-        if limiter.rate > 0 and not limiter.allow(place.address, now):
+        if limiter.rate <= 0:
+            return
+        now = self.clock()
+        if not limiter.allow(place.address, now):
             raise _Early(200, encode_failure(RATE_LIMITED, limiter.retry_after(place.address, now)))
 
     def _announce_request(self, query: bytes, source: str, forwarded_for: str | None) -> tuple[AnnounceRequest, Place, float]:
@@ -74,9 +83,8 @@ class TrackerService:
         except AnnounceError as exc:
             raise _Early(400, encode_failure(exc.reason)) from None
         place = self._place(source, forwarded_for, request.ip)
-        now = self.clock()
-        self._admit(place, now)
-        return request, place, now
+        self._admit(place)
+        return request, place, self.peer_clock()
 
     def announce_now(self, query: bytes, source: str, forwarded_for: str | None = None) -> Reply:
         try:
@@ -111,9 +119,8 @@ class TrackerService:
         if not hashes:
             raise _Early(400, encode_failure(FULL_SCRAPE))
         place = self._place(source, forwarded_for, None)
-        now = self.clock()
-        self._admit(place, now)
-        return hashes, place, now
+        self._admit(place)
+        return hashes, place, self.peer_clock()
 
     def scrape_now(self, query: bytes, source: str, forwarded_for: str | None = None) -> Reply:
         try:

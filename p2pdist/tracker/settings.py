@@ -14,6 +14,7 @@ import platformdirs
 
 from p2pdist.config import ConfigError, load_settings
 from p2pdist.metainfo.signing import trusted_keys
+from p2pdist.tracker.trust import check_base_url
 
 
 def default_data_dir() -> Path:
@@ -30,13 +31,25 @@ class ListenSettings:
     max_field_size: int = 8190  # longest header line
     max_headers: int = 64
     shutdown_timeout: float = 5.0  # seconds open requests get to finish on SIGTERM/SIGINT
-    keepalive_timeout: float = 75.0  # an idle connection (no complete request) is closed after this
+    keepalive_timeout: float = 75.0  # a kept-alive connection may wait this long for its next request
+    # A request head must be complete this many seconds after the accept, or after the first
+    # byte of the next request on a kept-alive connection: a deadline, never restarted by a
+    # byte, so a client trickling a head holds its socket for this long and no longer.
+    head_timeout: float = 10.0
+    # Connections one source address may hold at once (configured proxies are exempt); the
+    # excess is closed at accept. An agent needs a few; 0 = no cap.
+    connections_per_address: int = 32
+    # A request body (a publish, a report) must be read whole this many seconds after its
+    # handler starts reading: nothing else bounds a client trickling one.
+    body_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"listen.port {self.port} outside 0-65535")
-        if self.keepalive_timeout <= 0:
-            raise ValueError("listen.keepalive_timeout must be positive")
+        if self.keepalive_timeout <= 0 or self.head_timeout <= 0 or self.body_timeout <= 0:
+            raise ValueError("listen.keepalive_timeout, head_timeout and body_timeout must be positive")
+        if self.connections_per_address < 0:
+            raise ValueError("listen.connections_per_address must be >= 0 (0 = no cap)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("listen.tls_cert and listen.tls_key must be set together")
 
@@ -119,6 +132,16 @@ class ServerSettings:
     proxies: tuple[str, ...] = ()  # addresses/subnets whose X-Forwarded-For and ip= are believed
     limits: LimitSettings = field(default_factory=LimitSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    # The URL agents reach this server at (their ``repository``), e.g. "https://sms-hq:6969":
+    # published torrents must announce to <public_url>/announce and nowhere else. "" = the
+    # URL each publish request was sent to (scheme and Host); set it behind a proxy.
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.public_url:
+            check_base_url(self.public_url)
+            if self.listen.tls_cert is not None and self.public_url.lower().startswith("http:"):
+                raise ValueError("public_url must be https:// when listen.tls_cert is set")
 
     def trusted_keys(self) -> tuple[bytes, ...]:
         """Raw 32-byte keys from ``public_keys`` and ``public_key_files``; ConfigError if malformed."""

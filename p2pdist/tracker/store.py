@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from struct import Struct
 from typing import NamedTuple, Protocol
@@ -37,7 +39,7 @@ from typing import NamedTuple, Protocol
 from p2pdist.errors import RemoteError
 
 PEER_ID_LEN = 20
-STAMP_MAX = 2**32 - 1  # expiry stamps are whole seconds in 4 bytes (good until 2106)
+STAMP_MAX = 2**32 - 1  # expiry stamps: whole seconds of the store clock in 4 bytes (wall clock: until 2106)
 SWEEP_BATCH = 2000  # peers looked at between two yields to the event loop
 
 
@@ -68,7 +70,7 @@ class PeerRecord(NamedTuple):
     peer_id: bytes
     seeder: bool
     group: tuple[str, str]  # (location, subnet key), see sites.Place
-    expires: int  # wall-clock second after which the peer is gone
+    expires: int  # second of the store's clock (PeerStore.clock) after which the peer is gone
 
     @property
     def ip(self) -> str:
@@ -276,6 +278,11 @@ class SiteSwarm(dict[tuple[str, str], PeerGroup]):
 
 
 class PeerStore(Protocol):
+    # The clock every ``now`` given to the store and every stamp in it are read from: the
+    # monotonic clock where one process keeps the stamps, so a step of the wall clock neither
+    # drops every peer nor keeps dead ones; shared stores need a clock all instances agree on.
+    clock: Callable[[], float]
+
     async def announce(
         self, info_hash: bytes, site: str, record: PeerRecord, stopped: bool, now: float, per_address: int
     ) -> SiteSwarm:
@@ -310,6 +317,7 @@ class MemoryPeerStore:
     """
 
     synchronous = True
+    clock = staticmethod(time.monotonic)  # stamps live in this process only
 
     def __init__(self) -> None:
         self._swarms: dict[tuple[bytes, str], SiteSwarm] = {}

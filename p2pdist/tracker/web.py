@@ -37,6 +37,7 @@ from p2pdist.tracker.settings import ServerSettings
 from p2pdist.tracker.sites import Place, SiteMap
 from p2pdist.tracker.store import MemoryPeerStore, PeerStore, SiteCounts, StoreError
 from p2pdist.tracker.swarm import Tracker
+from p2pdist.tracker.trust import announce_url_of
 
 log = logging.getLogger("p2pdist.tracker")
 
@@ -54,7 +55,11 @@ class ServerState:
     limiter: RateLimiter
     service: TrackerService
     token: str
-    clock: Callable[[], float] = time.time
+    # Timestamps stored across restarts or shown to people read the wall clock; durations
+    # (sweep schedule, rate limits) the monotonic one; peer stamps the store's clock.
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    sweeps: int = 0  # expiry sweeps done, so a test can wait for one
 
 
 STATE = web.AppKey("p2pdist_server", ServerState)
@@ -82,7 +87,7 @@ def build_state(settings: ServerSettings, store: PeerStore | None = None) -> Ser
     )
     limits = settings.limits
     limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
-    service = TrackerService(tracker, sites, limiter, time.time)
+    service = TrackerService(tracker, sites, limiter, time.monotonic, store.clock)
     return ServerState(settings, sites, repository, store, tracker, limiter, service, settings.token())
 
 
@@ -121,7 +126,7 @@ async def housekeeping(state: ServerState) -> None:
     """Expire peers, and follow publishes/retires made through another instance."""
     settings = state.settings.tracker
     step = min(settings.sweep_interval, settings.repository_refresh)
-    next_sweep = state.clock() + settings.sweep_interval
+    next_sweep = state.monotonic() + settings.sweep_interval
     while True:
         await asyncio.sleep(step)
         try:
@@ -129,10 +134,11 @@ async def housekeeping(state: ServerState) -> None:
             if state.repository.refresh():
                 for gone in before - state.repository.tracked:
                     await state.store.drop(gone)
-            now = state.clock()
-            if now >= next_sweep:
-                next_sweep = now + settings.sweep_interval
-                removed = await state.store.sweep(now)
+            tick = state.monotonic()
+            if tick >= next_sweep:
+                next_sweep = tick + settings.sweep_interval
+                removed = await state.store.sweep(state.store.clock())
+                state.sweeps += 1
                 if removed:
                     log.info("expired %d peers", removed)
         except Exception:  # a broken store connection must not end the housekeeping loop
@@ -182,7 +188,10 @@ def api(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except RepositoryError as exc:
-            return json_error(str(exc), exc.status)
+            response = json_error(str(exc), exc.status)
+            if exc.status == 408:  # the rest of a trickled body is not worth waiting for
+                response.force_close()
+            return response
         except SignatureError as exc:
             return json_error(str(exc), 422)
         except OutputError as exc:
@@ -230,10 +239,24 @@ def require_admin(request: web.Request) -> None:
         raise web.HTTPForbidden(text=json.dumps({"error": "wrong admin token"}), content_type="application/json")
 
 
+def own_announce_url(request: web.Request) -> str:
+    """This server's announce URL: from ``public_url``, else as the admin reached the server."""
+    public = request.app[STATE].settings.public_url
+    if public:
+        return announce_url_of(public)
+    return announce_url_of(f"{'https' if request.secure else 'http'}://{request.host}")
+
+
 async def read_bounded(request: web.Request, limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes and within ``listen.body_timeout``."""
     if request.content_length is not None and request.content_length > limit:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
-    body = await read_capped(request.content, limit)
+    timeout = request.app[STATE].settings.listen.body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            body = await read_capped(request.content, limit)
+    except TimeoutError:
+        raise RepositoryError(f"request body not received within {timeout:g} s", 408) from None
     if body is None:
         raise RepositoryError(f"request body larger than {limit} bytes", 413)
     return body
@@ -246,7 +269,7 @@ async def publish(request: web.Request) -> web.Response:
     data = await read_bounded(request, state.settings.limits.max_torrent_bytes)
     # Synchronous on purpose: publishes are rare admin actions, and one SQLite connection owned
     # by the loop's thread needs no locking.
-    record, created = state.repository.publish(data, state.clock())
+    record, created = state.repository.publish(data, state.wall(), announce_url=own_announce_url(request))
     log.info("published %s v%d (%s)", record.package_id, record.version, record.info_hash)
     return web.json_response({"created": created, "package": record.to_json()}, status=201 if created else 200)
 
@@ -274,7 +297,7 @@ async def retire(request: web.Request) -> web.Response:
         if isinstance(text, bool) or not (isinstance(text, int) or (isinstance(text, str) and text.isdigit())):
             raise RepositoryError("version must be a non-negative integer")
         version = int(text)
-    records = state.repository.retire(package_id, version, state.clock())
+    records = state.repository.retire(package_id, version, state.wall())
     for record in records:
         await state.store.drop(bytes.fromhex(record.info_hash))
         log.info("retired %s v%d", record.package_id, record.version)
@@ -334,10 +357,9 @@ async def report(request: web.Request) -> web.Response:
         raise RepositoryError("report body is not JSON") from None
     parsed = Report.from_json(payload)
     place = place_of(request)
-    now = state.clock()
-    if not state.limiter.allow(place.address, now):
+    if not state.limiter.allow(place.address, state.monotonic()):
         return json_error(RATE_LIMITED, 429)
-    state.repository.record_report(parsed, place.site or "", place.address, now)
+    state.repository.record_report(parsed, place.site or "", place.address, state.wall())
     return web.json_response({"ok": True, "site": place.site})
 
 
@@ -346,7 +368,7 @@ async def report(request: web.Request) -> web.Response:
 
 async def page_rows(state: ServerState) -> list[tuple[PackageRecord, list[SiteRow]]]:
     totals = state.repository.totals()
-    now = state.clock()
+    now = state.store.clock()
     result = []
     for record in state.repository.packages():
         counts = await state.store.counts(bytes.fromhex(record.info_hash), now)
@@ -360,5 +382,5 @@ async def page_rows(state: ServerState) -> list[tuple[PackageRecord, list[SiteRo
 @api
 async def index(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    text = render_index(await page_rows(state), state.clock())
+    text = render_index(await page_rows(state), state.wall())
     return web.Response(text=text, content_type="text/html", headers={"X-Content-Type-Options": "nosniff"})
