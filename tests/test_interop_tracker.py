@@ -125,7 +125,8 @@ async def test_p2pdist_seed_to_libtorrent_leecher_through_opentracker(tmp_path: 
 async def test_libtorrent_seed_to_p2pdist_get_through_the_site_server(tmp_path: Path) -> None:
     """libtorrent announces to p2pdist's own tracker; get meets it there (both in HQ floor A)."""
     raw_info, payload = info_dict("office.msi", "PS1000EE", 1, size=300_000, seed=4)
-    async with running(make_settings(tmp_path / "server")) as server:
+    # public_url "": the torrent names this server by its port, as the publish reaches it.
+    async with running(make_settings(tmp_path / "server", public_url="")) as server:
         unsigned = encode_torrent(raw_info, trackers=((server.url + "/announce",),))
         torrent = sign_torrent(parse_metainfo(unsigned), KEY)
         assert (await publish(server, torrent)).status == 201
