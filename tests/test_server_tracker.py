@@ -61,6 +61,18 @@ async def test_announce_gives_only_peers_of_the_same_site(tmp_path: Path) -> Non
         assert plain.peers[0] in (("127.1.0.5", 7003), ("127.1.0.6", 7006)) and len(plain.peer_ids) == 2
 
 
+async def test_a_privileged_port_is_refused_and_never_handed_out(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path)) as server:
+        assert (await publish(server, TORRENT)).status == 201
+        for port in (22, 445, 1023):
+            with pytest.raises(TrackerFailure, match=f"port {port} is below 1024"):
+                await get_announce(server, "127.0.1.5", 1, port)
+        first = await get_announce(server, "127.0.1.5", 2, 1024)
+        assert first.peers == (("127.0.0.200", 7000),)  # the site seed only: nobody on port 22
+        again = await get_announce(server, "127.0.1.6", 3, 7003)
+        assert ("127.0.1.5", 1024) in again.peers and all(port >= 1024 for _, port in again.peers)
+
+
 async def test_scrape_and_unpublished_torrent(tmp_path: Path) -> None:
     async with running(make_settings(tmp_path)) as server:
         await publish(server, TORRENT)

@@ -82,6 +82,9 @@ class TrackerService:
             request = parse_announce_query(query)
         except AnnounceError as exc:
             raise _Early(400, encode_failure(exc.reason)) from None
+        if request.port < self.tracker.settings.min_peer_port:
+            reason = f"port {request.port} is below {self.tracker.settings.min_peer_port}: peers are never sent to privileged ports"
+            raise _Early(200, encode_failure(reason))
         place = self._place(source, forwarded_for, request.ip)
         self._admit(place)
         return request, place, self.peer_clock()

@@ -63,6 +63,9 @@ class TrackerSettings:
     numwant_max: int = 200
     sweep_interval: float = 60.0  # how often expired peers are removed
     repository_refresh: float = 5.0  # how often another instance's publish/retire is picked up
+    # Announces naming a lower port are refused: the tracker would otherwise point every PC of
+    # a site at ssh, smtp or a domain controller's services of whoever announced them.
+    min_peer_port: int = 1024
 
     def __post_init__(self) -> None:
         if self.interval < 1 or self.min_interval < 0 or self.min_interval > self.interval:
@@ -71,6 +74,8 @@ class TrackerSettings:
             raise ValueError("tracker.peer_expiry must be at least tracker.interval")
         if not 0 <= self.numwant_default <= self.numwant_max:
             raise ValueError("tracker.numwant_default must be within 0..numwant_max")
+        if not 1 <= self.min_peer_port <= 65535:
+            raise ValueError("tracker.min_peer_port must be within 1..65535")
         if self.sweep_interval <= 0 or self.repository_refresh <= 0:
             raise ValueError("tracker.sweep_interval and tracker.repository_refresh must be positive")
 
