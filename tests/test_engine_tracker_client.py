@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,7 +21,11 @@ from p2pdist.agent.torrent import Torrent
 from p2pdist.agent.tracker_client import TrackerClient, TrackerRefused, TrackerUnreachable, same_origin_tiers
 from p2pdist.storage.memory import MemoryStorage
 from tests.support.torrents import make_torrent, random_bytes
+from p2pdist.aio import stop_tasks
+from p2pdist.metainfo import encode_torrent, parse_metainfo
+from p2pdist.metainfo.signing import sign_torrent
 from tests.support.trackers import ANSWER, HANG, HTTP_ERROR, REFUSAL, REFUSE, ScriptedTracker, closed_port
+from test_tracker_helpers import KEY, info_dict, make_settings, publish, running
 
 UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 FILES = {"setup.msi": random_bytes(70_000, seed=31)}
@@ -143,3 +148,33 @@ def test_an_agent_keeps_only_the_trackers_of_its_own_site_server() -> None:
     assert same_origin_tiers(tiers, "http://hq:6969") == (("http://hq:6969/announce",), ("http://HQ:6969/announce?site=1",))
     assert same_origin_tiers((("http://hq/announce",),), "http://hq:80/") == (("http://hq/announce",),)
     assert same_origin_tiers((("not a url",),), "http://hq:6969") == ()
+
+
+async def test_the_site_server_narrows_what_an_agent_dials_to_its_site(tmp_path: Path) -> None:
+    """The site server names the site's networks in its answer; the session dials nothing else."""
+    raw_info, payload = info_dict("tools.msi", "PS1000EF", 1, size=50_000, seed=5)
+    async with running(make_settings(tmp_path / "server", public_url="")) as server:
+        unsigned = encode_torrent(raw_info, trackers=((server.url + "/announce",),))
+        torrent = sign_torrent(parse_metainfo(unsigned), KEY)
+        assert (await publish(server, torrent)).status == 201
+        meta = parse_metainfo(torrent)
+        session = Session(EngineSettings(listen_host="127.0.1.20", bind_host="127.0.1.20"))  # HQ floor A
+        await session.start()
+        connector = aiohttp.TCPConnector(local_addr=("127.0.1.20", 0))
+        try:
+            async with aiohttp.ClientSession(connector=connector) as http:
+                added = await session.add_torrent(meta, MemoryStorage(meta.info))
+                assert session.dial_refusal(("127.1.0.5", 7000)) is None  # nothing said yet
+                client = TrackerClient(added, http, port=session.port, on_site_networks=session.set_site_networks)
+                task = asyncio.ensure_future(client.run())
+                try:
+                    async with asyncio.timeout(30):
+                        while client.status.last_success is None:
+                            await asyncio.sleep(0.02)
+                finally:
+                    await stop_tasks([task])
+            assert session.dial_refusal(("127.1.0.5", 7000)) is not None  # the branch office
+            assert session.dial_refusal(("127.0.2.9", 7000)) is None  # HQ floor B: same site
+            assert session.dial_refusal(("127.0.0.200", 7000)) is None  # the site's seed
+        finally:
+            await session.close()

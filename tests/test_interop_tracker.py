@@ -166,3 +166,4 @@ async def test_every_byte_value_of_info_hash_and_peer_id_registers_at_opentracke
                     finally:
                         await session.close()
                 assert ("127.0.0.1", ports[0]) in answer.peers, (info_hash.hex(), answer)
+

@@ -16,7 +16,7 @@ from p2pdist.tracker.announce import (
     parse_announce_response,
     parse_scrape_response,
 )
-from p2pdist.tracker.settings import LimitSettings
+from p2pdist.tracker.settings import LimitSettings, LocationSettings
 from test_tracker_helpers import (
     SITES,
     TOKEN,
@@ -71,6 +71,21 @@ async def test_a_privileged_port_is_refused_and_never_handed_out(tmp_path: Path)
         assert first.peers == (("127.0.0.200", 7000),)  # the site seed only: nobody on port 22
         again = await get_announce(server, "127.0.1.6", 3, 7003)
         assert ("127.0.1.5", 1024) in again.peers and all(port >= 1024 for _, port in again.peers)
+
+
+async def test_announces_tell_each_site_its_networks(tmp_path: Path) -> None:
+    """The agents dial nothing outside them (agent.targets); stock clients ignore the key."""
+    isolated = (SITES[0], replace(SITES[1], locations=(LocationSettings("north", ("127.1.1.0/24",)),), isolate_locations=True))
+    async with running(make_settings(tmp_path, sites=isolated)) as server:
+        assert (await publish(server, TORRENT)).status == 201
+        hq = await get_announce(server, "127.0.1.5", 1, 7001)
+        assert hq.site_networks == ("127.0.0.0/16", "127.0.1.0/24", "127.0.2.0/24", "127.0.0.200/32")  # + its seed
+        plain = await get_announce(server, "127.0.2.5", 2, 7002, compact=False)
+        assert plain.site_networks == hq.site_networks
+        north = await get_announce(server, "127.1.1.5", 3, 7003)
+        assert north.site_networks == ("127.1.1.0/24",)  # an isolated location: only its own
+        outsider = await get_announce(server, "127.3.0.6", 4, 7004)
+        assert outsider.site_networks == ()
 
 
 async def test_scrape_and_unpublished_torrent(tmp_path: Path) -> None:

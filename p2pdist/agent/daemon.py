@@ -448,7 +448,9 @@ class Agent:
         if meta.trackers and not site_trackers:
             log.error("%s: its torrent names no tracker of %s; not announcing anywhere", meta.info.package, self.settings.repository_url)
         if site_trackers and self.http is not None:
-            package.tracker = TrackerClient(torrent, self.http, port=self.session.port, trackers=site_trackers)
+            package.tracker = TrackerClient(
+                torrent, self.http, port=self.session.port, trackers=site_trackers, on_site_networks=self.session.set_site_networks
+            )
             package.tasks.append(asyncio.ensure_future(package.tracker.run()))
         if self.http is not None and not torrent.completed.is_set():
             for url in meta.web_seeds:

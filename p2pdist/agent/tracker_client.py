@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -111,8 +112,11 @@ class TrackerClient:
         timeout: float = 15.0,
         rng: random.Random | None = None,
         trackers: tuple[tuple[str, ...], ...] | None = None,
+        on_site_networks: Callable[[tuple[str, ...]], None] | None = None,
     ) -> None:
-        """``trackers``: the tiers to announce to, when not all those the torrent names."""
+        """``trackers``: the tiers to announce to, when not all those the torrent names;
+        ``on_site_networks``: told the subnets of this PC's site when the site server names them."""
+        self.on_site_networks = on_site_networks
         self.torrent = torrent
         self.http = http
         self.port = port
@@ -217,6 +221,8 @@ class TrackerClient:
                 self.status.complete = response.complete
                 self.status.incomplete = response.incomplete
                 self.torrent.tracker_answered = True
+                if response.site_networks and self.on_site_networks is not None:
+                    self.on_site_networks(response.site_networks)  # before its peers are dialled
                 self.torrent.add_peer_addresses(response.peers)
                 delay = float(max(response.interval, response.min_interval or 0, 5))
             self.status.next_announce = time.time() + delay

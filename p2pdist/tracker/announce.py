@@ -32,6 +32,8 @@ MAX_NUMWANT = 2**31 - 1
 MAX_COUNTER = 2**63 - 1
 MAX_SCRAPE_HASHES = 256
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+SITE_NETWORKS = b"p2pdist site networks"
+MAX_SITE_NETWORKS = 256
 RESPONSE_LIMITS = bencode.Limits(max_depth=8, max_tokens=400_000, max_string=MAX_RESPONSE_BYTES, max_int_digits=20)
 
 
@@ -80,6 +82,8 @@ class AnnounceResponse:
     warning: str | None = None
     # Parallel to ``peers`` when known; only the non-compact (dictionary) form carries them.
     peer_ids: tuple[bytes, ...] = field(default=(), compare=False)
+    # p2pdist's site server: the subnets (CIDR) of the asker's site, the only peers it may dial.
+    site_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,8 @@ def encode_announce_response(response: AnnounceResponse, compact: bool = True) -
     }
     if response.min_interval is not None:
         body[b"min interval"] = response.min_interval
+    if response.site_networks:
+        body[SITE_NETWORKS] = [network.encode() for network in response.site_networks]
     if response.warning:
         body[b"warning message"] = response.warning.encode()
     ids = response.peer_ids if len(response.peer_ids) == len(response.peers) else None
@@ -323,8 +329,16 @@ def _encode_compact(response: AnnounceResponse) -> bytes:
     warning = response.warning.encode() if response.warning else None
     return encode_compact_body(
         response.interval, response.min_interval, response.complete, response.incomplete,
-        b"".join(v4), b"".join(v6), warning,
+        b"".join(v4), b"".join(v6), warning, site_networks_field(response.site_networks),
     )  # fmt: skip
+
+
+def site_networks_field(networks: tuple[str, ...]) -> bytes:
+    """The bencoded ``p2pdist site networks`` key and value (empty: no field), made once per
+    site by the tracker and spliced into every compact reply."""
+    if not networks:
+        return b""
+    return bencode.encode(SITE_NETWORKS) + bencode.encode([network.encode() for network in networks])
 
 
 def encode_compact_body(
@@ -335,6 +349,7 @@ def encode_compact_body(
     peers: bytes,
     peers6: bytes = b"",
     warning: bytes | None = None,
+    networks: bytes = b"",
 ) -> bytes:
     """The compact announce reply written out by hand: a tracker's hot path, so no generic
     bencoder. Keys in bencoding's sorted order; ``peers``/``peers6`` are the joined 6-/18-byte
@@ -342,6 +357,7 @@ def encode_compact_body(
     head = b"d8:completei%de10:incompletei%de8:intervali%de" % (complete, incomplete, interval)
     if min_interval is not None:
         head += b"12:min intervali%de" % min_interval
+    head += networks  # "p2pdist site networks" sorts between "min interval" and "peers"
     tail = b"6:peers6%d:%se" % (len(peers6), peers6) if peers6 else b"e"
     if warning:
         tail = tail[:-1] + b"15:warning message%d:%se" % (len(warning), warning)
@@ -410,6 +426,18 @@ def _dict_peers(items: list[object]) -> tuple[list[tuple[str, int]], list[bytes]
     return peers, ids
 
 
+def _site_networks(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_SITE_NETWORKS:
+        raise AnnounceError(f"site networks is not a list of at most {MAX_SITE_NETWORKS} networks")
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item.decode("ascii"), strict=False)))  # type: ignore[union-attr]
+        except (AttributeError, UnicodeDecodeError, ValueError):
+            raise AnnounceError("site networks holds something that is not a network") from None
+    return tuple(networks)
+
+
 def parse_announce_response(body: bytes) -> AnnounceResponse:
     """Parse a tracker's reply; ``failure reason`` -> TrackerFailure, anything malformed -> AnnounceError."""
     value = _decode_dict(body)
@@ -428,6 +456,7 @@ def parse_announce_response(body: bytes) -> AnnounceResponse:
     if not isinstance(raw_peers6, bytes):
         raise AnnounceError("peers6 is not a string")
     peers += _unpack_compact(raw_peers6, 18)
+    site_networks = _site_networks(value.get(SITE_NETWORKS, []))
     warning = value.get(b"warning message")
     return AnnounceResponse(
         interval=interval,
@@ -437,6 +466,7 @@ def parse_announce_response(body: bytes) -> AnnounceResponse:
         incomplete=_count(value, b"incomplete") or 0,
         warning=warning.decode("utf-8", "replace") if isinstance(warning, bytes) else None,
         peer_ids=tuple(ids) if ids and not raw_peers6 else (),
+        site_networks=site_networks,
     )
 
 

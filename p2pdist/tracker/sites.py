@@ -75,6 +75,8 @@ class SiteMap:
     def __init__(self, sites: tuple[SiteSettings, ...], default_site: str = "", proxies: tuple[str, ...] = ()) -> None:
         rules: list[tuple[Network, str, str]] = []
         self.seeds: dict[str, tuple[tuple[str, int], ...]] = {}
+        # (site, location) -> the networks its agents may dial; ("site", "") for the whole site.
+        self.networks: dict[tuple[str, str], tuple[str, ...]] = {}
         names = set()
         for i, site in enumerate(sites):
             if not site.name or site.name in names:
@@ -87,6 +89,7 @@ class SiteMap:
                     raise ConfigError(f"{where}.name: empty location name")
                 rules += [(_network(s, f"{where}.subnets"), site.name, location.name) for s in location.subnets]
             self.seeds[site.name] = tuple(parse_endpoint(s, f"sites[{i}].seeds") for s in site.seeds)
+            self._add_networks(site, rules)
         if default_site and default_site not in names:
             self.seeds.setdefault(default_site, ())
         rules.sort(key=lambda rule: rule[0].prefixlen, reverse=True)
@@ -97,6 +100,16 @@ class SiteMap:
         self._cache: dict[str, Place] = {}
         self._canonical: dict[str, str] = {}  # socket address text -> canonical form
         self._by_source: dict[str, Place] = {}  # socket address text -> place (no proxies)
+
+    def _add_networks(self, site: SiteSettings, rules: list[tuple[Network, str, str]]) -> None:
+        """What the site server tells a site's agents they may dial: the site's subnets (with an
+        isolated site, the asker's location's), plus the site's configured seeds wherever they are."""
+        seeds = [str(ipaddress.ip_network(host)) for host, _ in self.seeds[site.name]]
+        whole = [str(net) for net, name, _ in rules if name == site.name]
+        self.networks[(site.name, "")] = tuple(dict.fromkeys(whole + seeds))
+        for location in site.locations:
+            own = [str(net) for net, name, loc in rules if name == site.name and loc == location.name]
+            self.networks[(site.name, location.name)] = tuple(dict.fromkeys((own if site.isolate_locations else whole) + seeds))
 
     def place_of(self, address: str) -> Place:
         """The site and location of a canonical address (see ``normalize_address``)."""

@@ -38,6 +38,7 @@ from p2pdist.tracker.announce import (
     ScrapeStats,
     encode_announce_response,
     encode_compact_body,
+    site_networks_field,
 )
 from p2pdist.tracker.settings import TrackerSettings
 from p2pdist.tracker.sites import Place
@@ -76,7 +77,7 @@ class Answer:
     configured seeds (no peer id). A whole group is one chunk, so the compact reply is a join.
     """
 
-    __slots__ = ("interval", "min_interval", "complete", "incomplete", "warning", "chunks", "count")
+    __slots__ = ("interval", "min_interval", "complete", "incomplete", "warning", "chunks", "count", "site_networks", "networks_field")
 
     def __init__(
         self, interval: int, min_interval: int | None, complete: int = 0, incomplete: int = 0, warning: str | None = None
@@ -88,6 +89,8 @@ class Answer:
         self.warning = warning
         self.chunks: list[tuple[int, bytes, bytes]] = []
         self.count = 0  # peers in the chunks
+        self.site_networks: tuple[str, ...] = ()
+        self.networks_field = b""
 
     def add(self, width: int, endpoints: bytes, tails: bytes) -> None:
         self.chunks.append((width, endpoints, tails))
@@ -112,7 +115,7 @@ class Answer:
     def response(self) -> AnnounceResponse:
         return AnnounceResponse(
             self.interval, self.min_interval, self.peers, self.complete, self.incomplete, self.warning,
-            tuple(self.peer_ids),
+            tuple(self.peer_ids), self.site_networks,
         )  # fmt: skip
 
     def encode(self, compact: bool = True) -> bytes:
@@ -127,7 +130,7 @@ class Answer:
             peers6 = b"".join([e for w, e, _ in chunks if w != 6])
         warning = self.warning.encode() if self.warning else None
         return encode_compact_body(
-            self.interval, self.min_interval, self.complete, self.incomplete, peers, peers6, warning
+            self.interval, self.min_interval, self.complete, self.incomplete, peers, peers6, warning, self.networks_field
         )
 
 
@@ -141,6 +144,7 @@ class Tracker:
         per_address: int = 0,
         rng: random.Random | None = None,
         isolated_sites: frozenset[str] = frozenset(),
+        networks: dict[tuple[str, str], tuple[str, ...]] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -148,6 +152,8 @@ class Tracker:
         self.seeds = seeds or {}
         self.per_address = per_address
         self.isolated_sites = isolated_sites  # sites whose locations never meet each other
+        # (site, location) -> the networks its agents may dial, as text and as the bencoded field
+        self.networks = {key: (nets, site_networks_field(nets)) for key, nets in (networks or {}).items()}
         self.rng = rng or random.Random()
         self.synchronous = bool(getattr(store, "synchronous", False))
         self._seed_endpoints = {site: [pack_endpoint(ip, port) for ip, port in s] for site, s in self.seeds.items()}
@@ -201,6 +207,9 @@ class Tracker:
 
     def _answer(self, swarm: SiteSwarm, me: PeerRecord, request: AnnounceRequest, site: str, now: float) -> Answer:
         answer = Answer(self.settings.interval, self.settings.min_interval, swarm.seeders, swarm.leechers)
+        networks = self.networks.get((site, me.group[0])) or self.networks.get((site, ""))
+        if networks is not None:
+            answer.site_networks, answer.networks_field = networks
         if request.event != "stopped":
             numwant = self.numwant(request)
             if numwant > 0:

@@ -84,6 +84,7 @@ def build_state(settings: ServerSettings, store: PeerStore | None = None) -> Ser
         sites.seeds,
         settings.limits.peers_per_address,
         isolated_sites=frozenset(site.name for site in settings.sites if site.isolate_locations),
+        networks=sites.networks,
     )
     limits = settings.limits
     limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
