@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from pathlib import Path
 
 import aiohttp
+import pytest
+
+from p2pdist.errors import P2pdistError
 
 from tests.support.trackers import HANG, ScriptedTracker
 from test_agent_helpers import ADMIN, agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
@@ -97,3 +102,23 @@ async def retire(server, package_id: str, version: int) -> None:  # type: ignore
             f"{server.url}/api/packages/{package_id}/retire", json={"version": version}, headers={"Authorization": f"Bearer {ADMIN}"}
         ) as reply:
             assert reply.status == 200, await reply.text()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX folder modes; Windows folders get their ACL from the installer")
+async def test_cache_and_state_folders_others_could_write_are_locked_down(tmp_path: Path) -> None:
+    """Only the owner may replace what the pre-run check proved."""
+    with socket_dir() as sockets:
+        settings = agent_settings(tmp_path, 9, "http://127.0.0.1:9", sockets)
+        for folder in (settings.cache_dir, settings.state_dir):
+            folder.mkdir(parents=True)
+            folder.chmod(0o777)
+        async with running_agent(settings):
+            for folder in (settings.cache_dir, settings.state_dir):
+                assert stat.S_IMODE(folder.stat().st_mode) & 0o022 == 0, folder
+        if os.geteuid() != 0:
+            print("skipping the foreign-owner half: it needs root to chown")
+            return
+        os.chown(settings.cache_dir, 65534, 65534)  # nobody
+        with pytest.raises(P2pdistError, match="belongs to user id 65534"):
+            async with running_agent(settings):
+                pass

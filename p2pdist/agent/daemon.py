@@ -48,7 +48,7 @@ from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
 from p2pdist.agent.pids import pid_alive
 from p2pdist.agent.session import Session
-from p2pdist.agent.state import AgentState, LeaseRow, PackageRow
+from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, secure_folder
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
 from p2pdist.agent.tracker_client import TrackerClient, same_origin_tiers
@@ -192,6 +192,7 @@ class Agent:
         """Open the state, listen for peers, and start every package known from last time."""
         try:
             self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+            secure_folder(self.settings.cache_dir)
         except OSError as exc:
             raise StorageError(f"cannot create cache folder {self.settings.cache_dir}: {exc.strerror}") from None
         self.state = AgentState(self.settings.state_dir)

@@ -118,6 +118,27 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644, *, secure: Call
         raise
 
 
+def secure_folder(path: Path) -> None:
+    """Keep others from swapping what the agent checked before a command runs from it (POSIX).
+
+    The pre-run check proves the files at their paths; only the folder's owner may then replace
+    them. So a cache or state folder that others may write into is made owner-writable only,
+    and one owned by another account (which could change that back) is refused. On Windows the
+    installer gives these folders an ACL of SYSTEM and Administrators.
+    """
+    if os.name != "posix":
+        return
+    info = os.stat(path)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise OutputError(
+            f"{path} belongs to user id {info.st_uid}, not to the agent's ({os.geteuid()}) or root: "
+            "its owner could swap a package's files after they are checked"
+        )
+    if info.st_mode & 0o022:
+        os.chmod(path, info.st_mode & ~0o022)
+        log.warning("%s was writable by others; it is now writable by its owner only", path)
+
+
 def lock_exclusively(path: Path) -> int:
     """Hold an exclusive lock on ``path`` for as long as the returned descriptor is open.
 
@@ -157,6 +178,7 @@ class AgentState:
         try:
             for folder in (self.state_dir, self.torrent_dir, self.resume_dir):
                 folder.mkdir(parents=True, exist_ok=True)
+                secure_folder(folder)
             self._lock_fd = lock_exclusively(self.state_dir / "agent.lock")
         except OSError as exc:
             raise OutputError(f"cannot use state folder {self.state_dir}: {exc.strerror}") from None
