@@ -311,3 +311,45 @@ def test_create_with_sign_key(capsys: pytest.CaptureFixture[str], tmp_path: Path
     code, _, err = run(capsys, "create", str(package), "-o", str(tmp_path / "x.torrent"), "--pkg", "PS100012",
                        "--sign-key", str(tmp_path / "absent"))
     assert code == 3 and "absent" in err
+
+
+# -- the admins' flags from mktorrent and torf ------------------------------------------------
+
+
+def test_mktorrent_and_torf_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path, package: Path) -> None:
+    out = tmp_path / "x.torrent"
+    code, stdout, err = run(
+        capsys, "create", str(package), "-o", str(out), "-p", "-n", "Office 2007 SP2", "-s", "HQ-build",
+        "--nodate", "-j", "--max-piece-size", "16K", "-t", "http://hq/announce", "--pkg", "PS100012",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(stdout)
+    meta = read_metainfo(str(out))
+    assert summary["torrent"] == str(out) and summary["info_hash"] == meta.info_hash_hex
+    assert summary["name"] == meta.info.name == "Office 2007 SP2"
+    assert summary["private"] is meta.info.private is True
+    assert summary["piece_length"] == meta.info.piece_length == 16384  # the ceiling held the auto choice
+    assert (summary["package_id"], summary["version"], summary["files"]) == ("PS100012", 1, 2)
+    assert meta.creation_date is None
+    info = bencode.decode(meta.raw_info)
+    assert info[b"source"] == b"HQ-build"
+    # The source tag gives the same files another info-hash.
+    code, plain, _ = run(capsys, "create", str(package), "-o", str(tmp_path / "y.torrent"), "-n", "Office 2007 SP2", "--nodate", "-j",
+                         "--max-piece-size", "16K", "--pkg", "PS100012")  # fmt: skip
+    assert code == 0 and json.loads(plain)["info_hash"] != summary["info_hash"]
+
+
+def test_bad_name_and_piece_sizes_are_usage_errors(tmp_path: Path, package: Path) -> None:
+    for argv in (["-n", "a/b"], ["-n", ".."], ["--piece-size", "1M", "--max-piece-size", "256K"], ["--max-piece-size", "3K"]):
+        result = p2pdist("create", str(package), "-o", str(tmp_path / "z.torrent"), *argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        one_error_line(result.stderr)
+    assert not (tmp_path / "z.torrent").exists()
+
+
+def test_a_web_seed_that_doubles_the_package_folder_is_warned_about(capsys: pytest.CaptureFixture[str], tmp_path: Path, package: Path) -> None:
+    code, _, err = run(capsys, "create", str(package), "-o", str(tmp_path / "w.torrent"), "-w", "http://dp01/SMSPKGD$/PS100012/")
+    assert code == 0
+    assert "already ends with the package folder PS100012/" in err and "http://dp01/SMSPKGD$/" in err
+    code, _, err = run(capsys, "create", str(package), "-o", str(tmp_path / "v.torrent"), "-w", "http://dp01/SMSPKGD$/")
+    assert code == 0 and "already ends" not in err

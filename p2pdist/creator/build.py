@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import p2pdist
 from p2pdist import bencode
@@ -35,10 +35,10 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-def auto_piece_length(total: int) -> int:
-    """The smallest power of two giving at most 2000 pieces (so 1000-2000), in 16 KiB..16 MiB."""
+def auto_piece_length(total: int, maximum: int = AUTO_MAX_PIECE_LENGTH) -> int:
+    """The smallest power of two giving at most 2000 pieces (so 1000-2000), in 16 KiB..``maximum``."""
     length = MIN_PIECE_LENGTH
-    while length < AUTO_MAX_PIECE_LENGTH and -(-total // length) > AUTO_MAX_PIECES:
+    while length < maximum and -(-total // length) > AUTO_MAX_PIECES:
         length *= 2
     return length
 
@@ -79,9 +79,13 @@ class TorrentOptions:
     package: PackageIdentity | None = None
     creation_date: int | None = None
     created_by: str = CREATED_BY
+    max_piece_length: int | None = None  # a ceiling for the automatic choice
+    source_tag: str | None = None  # info["source"]: another info-hash for the same files (torf -s)
 
 
-def info_dict(source: Source, piece_length: int, pieces: bytes, private: bool, package: PackageIdentity | None) -> dict[bytes, object]:
+def info_dict(
+    source: Source, piece_length: int, pieces: bytes, private: bool, package: PackageIdentity | None, source_tag: str | None = None
+) -> dict[bytes, object]:
     info: dict[bytes, object] = {
         b"name": source.name,
         b"piece length": piece_length,
@@ -95,7 +99,25 @@ def info_dict(source: Source, piece_length: int, pieces: bytes, private: bool, p
         info[b"private"] = 1
     if package is not None:
         info[b"p2pdist"] = package.to_bencode()
+    if source_tag:
+        info[b"source"] = source_tag
     return info
+
+
+def doubled_folder(url: str, name: str) -> str | None:
+    """A warning when a web seed URL already ends with the package's folder: BEP 19 appends the
+    torrent's name to a URL ending in ``/``, so clients would ask for ``.../NAME/NAME/...``."""
+    path = urlsplit(url).path
+    if not path.endswith("/"):
+        return None
+    last = unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    if last.casefold() != name.casefold():
+        return None
+    parent = url[: len(url) - len(url.rstrip("/").rsplit("/", 1)[-1]) - 1]
+    return (
+        f"web seed {url} already ends with the package folder {name}/: clients append the name "
+        f"(BEP 19) and would fetch {url}{name}/...; give the folder that holds it, {parent}"
+    )
 
 
 def _check_unchanged(source: Source) -> None:
@@ -118,11 +140,11 @@ def build_torrent(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[bytes, Metainfo]:
     """Hash ``source`` and return the torrent bytes and their parsed form."""
-    piece_length = options.piece_length or auto_piece_length(source.total_size)
+    piece_length = options.piece_length or auto_piece_length(source.total_size, options.max_piece_length or AUTO_MAX_PIECE_LENGTH)
     inputs = [HashInput(f.disk_path, f.size) for f in source.files]
     pieces = hash_pieces(inputs, piece_length, threads=threads, progress=progress)
     _check_unchanged(source)
-    raw_info = bencode.encode(info_dict(source, piece_length, pieces, options.private, options.package))
+    raw_info = bencode.encode(info_dict(source, piece_length, pieces, options.private, options.package, options.source_tag))
     data = encode_torrent(
         raw_info,
         trackers=options.trackers,

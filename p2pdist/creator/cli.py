@@ -30,12 +30,14 @@ from p2pdist.creator.build import (
     TorrentOptions,
     build_torrent,
     check_url,
+    doubled_folder,
     parse_piece_size,
 )
 from p2pdist.creator.output import check_writable, write_atomic
 from p2pdist.creator.scan import scan_path
+from p2pdist.metainfo.paths import check_component
 from p2pdist.creator.share import PackageResult, ShareOptions, build_share, web_seed_for_share
-from p2pdist.errors import InputError, LocalError, OutputError, RemoteError, SignatureError, UsageError
+from p2pdist.errors import InputError, LocalError, MetainfoError, OutputError, RemoteError, SignatureError, UsageError
 from p2pdist.metainfo import Metainfo, PackageIdentity, normalize_package_id, read_metainfo
 
 if TYPE_CHECKING:
@@ -87,14 +89,18 @@ def _add_create(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         "-w", "--web-seed", action="append", default=[], metavar="URL",
         help="BEP 19 web seed; with --dp the base URL of the share (the folder holding the package folders)",
     )
-    parser.add_argument("--private", action=argparse.BooleanOptionalAction, default=True, help="private torrent (default: on)")
+    parser.add_argument("-p", "--private", action=argparse.BooleanOptionalAction, default=True, help="private torrent (default: on)")
     parser.add_argument("--piece-size", metavar="SIZE", help="power of two, e.g. 256K, 1M, 20 (=2^20); default: auto")
+    parser.add_argument("--max-piece-size", metavar="SIZE", help="ceiling for the automatic piece size (default 16M)")
+    parser.add_argument("-n", "--name", help="the torrent's name: its folder (or file) in every cache, shown on the status page")
+    parser.add_argument("-s", "--source", dest="source_tag", metavar="TEXT", help="info 'source' field: another info-hash for the same files")
     parser.add_argument("-e", "--exclude", action="append", default=[], metavar="GLOB", help="leave out matching files or folders")
     parser.add_argument("-c", "--comment", metavar="TEXT")
     parser.add_argument("--pkg", metavar="PACKAGEID", help="SMS PackageID carried in the torrent (e.g. PS100012)")
     parser.add_argument("--version", dest="source_version", type=int, metavar="N", help="SMS SourceVersion (default 1; with --dp: last + 1)")
     parser.add_argument("--sign-key", metavar="FILE", help="Ed25519 private key (from p2pdist keygen) to sign with")
-    parser.add_argument("--no-date", action="store_true", help="write no creation date")
+    parser.add_argument("--no-date", "--nodate", action="store_true", help="write no creation date")
+    parser.add_argument("-j", "--json", action="store_true", help="print what was written as JSON")
     parser.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
     parser.add_argument("--threads", type=int, metavar="N", help="hashing threads (default: one per core)")
     parser.set_defaults(handler=run_create)
@@ -206,13 +212,38 @@ def _base_options(args: argparse.Namespace) -> TorrentOptions:
         raise UsageError("--threads must be at least 1")
     if args.source_version is not None and not 0 <= args.source_version < 2**31:
         raise UsageError(f"--version {args.source_version} is out of range (0 to 2147483647)")
+    piece_length = parse_piece_size(args.piece_size) if args.piece_size is not None else None
+    ceiling = parse_piece_size(args.max_piece_size) if args.max_piece_size is not None else None
+    if piece_length is not None and ceiling is not None and piece_length > ceiling:
+        raise UsageError(f"--piece-size {args.piece_size} is above --max-piece-size {args.max_piece_size}")
     return TorrentOptions(
         trackers=parse_trackers(args.tracker),
         private=args.private,
-        piece_length=parse_piece_size(args.piece_size) if args.piece_size is not None else None,
+        piece_length=piece_length,
         comment=args.comment or None,
         creation_date=None if args.no_date else int(time.time()),
+        max_piece_length=ceiling,
+        source_tag=args.source_tag or None,
     )
+
+
+def _summary_json(meta: Metainfo, output: Path) -> dict[str, Any]:
+    info = meta.info
+    return {
+        "torrent": str(output),
+        "name": info.name,
+        "info_hash": meta.info_hash_hex,
+        "size": info.total_length,
+        "files": len(info.real_files),
+        "pieces": info.num_pieces,
+        "piece_length": info.piece_length,
+        "private": info.private,
+        "package_id": info.package.package_id if info.package else None,
+        "version": info.package.version if info.package else None,
+        "trackers": [list(tier) for tier in meta.trackers],
+        "web_seeds": list(meta.web_seeds),
+        "signed": meta.signature is not None,
+    }
 
 
 def _describe(meta: Metainfo) -> str:
@@ -248,16 +279,28 @@ def run_create(args: argparse.Namespace) -> int:
     if args.sign_key is not None and package is None:
         raise UsageError("--sign-key needs --pkg: a signature covers the package identity")
     source = scan_path(Path(args.path), args.exclude)
+    if args.name is not None:
+        try:
+            check_component(args.name, "--name")
+        except MetainfoError as exc:
+            raise UsageError(str(exc)) from None
+        source = replace(source, name=args.name)
     output = Path(args.output) if args.output else Path(f"{source.name}.torrent")
     check_writable(output, overwrite=args.force)
     key = load_signing_key(args.sign_key) if args.sign_key else None
     for text in source.notes:
         note(text)
+    for url in web_seeds:
+        if warning := doubled_folder(url, source.name):
+            note(warning)
     options = replace(options, web_seeds=web_seeds, package=package)
     with progress_bar(source.name, source.total_size) as progress:
         data, meta = build_torrent(source, options, sign_key=key, threads=args.threads, progress=progress)
     write_atomic(output, data)
-    print(f"wrote {output}: {_describe(meta)}")
+    if args.json:
+        print(json.dumps(_summary_json(meta, output), indent=1))
+    else:
+        print(f"wrote {output}: {_describe(meta)}")
     return 0
 
 
@@ -270,6 +313,8 @@ def _create_share(args: argparse.Namespace) -> int:
         raise UsageError("-o FILE is for one torrent; --dp writes <PackageID>.torrent files into -O OUTDIR")
     if args.pkg is not None:
         raise UsageError("--pkg is taken from each folder name with --dp")
+    if args.name is not None:
+        raise UsageError("--name is each PackageID folder's own with --dp")
     options = _base_options(args)
     web_seeds = tuple(web_seed_for_share(check_url(url, WEB_SEED_SCHEMES, "web seed")) for url in args.web_seed)
     outdir = Path(args.output_dir)
@@ -290,19 +335,40 @@ def _create_share(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
 
+    for url in web_seeds:
+        last = url.rstrip("/").rsplit("/", 1)[-1]
+        if _is_package_id(last):
+            note(f"web seed {url} ends with a package folder ({last}/): with --dp give the share's URL, the folder holding the package folders")
+
     def report(result: PackageResult) -> None:
         for text in result.notes:
             note(f"{result.package_id}: {text}")
         if result.error is not None:
             print(f"{result.package_id}: failed: {result.error}", file=sys.stderr)
-        else:
+        elif not args.json:
             print(f"{result.package_id} v{result.version} {result.action}: {result.torrent} info-hash {result.info_hash}")
 
     results = build_share(Path(args.dp), outdir, share_options, note=note, report=report, progress_for=progress_bar)
     counts = {action: sum(r.action == action for r in results) for action in ("created", "updated", "rewritten", "unchanged", "failed")}
-    print(", ".join(f"{count} {action}" for action, count in counts.items()))
+    if args.json:
+        packages = [
+            {"package_id": r.package_id, "action": r.action, "version": r.version, "info_hash": r.info_hash,
+             "torrent": str(r.torrent) if r.torrent else None, "error": str(r.error) if r.error else None}
+            for r in results
+        ]  # fmt: skip
+        print(json.dumps({"packages": packages, "counts": counts}, indent=1))
+    else:
+        print(", ".join(f"{count} {action}" for action, count in counts.items()))
     failures = [r.error for r in results if r.error is not None]
     return failures[0].exit_code if failures else 0
+
+
+def _is_package_id(text: str) -> bool:
+    try:
+        normalize_package_id(text)
+    except ValueError:
+        return False
+    return True
 
 
 # -- show ------------------------------------------------------------------------------------

@@ -122,11 +122,17 @@ def save_manifest(outdir: Path, packages: dict[str, Any]) -> None:
 
 
 def _info_key(options: ShareOptions) -> dict[str, Any]:
-    return {
+    key: dict[str, Any] = {
         "piece_length": options.torrent.piece_length,
         "private": options.torrent.private,
         "excludes": list(options.excludes),
     }
+    # Only when set, so manifests written before these options existed still match.
+    if options.torrent.max_piece_length is not None:
+        key["max_piece_length"] = options.torrent.max_piece_length
+    if options.torrent.source_tag is not None:
+        key["source"] = options.torrent.source_tag
+    return key
 
 
 def _torrent_key(options: ShareOptions) -> dict[str, Any]:
