@@ -81,6 +81,12 @@ class RateMeter:
     def add(self, amount: int) -> None:
         self.total += amount
 
+    def settle(self) -> None:
+        """Nothing moves now: the rate is 0 and the bytes so far are counted."""
+        self._counted = self.total
+        self._stamp = self._clock()
+        self.rate = 0.0
+
     def update(self) -> float:
         now = self._clock()
         elapsed = now - self._stamp

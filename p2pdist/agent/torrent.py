@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
 
-from p2pdist.aio import stop_tasks
+from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
@@ -144,6 +144,10 @@ class Torrent:
         self.stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
+        # Set by anything that gives an idle torrent work (a candidate, a peer, new pieces):
+        # idle, its tick and choke loops wait on it with no timer, so a seeding agent holding
+        # a thousand packages and no peers does not wake a thousand times a second.
+        self._activity = asyncio.Event()
         self._listeners: list[Callable[[str], None]] = []
         self._dispatch: dict[type, Callable[[PeerConnection, object], None]] = {
             m.Handshake: self._on_handshake,
@@ -295,6 +299,7 @@ class Torrent:
                 log.info("%s: not dialling %s: %s", self.info.name, address, refusal)
                 continue
             self._candidates[address] = now
+            self._activity.set()
         self._connect_more()
 
     def _connected_addresses(self) -> set[Address]:
@@ -348,6 +353,7 @@ class Torrent:
             return
         self._failures.pop(address, None)
         self.peers.add(conn)
+        self._activity.set()
 
     def attach_inbound(self, conn: PeerConnection, handshake: m.Handshake) -> bool:
         """Take over an inbound connection whose handshake named this torrent."""
@@ -363,6 +369,7 @@ class Torrent:
         conn.owner = self
         conn.write(conn.wire.handshake())
         self.peers.add(conn)
+        self._activity.set()
         self._on_handshake(conn, handshake)
         return not conn.closed
 
@@ -793,7 +800,7 @@ class Torrent:
             ok = stored.result()
             if ok and index not in self._failed_pieces:
                 picker.piece_verified(index)
-                self._resume_dirty = True
+                self._mark_resume_dirty()
                 self._recycle(buffer)
                 self._announce_have(index)
                 if picker.complete:
@@ -823,7 +830,7 @@ class Torrent:
         assert picker is not None
         if ok:
             picker.piece_verified(index)
-            self._resume_dirty = True
+            self._mark_resume_dirty()
             if index in self._failed_pieces:
                 self._failed_pieces.discard(index)
                 digests = await asyncio.get_running_loop().run_in_executor(None, _block_digests, bytes(buffer))
@@ -992,8 +999,30 @@ class Torrent:
 
     # -- periodic work ---------------------------------------------------------------------
 
+    def _mark_resume_dirty(self) -> None:
+        self._resume_dirty = True
+        self._activity.set()
+
+    async def _park_while_idle(self) -> None:
+        """Wait while there is nothing to tick for: no peer, no dial in flight, no resume data
+        to save; while downloading with candidates, only until the first is due to be dialled
+        again (seeds do not dial), else with no timer at all. Rates read 0 meanwhile."""
+        while not (self.peers or self._connecting or self._resume_dirty):
+            wait = None
+            if self._candidates and self.state is TorrentState.DOWNLOADING:
+                wait = min(self._candidates.values()) - time.monotonic()
+                if wait <= 0:
+                    return
+            self.download_meter.settle()
+            self.upload_meter.settle()
+            self._activity.clear()
+            await wait_event(self._activity, wait)
+
     async def _choke_loop(self) -> None:
         while True:
+            while not self.peers:  # nobody to choke or unchoke: no timer until a peer comes
+                self._activity.clear()
+                await self._activity.wait()
             self._choke_round()
             await asyncio.sleep(self.settings.choke_interval)
 
@@ -1035,6 +1064,7 @@ class Torrent:
         resume_every = 30.0
         last_resume = time.monotonic()
         while True:
+            await self._park_while_idle()
             await asyncio.sleep(self.settings.tick_interval)
             now = time.monotonic()
             self._tick(now)
