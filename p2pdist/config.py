@@ -9,6 +9,7 @@ ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -22,6 +23,31 @@ T = TypeVar("T")
 
 class ConfigError(UsageError):
     """A settings file that cannot be read or does not match the settings' shape."""
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_value(text: str | os.PathLike[str]) -> str:
+    """``text`` as a TOML basic string, quotes included, that reads back as exactly ``text``.
+
+    Every config the project writes goes through here: a Windows path (``C:\\ProgramData\\...``)
+    pasted between plain quotes is an invalid escape, or worse a different string.
+    """
+    value = os.fspath(text)
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        raise ValueError(f"{value!r} is not valid Unicode and cannot be written to a TOML file")
+    out = ['"']
+    for char in value:
+        escaped = _TOML_ESCAPES.get(char)
+        if escaped is not None:
+            out.append(escaped)
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
 
 
 def load_toml(path: Path | str) -> dict[str, Any]:

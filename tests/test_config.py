@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Optional
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from p2pdist.config import ConfigError, from_mapping, load_settings, load_toml
+from p2pdist.config import ConfigError, from_mapping, load_settings, load_toml, toml_value
 from p2pdist.errors import UsageError
 
 
@@ -159,3 +162,16 @@ def test_load_settings_errors(tmp_path: Path) -> None:
     typo.write_text("[limits]\npeer = 5\n")
     with pytest.raises(ConfigError, match=r"^limits: unknown setting\(s\) peer$"):
         load_settings(Settings, typo)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_toml_value_reads_back_as_the_same_string(text: str) -> None:
+    assert tomllib.loads(f"key = {toml_value(text)}\n") == {"key": text}
+
+
+def test_toml_value_writes_windows_paths_and_refuses_what_a_file_cannot_hold() -> None:
+    path = PureWindowsPath(r"C:\ProgramData\p2pdist\new\tab\x41 \"q\"")
+    assert tomllib.loads(f"p = {toml_value(path)}")["p"] == str(path)
+    assert toml_value(r"C:\u") == r'"C:\\u"'
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        toml_value("bad\udcff name")
