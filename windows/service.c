@@ -18,7 +18,7 @@
  * model; here the agent is the same process as `python -m p2pdist.agent` on a console, stopped
  * the same way, and the host is a page of code with no dependencies.
  *
- * The agent's stderr goes to %ProgramData%\p2pdist\logs\service.log (the previous run's to
+ * The agent's stderr goes to <data folder>\logs\service.log (the previous run's to
  * service.log.1), so a start-up error is on disk even before the agent's own log is open.
  */
 #define WIN32_LEAN_AND_MEAN
@@ -29,6 +29,7 @@
 #define _UNICODE
 #endif
 #include <windows.h>
+#include <shlobj.h>
 
 #define SERVICE_NAME L"p2pdist"
 #define STOP_DEADLINE_MS 60000  /* then the agent is ended the hard way */
@@ -78,10 +79,15 @@ static BOOL own_folder(wchar_t *path, DWORD size) {
     return TRUE;
 }
 
-/* %ProgramData%\p2pdist (the agent's state and log folders are under it). */
+/* The data folder install.cmd chose (HKLM\SOFTWARE\p2pdist DataDir, the agent's default
+ * state folder), else the machine's common application data folder + p2pdist. Not the
+ * ProgramData variable: a service's environment need not have it (Wine's has another). */
 static void data_folder(wchar_t *path, DWORD size) {
-    DWORD n = GetEnvironmentVariableW(L"ProgramData", path, size);
-    if (n == 0 || n >= size - 64)
+    DWORD bytes = size * sizeof(wchar_t);
+    if (RegGetValueW(HKEY_LOCAL_MACHINE, L"SOFTWARE\\p2pdist", L"DataDir", RRF_RT_REG_SZ | RRF_SUBKEY_WOW6464KEY,
+                     NULL, path, &bytes) == ERROR_SUCCESS && path[0])
+        return;
+    if (SHGetFolderPathW(NULL, CSIDL_COMMON_APPDATA, NULL, 0, path) != S_OK)
         lstrcpyW(path, L"C:\\ProgramData");
     lstrcatW(path, L"\\p2pdist");
 }

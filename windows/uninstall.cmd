@@ -11,8 +11,8 @@ rem The program folder cannot be removed by a python running from it, so a copy 
 rem lib in %TEMP% does the work; this script may itself be in the folder removed, so everything
 rem after the copy is one block, which cmd.exe reads whole before it runs it.
 set "work=%TEMP%\p2pdist-uninstall-%RANDOM%%RANDOM%"
-xcopy "%~dp0python" "!work!\python\" /e /i /q /y >nul || (echo p2pdist setup: error: cannot copy python to !work! & exit /b 1)
-xcopy "%~dp0lib" "!work!\lib\" /e /i /q /y >nul || (echo p2pdist setup: error: cannot copy lib to !work! & exit /b 1)
+"%~dp0python\python.exe" -I -m p2pdist.winsetup copy-runtime "!work!"
+if errorlevel 1 exit /b 1
 (
   cd /d "%TEMP%"
   "!work!\python\python.exe" -I -m p2pdist.winsetup uninstall %*

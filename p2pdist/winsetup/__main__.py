@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     install.add_argument("--control-port", type=int, default=None, help="control API port if 7881 is taken (program lines then need --agent)")
     remove = commands.add_parser("uninstall", help="remove p2pdist (run elevated)")
     remove.add_argument("--keep-data", action="store_true", help="keep the cache, state and agent.toml")
+    copy = commands.add_parser("copy-runtime", help=argparse.SUPPRESS)  # uninstall.cmd: python and lib to TARGET
+    copy.add_argument("target", type=Path)
     args = parser.parse_args(argv)
     if sys.platform != "win32":
         print("p2pdist setup: error: install.cmd and uninstall.cmd run on Windows", file=sys.stderr)
@@ -47,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not steps.is_admin():
         print("p2pdist setup: error: run elevated (as an administrator, or as an SMS program)", file=sys.stderr)
         return 1
+    if args.command == "copy-runtime":
+        return steps.copy_runtime(Path(sys.executable).resolve().parent.parent, args.target)
     layout = steps.machine_layout()
     log = steps.Log(layout)
     try:

@@ -126,6 +126,19 @@ def copy_tree(source: Path, target: Path, log: Callable[[str], None]) -> None:
     log(f"{len(wanted)} files in {target}" + (f", {len(stale)} of the previous version removed" if stale else ""))
 
 
+def copy_runtime(bundle: Path, target: Path) -> int:
+    """python/ and lib/ of ``bundle`` into ``target``, for an uninstall that removes ``bundle``."""
+    try:
+        for part in ("python", "lib"):
+            # copyfile, not copytree's default copy2: 3.12's copy2 calls CopyFile2, which Wine 8 lacks.
+            shutil.copytree(bundle / part, target / part, ignore=shutil.ignore_patterns("__pycache__"),
+                            copy_function=shutil.copyfile, dirs_exist_ok=True)
+    except OSError as exc:
+        print(f"p2pdist setup: error: cannot copy python to {target}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def remove_tree(path: Path, log: Callable[[str], None]) -> None:
     if not path.exists():
         return
@@ -151,6 +164,7 @@ def write_registry(layout: plan.Layout, version: str, log: Log) -> None:
 
     with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, plan.REGISTRY_KEY, 0, winreg.KEY_WRITE | KEY_WOW64_64KEY) as key:
         winreg.SetValueEx(key, "InstallDir", 0, winreg.REG_SZ, layout.install_dir)
+        winreg.SetValueEx(key, "DataDir", 0, winreg.REG_SZ, layout.data_dir)  # the service host's agent.toml
         winreg.SetValueEx(key, "Version", 0, winreg.REG_SZ, version)
     log(f"HKLM\\{plan.REGISTRY_KEY} InstallDir = {layout.install_dir}")
 
