@@ -24,6 +24,28 @@ class ConfigError(UsageError):
     """A settings file that cannot be read or does not match the settings' shape."""
 
 
+def toml_value(text: str) -> str:
+    """``text`` as a TOML basic string that reads back as exactly ``text``.
+
+    Config files the project writes hold Windows paths (``C:\\Users\\...``), and a path pasted
+    between plain double quotes is an invalid escape in TOML. Escapes backslash, quote and every
+    control character; everything else stays as written.
+    """
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"':
+            out.append('\\"')
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
 def load_toml(path: Path | str) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:

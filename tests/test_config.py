@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+import tomllib
+from hypothesis import given
+from hypothesis import strategies as st
 
-from p2pdist.config import ConfigError, from_mapping, load_settings, load_toml
+from p2pdist.config import ConfigError, from_mapping, load_settings, load_toml, toml_value
 from p2pdist.errors import UsageError
 
 
@@ -159,3 +162,13 @@ def test_load_settings_errors(tmp_path: Path) -> None:
     typo.write_text("[limits]\npeer = 5\n")
     with pytest.raises(ConfigError, match=r"^limits: unknown setting\(s\) peer$"):
         load_settings(Settings, typo)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_toml_value_reads_back_as_written(text: str) -> None:
+    assert tomllib.loads(f"key = {toml_value(text)}\n") == {"key": text}
+
+
+def test_toml_value_keeps_a_windows_path() -> None:
+    path = r"C:\Users\Default\AppData\Local\p2pdist\new \u0041 folder"
+    assert tomllib.loads(f"cache_dir = {toml_value(path)}")["cache_dir"] == path
