@@ -9,6 +9,7 @@ ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import types
 import typing
@@ -24,22 +25,25 @@ class ConfigError(UsageError):
     """A settings file that cannot be read or does not match the settings' shape."""
 
 
-def toml_value(text: str) -> str:
-    """``text`` as a TOML basic string that reads back as exactly ``text``.
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
-    Config files the project writes hold Windows paths (``C:\\Users\\...``), and a path pasted
-    between plain double quotes is an invalid escape in TOML. Escapes backslash, quote and every
-    control character; everything else stays as written.
+
+def toml_value(text: str | os.PathLike[str]) -> str:
+    """``text`` as a TOML basic string, quotes included, that reads back as exactly ``text``.
+
+    Every config the project writes goes through here: a Windows path (``C:\\ProgramData\\...``)
+    pasted between plain quotes is an invalid escape, or worse a different string.
     """
+    value = os.fspath(text)
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        raise ValueError(f"{value!r} is not valid Unicode and cannot be written to a TOML file")
     out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == "\\":
-            out.append("\\\\")
-        elif char == '"':
-            out.append('\\"')
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
+    for char in value:
+        escaped = _TOML_ESCAPES.get(char)
+        if escaped is not None:
+            out.append(escaped)
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
         else:
             out.append(char)
     out.append('"')

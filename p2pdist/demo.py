@@ -36,6 +36,7 @@ from aiohttp import web
 
 from p2pdist.agent.control_client import AgentUnavailable, ControlClient, PackageStatus
 from p2pdist.agent.runtime import run
+from p2pdist.config import toml_value
 from p2pdist.metainfo import signing
 from p2pdist.wrapper.smsim import Result, simulate
 
@@ -82,12 +83,16 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+WINDOWS = sys.platform == "win32"
+
+
 @dataclass
 class Pc:
     number: int
     address: str
     config: Path
-    socket: Path
+    control: str  # the control API: a Unix socket on POSIX, loopback TCP with a token on Windows
+    token_file: Path | None
     process: subprocess.Popen[bytes] | None = None
     result: Result | None = None
     status: PackageStatus | None = None
@@ -166,9 +171,9 @@ class Demo:
         port = _free_port()
         config = self.work / "site.toml"
         config.write_text(
-            f'data_dir = "{self.work / "server"}"\n'
-            f'admin_token_file = "{self.work / "admin.token"}"\n'
-            f'public_keys = ["{key_hex}"]\n'
+            f"data_dir = {toml_value(self.work / 'server')}\n"
+            f"admin_token_file = {toml_value(self.work / 'admin.token')}\n"
+            f"public_keys = [{toml_value(key_hex)}]\n"
             "[listen]\n"
             f'host = "127.0.0.1"\nport = {port}\n'
             "[tracker]\ninterval = 15\nmin_interval = 5\npeer_expiry = 60\n"
@@ -200,21 +205,24 @@ class Demo:
             home = self.work / f"pc{number}"
             home.mkdir()
             config = home / "agent.toml"
-            sock = home / "control.sock"
+            if WINDOWS:  # no Unix sockets: loopback TCP, and the token the agent writes at start
+                control, token_file = f"http://127.0.0.1:{_free_port()}", home / "state" / "control.token"
+            else:
+                control, token_file = f"unix:{home / 'control.sock'}", None
             config.write_text(
-                f'repository = "{server_url}"\n'
-                f'public_keys = ["{key_hex}"]\n'
-                f'cache_dir = "{home / "cache"}"\n'
-                f'state_dir = "{home / "state"}"\n'
-                f'log_file = "{self.logs / f"agent{number}.log"}"\n'
+                f"repository = {toml_value(server_url)}\n"
+                f"public_keys = [{toml_value(key_hex)}]\n"
+                f"cache_dir = {toml_value(home / 'cache')}\n"
+                f"state_dir = {toml_value(home / 'state')}\n"
+                f"log_file = {toml_value(self.logs / f'agent{number}.log')}\n"
                 "web_seed_grace = 2.0\nreport_interval = 5.0\n"
                 "[engine]\n"
-                f'listen_host = "{address}"\nlisten_port = 6881\nbind_host = "{address}"\n'
+                f"listen_host = {toml_value(address)}\nlisten_port = 6881\nbind_host = {toml_value(address)}\n"
                 "tick_interval = 0.5\nchoke_interval = 2.0\n"
                 "[control]\n"
-                f'address = "unix:{sock}"\n'
+                f"address = {toml_value(control)}\n"
             )
-            pc = Pc(number, address, config, sock)
+            pc = Pc(number, address, config, control, token_file)
             pc.process = self._spawn(f"agent{number}", [self.python, "-m", "p2pdist.agent", "--config", str(config)])
             pcs.append(pc)
         for pc in pcs:
@@ -226,7 +234,8 @@ class Demo:
         await asyncio.sleep(index * 0.5)  # PCs get the program at slightly different moments
         receipt = self.work / "receipts" / f"pc{pc.number}.json"
         argv = [
-            self.python, "-m", "p2pdist.wrapper", "--pkg", PACKAGE_ID, "--agent", f"unix:{pc.socket}",
+            self.python, "-m", "p2pdist.wrapper", "--pkg", PACKAGE_ID, "--agent", pc.control,
+            *(["--token-file", str(pc.token_file)] if pc.token_file else []),
             "--log", str(self.logs / "wrapper.log"),
             self.python, "install.py", "/quiet", "--receipt", str(receipt),
         ]
@@ -238,7 +247,7 @@ class Demo:
         await asyncio.sleep(1.0)
         for pc in pcs:
             with contextlib.suppress(AgentUnavailable):
-                async with ControlClient(f"unix:{pc.socket}") as client:
+                async with ControlClient(pc.control, token_file=pc.token_file) as client:
                     pc.status = await client.status(PACKAGE_ID)
 
     def _report(self, pcs: list[Pc], size: int, torrent: Path, elapsed: float) -> None:
@@ -278,7 +287,9 @@ class Demo:
         return process
 
     def _cli(self, *args: str) -> None:
-        result = subprocess.run([self.python, "-m", "p2pdist", *args], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [self.python, "-m", "p2pdist", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
         if result.returncode:
             raise SystemExit(f"demo: error: p2pdist {args[0]} failed: {result.stderr.strip()}")
 
@@ -300,7 +311,7 @@ class Demo:
             if pc.process is not None and pc.process.poll() is not None:
                 raise SystemExit(f"demo: error: agent {pc.number} exited (see {self.logs / f'agent{pc.number}.out'})")
             try:
-                async with ControlClient(f"unix:{pc.socket}", timeout=2.0) as client:
+                async with ControlClient(pc.control, token_file=pc.token_file, timeout=2.0) as client:
                     await client.list()
                 return
             except AgentUnavailable:
@@ -311,7 +322,7 @@ class Demo:
     async def _stop_all(self) -> None:
         for process in reversed(self.processes):
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                _ask_to_stop(process)
         deadline = time.monotonic() + 15
         for process in self.processes:
             while process.poll() is None and time.monotonic() < deadline:
@@ -320,3 +331,13 @@ class Demo:
                 process.kill()
                 process.wait()
         _say("[demo] everything stopped")
+
+
+def _ask_to_stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM on POSIX; on Windows the agent's stop event (winstop), so it stops as gracefully."""
+    if WINDOWS:
+        from p2pdist.agent.winstop import request_stop
+
+        if request_stop(process.pid):
+            return
+    process.send_signal(signal.SIGTERM)  # Windows: TerminateProcess, for what has no stop event

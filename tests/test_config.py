@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Optional
 
 import pytest
-import tomllib
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -165,10 +165,13 @@ def test_load_settings_errors(tmp_path: Path) -> None:
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
-def test_toml_value_reads_back_as_written(text: str) -> None:
+def test_toml_value_reads_back_as_the_same_string(text: str) -> None:
     assert tomllib.loads(f"key = {toml_value(text)}\n") == {"key": text}
 
 
-def test_toml_value_keeps_a_windows_path() -> None:
-    path = r"C:\Users\Default\AppData\Local\p2pdist\new \u0041 folder"
-    assert tomllib.loads(f"cache_dir = {toml_value(path)}")["cache_dir"] == path
+def test_toml_value_writes_windows_paths_and_refuses_what_a_file_cannot_hold() -> None:
+    path = PureWindowsPath(r"C:\ProgramData\p2pdist\new\tab\x41 \"q\"")
+    assert tomllib.loads(f"p = {toml_value(path)}")["p"] == str(path)
+    assert toml_value(r"C:\u") == r'"C:\\u"'
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        toml_value("bad\udcff name")

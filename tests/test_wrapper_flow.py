@@ -429,3 +429,25 @@ async def test_sms_simulator_retries_the_wrapper_until_the_package_is_complete(
     assert [a.exit_code for a in result.attempts] == [82, 82, 0]  # 1618 as a POSIX status
     assert records(tmp_path) == [{"argv": ["/qn"], "cwd": str(package)}]
     assert [line.split(" outcome=")[1].split()[0] for line in log_lines(tmp_path)] == ["retry", "retry", "ran"]
+
+
+@pytest.mark.parametrize("started_in", ["\\\\DP01\\SMSPKGD$\\{pkg}\\x86\\setup", "/mnt/dp/{pkg}/x86/setup/"])
+def test_relative_start_in_runs_in_the_same_subfolder_of_the_cache(
+    agent: StandInAgent, package: Path, tmp_path: Path, started_in: str
+) -> None:
+    """A program whose "Start in" is a subfolder of the package runs there in the cached copy,
+    and a bare program name is looked up there first."""
+    agent.add(PKG, path=package)
+    subfolder = package / "x86" / "setup"
+    make_executable(subfolder / "installer.py", INSTALLER)
+    assert wrap(agent, tmp_path, "installer.py", "/q", cwd=started_in.format(pkg=PKG)) == 0
+    assert records(tmp_path) == [{"argv": ["/q"], "cwd": str(subfolder)}]
+
+
+def test_start_in_a_folder_the_package_lacks_runs_at_its_top(
+    agent: StandInAgent, package: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    agent.add(PKG, path=package)
+    assert wrap(agent, tmp_path, "installer.py", cwd=f"/mnt/dp/{PKG}/nothing-here", extra=("--pkg", PKG)) == 0
+    assert records(tmp_path)[0]["cwd"] == str(package)
+    assert "has no folder 'nothing-here'" in capfd.readouterr().err

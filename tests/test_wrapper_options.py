@@ -22,6 +22,7 @@ from p2pdist.wrapper.exitcodes import (
     RETRY_DEFAULT,
     SUCCESS_CODES,
     check_retry_code,
+    exit_status,
     from_returncode,
     visible,
 )
@@ -33,6 +34,7 @@ from p2pdist.wrapper.resolve import (
     package_from_directory,
     parse_command_line,
     resolve_package,
+    start_in,
 )
 
 # ---------------------------------------------------------------- option parsing
@@ -156,6 +158,8 @@ def test_scan_options_repeatable() -> None:
         ("/", None),
         ("", None),
         ("PS100012.x", None),
+        ("\\\\DP01\\SMSPKGD$\\PS100012\\x86\\setup", "PS100012"),  # a relative "Start in"
+        ("/mnt/dp/PS100012/AB100001", "AB100001"),  # the nearest folder that names a package
     ],
 )
 def test_package_from_directory(path: str, expected: str | None) -> None:
@@ -166,6 +170,22 @@ def test_pkg_option_wins_over_the_directory() -> None:
     inv = parse_command_line(["--pkg", "AB100001", "setup.exe"])
     assert resolve_package(inv, "/dp/PS100012") == "AB100001"
     assert resolve_package(parse_command_line(["setup.exe"]), "/dp/PS100012") == "PS100012"
+
+
+@pytest.mark.parametrize(
+    ("cwd", "expected"),
+    [
+        ("\\\\DP01\\SMSPKGD$\\PS100012", ()),
+        ("\\\\DP01\\SMSPKGD$\\PS100012\\x86\\", ("x86",)),
+        ("C:\\Windows\\system32\\CCM\\Cache\\PS100012.3.System\\a b\\.\\c", ("a b", "c")),
+        ("/mnt/dp/ps100012/x64", ("x64",)),
+        ("/mnt/dp/PS100012/x/../..", ()),  # never above the package
+        ("C:\\Windows\\system32", ()),  # started elsewhere, with --pkg
+        ("/mnt/dp/AB100001/x86", ()),  # another package's folder
+    ],
+)
+def test_start_in_is_the_part_below_the_package_folder(cwd: str, expected: tuple[str, ...]) -> None:
+    assert start_in(cwd, "PS100012") == expected
 
 
 def test_no_package_is_its_own_error() -> None:
@@ -190,6 +210,14 @@ def test_wrapper_codes_are_distinct_from_installer_codes_and_from_each_other() -
 def test_returncode_mapping() -> None:
     assert [from_returncode(code) for code in (0, 3010, 1603, -15, -9)] == [0, 3010, 1603, 143, 137]
     assert visible(1618, posix=True) == 82 and visible(1618, posix=False) == 1618
+
+
+@pytest.mark.parametrize("code", [0, 1, 1618, 3010, 2**31 - 1, 0x80070643, 0xC0000005, 2**32 - 1])
+def test_exit_status_keeps_every_32_bit_windows_code(code: int) -> None:
+    """sys.exit takes a signed 32-bit long on Windows; the status handed to it has the code's bits."""
+    status = exit_status(code, windows=True)
+    assert -(2**31) <= status < 2**31 and status & 0xFFFFFFFF == code
+    assert exit_status(code, windows=False) == code
 
 
 # ---------------------------------------------------------------- log

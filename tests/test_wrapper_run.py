@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2pdist.wrapper.resolve import Command
-from p2pdist.wrapper.run import CannotStart, find_program, run, search_dirs
+from p2pdist.wrapper.run import CannotStart, batch_command_line, find_program, run, search_dirs
 
 INSTALLER = f"""#!{sys.executable}
 import json, os, sys
@@ -117,3 +117,20 @@ def test_signal_handlers_are_restored(package: Path) -> None:
     run(Command(("installer.py",)), str(package / "installer.py"), str(package))
     assert {s: signal.getsignal(s) for s in before} == before
     assert os.getcwd() != str(package)  # the wrapper itself never changes directory
+
+
+def test_a_batch_file_is_started_by_its_full_path_with_the_rest_verbatim() -> None:
+    raw = 'setup.cmd /i "a b.msi"  PROP="x y" /qn'
+    script = "C:\\p2pdist\\cache\\ab\\PS100012\\setup.cmd"
+    assert batch_command_line(raw, script) == f'"{script}" /i "a b.msi"  PROP="x y" /qn'
+    assert batch_command_line('"x86\\in stall.bat"', script) == f'"{script}"'
+
+
+def test_a_start_folder_comes_before_the_package_folder(tmp_path: Path, package: Path) -> None:
+    sub = package / "x86"
+    make_executable(sub / "installer.py", "#!/bin/sh\n")
+    make_executable(package / "only-top.py", "#!/bin/sh\n")
+    assert find_program("installer.py", str(package), {"PATH": ""}, windows=False, start_dir=str(sub)) == str(sub / "installer.py")
+    assert find_program("only-top.py", str(package), {"PATH": ""}, windows=False, start_dir=str(sub)) == str(package / "only-top.py")
+    assert find_program("./installer.py", str(package), {}, windows=False, start_dir=str(sub)) == str(sub / "installer.py")
+    assert search_dirs(str(package), {"PATH": "/bin"}, windows=False, start_dir=str(sub)) == [str(sub), str(package), "/bin"]

@@ -22,7 +22,6 @@ import os
 import secrets
 import socket
 import stat
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -207,10 +206,11 @@ def write_token(path: Path) -> str:
 
 def restrict_windows_acl(path: Path) -> None:  # pragma: no cover - Windows only
     """Administrators (S-1-5-32-544) and SYSTEM (S-1-5-18) only, by SID so any language works."""
-    command = ["icacls", str(path), "/inheritance:r", "/grant:r", "*S-1-5-32-544:F", "*S-1-5-18:F"]
+    from p2pdist.agent.winacl import restrict
+
     try:
-        subprocess.run(command, check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
+        restrict(path)
+    except OSError as exc:
         raise LocalError(f"cannot restrict access to the control token {path}: {exc}") from None
 
 

@@ -47,6 +47,7 @@ from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cl
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
 from p2pdist.agent.pids import pid_alive
+from p2pdist.agent.pins import Pin, hold
 from p2pdist.agent.session import Session
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, secure_folder
 from p2pdist.agent.torrent import Torrent, TorrentState
@@ -176,6 +177,7 @@ class Agent:
         self.packages: dict[str, Package] = {}
         self.fetches: dict[str, Fetch] = {}
         self.leases: dict[str, LeaseRow] = {}
+        self.pins: dict[str, Pin] = {}  # lease -> the package's files held open (Windows)
         self.state: AgentState | None = None
         self.http: aiohttp.ClientSession | None = None
         self._id_locks: dict[str, asyncio.Lock] = {}
@@ -266,6 +268,9 @@ class Agent:
         stops = [p.tracker.stop(timeout=3.0) for p in packages if p.tracker is not None and p.torrent is not None]
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
+        for pin in self.pins.values():
+            pin.close()
+        self.pins.clear()
         await self.session.close()
         for package in packages:
             self._flush(package)
@@ -674,17 +679,51 @@ class Agent:
         if not pid_alive(pid):
             raise BadRequest(f"process {pid} does not exist")
         assert self.state is not None
+        pin = self._pin(package)
         lease = LeaseRow(secrets.token_hex(16), package.key, pid, self.clock())
-        self.state.add_lease(lease)
+        try:
+            self.state.add_lease(lease)
+        except BaseException:
+            pin.close()
+            raise
         self.leases[lease.lease] = lease
+        self.pins[lease.lease] = pin
         log.info("%s: leased to process %d", package.meta.info.package, pid)
         return lease.lease
+
+    def _pin(self, package: Package) -> Pin:
+        """Hold the package's files against change (Windows, agent.pins) and make sure they are
+        still the files the last check proved: nothing can swap them from here on."""
+        torrent = package.torrent
+        if torrent is None or not isinstance(torrent.storage, FileStorage):
+            return Pin()
+        storage = torrent.storage
+        storage.close_descriptors()
+        try:
+            pin = hold(storage.data_paths())
+        except OSError as exc:
+            raise Conflict(f"{package.row.package_id} v{package.row.version}: {exc.strerror}; try again") from None
+        try:
+            changed = package.verified_as is not None and storage.file_identity_now() != package.verified_as
+        except (OSError, StorageError):
+            changed = True
+        if changed:
+            pin.close()
+            package.verified_as = None  # the next verify hashes it all again
+            raise Conflict(f"{package.row.package_id} v{package.row.version} changed since it was checked; check it again")
+        return pin
 
     def release(self, lease: str) -> None:
         assert self.state is not None
         if self.leases.pop(lease, None) is None:
             raise UnknownPackage("no such lease")
+        self._unpin(lease)
         self.state.delete_lease(lease)
+
+    def _unpin(self, lease: str) -> None:
+        pin = self.pins.pop(lease, None)
+        if pin is not None:
+            pin.close()
 
     def in_use(self) -> set[str]:
         """Info-hashes with a live lease; void leases (process gone) are dropped on the way."""
@@ -694,6 +733,7 @@ class Agent:
                 live.add(lease.info_hash)
             else:
                 del self.leases[lease.lease]
+                self._unpin(lease.lease)
                 if self.state is not None:
                     self.state.delete_lease(lease.lease)
         return live

@@ -1,8 +1,9 @@
 """Running the agent as a long-lived service: logging, signals, start and graceful stop.
 
 Shared by ``python -m p2pdist.agent`` and ``p2pdist agent``. SIGTERM/SIGINT (Ctrl+C, Ctrl+Break
-or a service manager's stop on Windows) close the control API, announce ``stopped`` to the
-tracker, save resume data and counters, then exit 0.
+on Windows, or there the named stop event of winstop, which a service launcher sets on a service
+stop) close the control API, announce ``stopped`` to the tracker, save resume data and counters,
+then exit 0.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from p2pdist.agent.config import AgentSettings, load_agent_settings
@@ -44,23 +46,29 @@ def setup_logging(settings: AgentSettings, *, verbose: bool = False) -> None:
         root.addHandler(rotating_file_handler(log_file))
 
 
-def install_stop_handlers(stop: asyncio.Event) -> None:
+def install_stop_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    """Stop on SIGINT/SIGTERM (and Ctrl-Break or the stop event on Windows); returns the undo."""
     loop = asyncio.get_running_loop()
     signals = [signal.SIGINT, signal.SIGTERM]
     if sys.platform == "win32":  # pragma: no cover - Windows only
+        from p2pdist.agent.winstop import StopWatcher
+
         signals.append(signal.SIGBREAK)
         for signum in signals:
             signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
-        return
+        watcher = StopWatcher(lambda: loop.call_soon_threadsafe(stop.set))
+        return watcher.close
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    return lambda: None
 
 
 async def serve(settings: AgentSettings, stop: asyncio.Event | None = None) -> int:
     """Run the agent and its control API until ``stop`` is set (or a stop signal arrives)."""
+    uninstall: Callable[[], None] = lambda: None
     if stop is None:
         stop = asyncio.Event()
-        install_stop_handlers(stop)
+        uninstall = install_stop_handlers(stop)
     agent = Agent(settings)
     control = ControlServer(agent, settings.control, settings.token_file)
     try:
@@ -72,6 +80,7 @@ async def serve(settings: AgentSettings, stop: asyncio.Event | None = None) -> i
     finally:
         await control.close()
         await agent.close()
+        uninstall()
     return 0
 
 

@@ -364,6 +364,23 @@ class FileStorage(Storage):
         self._check_ready()
         return tuple(await self._run(self._stat_files))
 
+    def data_paths(self) -> list[Path]:
+        """Where every data file lives now (no pad files)."""
+        return [self.file_path(index) for index in self._data_files]
+
+    def file_identity_now(self) -> tuple[FileState, ...]:
+        """``file_identity`` at once, in the caller's thread (a few stat calls)."""
+        self._check_ready()
+        return tuple(self._stat_files())
+
+    def close_descriptors(self) -> None:
+        """Close the open descriptors (those in use once released); the next read opens by path.
+
+        Before the files are pinned for a run (agent.pins): a descriptor this storage still holds
+        open for writing would make Windows refuse the pin's deny-write share mode.
+        """
+        self._handles.retire_all()
+
     # ----------------------------------------------------------------- worker hooks
 
     def _store(self, index: int, data: memoryview) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from p2pdist.errors import P2pdistError, UsageError, one_line
 from p2pdist.wrapper import gate
-from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE, RETRY_DEFAULT
+from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE, RETRY_DEFAULT, exit_status
 from p2pdist.wrapper.log import LogRecord, default_log_path, write_record
 from p2pdist.wrapper.resolve import (
     USAGE,
@@ -27,6 +27,7 @@ from p2pdist.wrapper.resolve import (
     NoPackageId,
     posix_command_line,
     resolve_package,
+    start_in,
     windows_command_line,
 )
 from p2pdist.wrapper.run import CannotStart, find_program, run
@@ -120,6 +121,7 @@ def invoke(
     env = os.environ if env is None else env
     logger = _Logger(env, time.monotonic())
     retry, package_id, program = RETRY_DEFAULT, None, None
+    cwd = os.getcwd() if cwd is None else cwd
     try:
         try:
             invocation, command = _read_command_line(argv)
@@ -132,11 +134,11 @@ def invoke(
         logger.use(invocation)
         retry, program = invocation.retry_code, command.program
         try:
-            package_id = resolve_package(invocation, os.getcwd() if cwd is None else cwd)
+            package_id = resolve_package(invocation, cwd)
         except NoPackageId as exc:
             _say(str(exc))
             return logger.write("no-package", EXIT_NO_PACKAGE, program=program, reason=str(exc))
-        return _run_package(invocation, command, package_id, env, logger, opener, timing)
+        return _run_package(invocation, command, package_id, start_in(cwd, package_id), env, logger, opener, timing)
     except KeyboardInterrupt:
         reason = "interrupted"
         _say(reason)
@@ -159,6 +161,7 @@ def _run_package(
     invocation: Invocation,
     command: Command,
     package_id: str,
+    subfolder: tuple[str, ...],
     env: Mapping[str, str],
     logger: _Logger,
     opener: Opener,
@@ -176,14 +179,15 @@ def _run_package(
         )
     outcome, reason = "ran", None
     try:
-        executable = find_program(command.program, prepared.path, env)
+        run_dir = _run_dir(prepared.path, subfolder)
+        executable = find_program(command.program, prepared.path, env, start_dir=run_dir)
         if executable is None:
             outcome, code = "not-found", EXIT_NOT_FOUND
             reason = f"{command.program!r} is not in the package folder {prepared.path} nor on the search path"
             _say(reason)
         else:
             try:
-                code = run(command, executable, prepared.path)
+                code = run(command, executable, run_dir)
             except CannotStart as exc:
                 outcome, code, reason = "not-found", EXIT_NOT_FOUND, str(exc)
                 _say(reason)
@@ -196,9 +200,20 @@ def _run_package(
     return logger.write(outcome, code, package=package_id, program=command.program, reason=reason)
 
 
+def _run_dir(package_path: str, subfolder: tuple[str, ...]) -> str:
+    """The cached copy of the folder the program was started in, when the package has it."""
+    if not subfolder:
+        return package_path
+    folder = os.path.join(package_path, *subfolder)
+    if os.path.isdir(folder):
+        return folder
+    _say(f"the package has no folder {os.path.join(*subfolder)!r}; running the command in its top folder")
+    return package_path
+
+
 def main() -> int:
-    """Console entry point."""
-    return invoke()
+    """Console entry point: the exit status that makes the parent see ``invoke()``'s code whole."""
+    return exit_status(invoke())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ msiexec 16xx family, 3010/3011 and the HRESULTs. The retry code defaults to 1618
 
 POSIX exit statuses are 8 bits: there a code arrives as ``code & 0xFF`` (1618 shows up as 82,
 the wrapper's own codes as 21-24). ``visible`` says what a parent process will actually see.
+Windows exit codes are unsigned 32-bit values, while CPython's ``sys.exit`` takes a C ``long``
+(32-bit signed there): a code from 2**31 up (an HRESULT such as 0x80070643) must leave as its
+negative twin to arrive whole, which ``exit_status`` does.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ def from_returncode(returncode: int) -> int:
     if returncode < 0:
         return 128 - returncode
     return returncode
+
+
+def exit_status(code: int, *, windows: bool | None = None) -> int:
+    """What to hand ``sys.exit`` so that a parent sees ``code``: on Windows codes of 2**31 and
+    more as the signed 32-bit value with the same bits."""
+    if windows is None:
+        windows = os.name == "nt"
+    if windows and 2**31 <= code < 2**32:
+        return code - 2**32
+    return code
 
 
 def visible(code: int, *, posix: bool | None = None) -> int:

@@ -1,9 +1,12 @@
 """From the wrapper's command line to what to do: options, the command, and which package.
 
 SMS allows 255 bytes per program line, so the options are short and few. The package comes from
-``--pkg``; without it, from the last part of the current directory, because "run from
-distribution point" starts the program in ``\\\\DP\\SMSPKG<drive>$\\<PackageID>``. Older clients
-name their cache folders ``<PackageID>.<SourceVersion>.<account>``, which is read the same way.
+``--pkg``; without it, from the current directory, because "run from distribution point" starts
+the program in ``\\\\DP\\SMSPKG<drive>$\\<PackageID>``. Older clients name their cache folders
+``<PackageID>.<SourceVersion>.<account>``, which is read the same way. A program whose "Start in"
+is a subfolder of the package (``x86``) starts in ``...\\<PackageID>\\x86``: the nearest folder
+that names the package is the package, and what lies below it is where the command runs in the
+cached copy too (``start_in``).
 """
 
 from __future__ import annotations
@@ -127,13 +130,39 @@ def windows_command_line(raw: str, orig_argv: Sequence[str], argv: Sequence[str]
     return invocation, Command(words or invocation.command, raw=tail)
 
 
-def package_from_directory(path: str) -> str | None:
-    """The PackageID a directory's last part names, or None; both ``/`` and ``\\`` separate parts."""
-    parts = [part for part in re.split(r"[\\/]", path) if part]
-    if not parts:
-        return None
-    match = _FOLDER_RE.match(parts[-1])
+def _parts(path: str) -> list[str]:
+    return [part for part in re.split(r"[\\/]", path) if part]
+
+
+def _named_package(part: str) -> str | None:
+    match = _FOLDER_RE.match(part)
     return match.group(1).upper() if match else None
+
+
+def package_from_directory(path: str) -> str | None:
+    """The PackageID that the directory or its nearest ancestor names, or None.
+
+    Both ``/`` and ``\\`` separate parts; the nearest one wins, so a package nested in a folder
+    that happens to look like an ID is still found by its own folder.
+    """
+    for part in reversed(_parts(path)):
+        if (package_id := _named_package(part)) is not None:
+            return package_id
+    return None
+
+
+def start_in(cwd: str, package_id: str) -> tuple[str, ...]:
+    """The subfolder of the package that ``cwd`` is in: ``("x86",)`` for ``\\\\DP\\...\\PS100012\\x86``.
+
+    Empty when ``cwd`` is the package folder itself or names no folder of ``package_id`` (the
+    wrapper started elsewhere with ``--pkg``), or when a part would climb out (``..``).
+    """
+    parts = _parts(cwd)
+    for index in range(len(parts) - 1, -1, -1):
+        if _named_package(parts[index]) == package_id:
+            below = tuple(part for part in parts[index + 1 :] if part != ".")
+            return () if ".." in below else below
+    return ()
 
 
 def resolve_package(invocation: Invocation, cwd: str) -> str:

@@ -1,0 +1,45 @@
+"""The Windows lane: these tests run on Windows CPython only (scripts/test-windows runs them
+under Wine on Linux); on any other system the folder is not even collected."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+if sys.platform != "win32":
+    collect_ignore_glob = ["*.py"]
+else:
+    from lane import DistributionPoint, Site
+
+    @pytest.fixture(scope="session")
+    def site() -> Iterator[Site]:
+        """One site server and one distribution point for the whole lane; each test publishes
+        its own PackageIDs."""
+        with tempfile.TemporaryDirectory(prefix="p2pdist-lane-") as name:
+            work = Path(name)
+            (work / "share").mkdir()
+            dp = DistributionPoint(work / "share")
+            dp.start()
+            server = Site(work, dp)
+            try:
+                server.start()
+                yield server
+            finally:
+                server.stop()
+                dp.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if sys.platform != "win32":
+        return "Windows lane: not on Windows, nothing collected"
+    import ctypes
+
+    ntdll = ctypes.WinDLL("ntdll")
+    if hasattr(ntdll, "wine_get_version"):
+        ntdll.wine_get_version.restype = ctypes.c_char_p
+        return f"Windows lane: Windows CPython {sys.version.split()[0]} under Wine {ntdll.wine_get_version().decode()}"
+    return f"Windows lane: Windows CPython {sys.version.split()[0]}"
