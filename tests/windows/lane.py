@@ -269,10 +269,12 @@ class AgentProcess:
 
         return asyncio.run(go())
 
-    def wait_complete(self, package_id: str, timeout: float = 90.0) -> PackageStatus:
+    def wait_complete(self, package_id: str, timeout: float = 90.0, *, errors: bool = False) -> PackageStatus:
+        """Ensure until complete; an error state fails at once unless ``errors`` (a retry is due)."""
+
         def complete() -> PackageStatus | None:
             status = self.call("ensure", package_id)
-            assert status.state != "error", status
+            assert errors or status.state != "error", status
             return status if status.state == "complete" else None
 
         return wait_for(complete, f"{package_id} to complete", timeout=timeout, step=0.3)
