@@ -106,6 +106,8 @@ class ControlClient:
         self.address = address or default_address()
         self.timeout = timeout
         if self.address.startswith("unix:"):
+            if sys.platform == "win32":
+                raise AgentUnavailable("control address 'unix:...': Unix sockets are not used on Windows; use http://127.0.0.1:PORT")
             self.socket_path: str | None = self.address[len("unix:") :]
             if not self.socket_path:
                 raise AgentUnavailable("control address 'unix:' names no socket")
