@@ -283,7 +283,6 @@ def main() -> int:
         return 0
     if args.seconds + args.slow / 500 + 60 > MAX_SECONDS:
         parser.error(f"the run would exceed {MAX_SECONDS} s")
-    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slow-clients-") as temp:
         work = Path(temp)
         port = free_port()

@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from p2pdist.errors import LocalError, P2pdistError
+from p2pdist.errors import LocalError, RemoteError
 
 DEFAULT_SOCKET = "/run/p2pdist/agent.sock"
 DEFAULT_PORT = 7881
@@ -50,7 +50,7 @@ class AgentUnavailable(LocalError):
     """No agent answers at the control address (no socket, refused, timed out, no access)."""
 
 
-class ControlError(P2pdistError):
+class ControlError(RemoteError):
     """The agent answered with an error; ``status`` is the HTTP status, ``message`` its reason."""
 
     def __init__(self, status: int, message: str) -> None:
