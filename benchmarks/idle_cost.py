@@ -29,6 +29,7 @@ from pathlib import Path
 
 from p2pdist import bencode
 from p2pdist.agent.control_client import ControlClient
+from p2pdist.config import toml_value
 from p2pdist.agent.state import AgentState, PackageRow
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
@@ -155,7 +156,7 @@ def main() -> int:
         server_port, control_port = free_port(), free_port()
         server_url = f"http://127.0.0.1:{server_port}"
         (work / "site.toml").write_text(
-            f'data_dir = "{work / "server"}"\nadmin_token = "{token}"\npublic_keys = ["{public}"]\n'
+            f"data_dir = {toml_value(work / 'server')}\nadmin_token = {toml_value(token)}\npublic_keys = [{toml_value(public)}]\n"
             f'[listen]\nhost = "127.0.0.1"\nport = {server_port}\n[limits]\nannounce_rate = 0\n'
             '[[sites]]\nname = "HQ"\nsubnets = ["127.0.0.0/8"]\n'
         )
@@ -165,10 +166,10 @@ def main() -> int:
         asyncio.run(publish_all(server_url, token, [torrent for torrent, _, _ in packages]))
         lay_out_cache(packages, work / "cache", work / "state")
         (work / "agent.toml").write_text(
-            f'repository = "{server_url}"\npublic_keys = ["{public}"]\ncache_dir = "{work / "cache"}"\n'
-            f'state_dir = "{work / "state"}"\nlog_file = "{work / "agent.log"}"\nlog_level = "warning"\n'
-            f'[engine]\nlisten_host = "127.0.0.2"\nbind_host = "127.0.0.2"\n'
-            f'[control]\naddress = "http://127.0.0.1:{control_port}"\ntoken_file = "{work / "control.token"}"\n'
+            f"repository = {toml_value(server_url)}\npublic_keys = [{toml_value(public)}]\ncache_dir = {toml_value(work / 'cache')}\n"
+            f"state_dir = {toml_value(work / 'state')}\nlog_file = {toml_value(work / 'agent.log')}\nlog_level = \"warning\"\n"
+            '[engine]\nlisten_host = "127.0.0.2"\nbind_host = "127.0.0.2"\n'
+            f'[control]\naddress = "http://127.0.0.1:{control_port}"\ntoken_file = {toml_value(work / "control.token")}\n'
         )
         agent = subprocess.Popen([sys.executable, "-m", "p2pdist.agent", "--config", str(work / "agent.toml")], stderr=subprocess.DEVNULL)
         processes.append(agent)

@@ -80,7 +80,7 @@ async def _child(role: str) -> None:
         torrent = await session.add_torrent(LEECH_META, MemoryStorage(LEECH_META.info))
     print(json.dumps({"port": session.port}), flush=True)
     loop = asyncio.get_running_loop()
-    while (line := await loop.run_in_executor(None, sys.stdin.readline)).strip() == "stats":
+    while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "stats":
         print(json.dumps({"hash_failures": torrent.hash_failures, "banned": sorted(torrent.banned)}), flush=True)
     await session.close()
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from p2pdist.bitfield import Bitfield
-from p2pdist.metainfo import BLOCK_SIZE, FileEntry, Info, Layout
+from p2pdist.metainfo import FileEntry, Info, Layout
 from p2pdist.piece_picker import PiecePicker
 
 PIECE_LENGTH = 256 * 1024  # 16 blocks

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2pdist import bencode  # noqa: E402
+from p2pdist.config import toml_value  # noqa: E402
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo  # noqa: E402
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent  # noqa: E402
 
@@ -220,7 +221,7 @@ async def measure(port: int, info_hash: bytes, rate: float, seconds: float, time
 def start_server(work: Path, port: int, public_hex: str, nofile: int) -> subprocess.Popen[bytes]:
     config = work / "site.toml"
     config.write_text(
-        f'data_dir = "{work / "data"}"\npublic_keys = ["{public_hex}"]\nadmin_token = "{TOKEN}"\n'
+        f"data_dir = {toml_value(work / 'data')}\npublic_keys = [{toml_value(public_hex)}]\nadmin_token = {toml_value(TOKEN)}\n"
         f'[listen]\nhost = "127.0.0.1"\nport = {port}\n'
         "[limits]\nannounce_rate = 0.0\n"
         '[[sites]]\nname = "bench"\nsubnets = ["127.0.0.0/8"]\n'
@@ -282,7 +283,6 @@ def main() -> int:
         return 0
     if args.seconds + args.slow / 500 + 60 > MAX_SECONDS:
         parser.error(f"the run would exceed {MAX_SECONDS} s")
-    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slow-clients-") as temp:
         work = Path(temp)
         port = free_port()

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2pdist import bencode  # noqa: E402
+from p2pdist.config import toml_value  # noqa: E402
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo  # noqa: E402
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent  # noqa: E402
 from p2pdist.tracker.announce import parse_scrape_response  # noqa: E402
@@ -165,7 +166,7 @@ def start_p2pdist(work: Path, hashes_hex: list[str], torrents: list[bytes], publ
     port = free_port()
     config = work / "site.toml"
     config.write_text(
-        f'data_dir = "{data}"\npublic_keys = ["{public_hex}"]\n'
+        f"data_dir = {toml_value(data)}\npublic_keys = [{toml_value(public_hex)}]\n"
         f'[listen]\nhost = "127.0.0.1"\nport = {port}\n'
         "[tracker]\ninterval = 1800\nmin_interval = 900\npeer_expiry = 3600\nnumwant_default = 50\n"
         "[limits]\nannounce_rate = 0.0\npeers_per_address = 0\n"

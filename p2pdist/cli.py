@@ -31,6 +31,7 @@ COMMANDS = {
     "seed": "p2pdist.agent.cli",
     "status": "p2pdist.agent.status_cli",
     "agent": "p2pdist.agent.status_cli",
+    "doctor": "p2pdist.agent.doctor",
     "demo": "p2pdist.demo",
 }
 COMMAND_MODULES = list(dict.fromkeys(COMMANDS.values()))

@@ -62,7 +62,7 @@ class MetainfoError(RemoteError):
     """A torrent that decodes but is not a valid, safe v1 torrent."""
 
 
-class SignatureError(P2pdistError):
+class SignatureError(RemoteError):
     """A torrent's signature is missing, malformed or does not verify with a trusted key."""
 
     exit_code = 6

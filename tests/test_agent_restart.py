@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from p2pdist.agent.control_client import AgentUnavailable, ControlClient
+from p2pdist.config import toml_value
 from test_agent_helpers import PUBLIC_HEX, make_package, publish, read_package, seeder, server_state, site_server, socket_dir, wait_state
 
 HOST = "127.0.1.20"
@@ -18,11 +19,11 @@ HOST = "127.0.1.20"
 def write_config(path: Path, root: Path, repository: str, sock: Path, download_limit: int) -> Path:
     path.write_text(
         f"""
-repository = "{repository}"
+repository = {toml_value(repository)}
 public_keys = ["{PUBLIC_HEX}"]
-cache_dir = "{root / 'cache'}"
-state_dir = "{root / 'state'}"
-log_file = "{root / 'agent.log'}"
+cache_dir = {toml_value(root / 'cache')}
+state_dir = {toml_value(root / 'state')}
+log_file = {toml_value(root / 'agent.log')}
 flush_interval = 0.5
 
 [engine]
@@ -34,7 +35,7 @@ tick_interval = 0.2
 choke_interval = 1.0
 
 [control]
-address = "unix:{sock}"
+address = {toml_value(f"unix:{sock}")}
 """
     )
     return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
 
 from p2pdist.agent.session import Session
 from p2pdist.agent.settings import EngineSettings

@@ -16,7 +16,7 @@ import pytest
 import p2pdist
 
 PACKAGE_ROOT = Path(p2pdist.__file__).parent
-BASE = {"p2pdist", "errors", "bitfield", "bencode", "config", "httpio", "aio"}
+BASE = {"p2pdist", "errors", "bitfield", "bencode", "config", "httpio", "aio", "logfile", "atomicfile"}
 # component -> components it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
     "p2pdist": set(),
@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "httpio": set(),
     "aio": set(),
+    "logfile": {"errors"},
+    "atomicfile": set(),
     "metainfo": set(),
     "creator": {"metainfo"},
     "wire": {"metainfo"},

@@ -22,7 +22,6 @@ from p2pdist.bencode import encode
 from p2pdist.errors import BencodeError, MetainfoError, RemoteError
 from p2pdist.metainfo import (
     FileEntry,
-    Metainfo,
     PackageIdentity,
     Signature,
     encode_torrent,

@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from p2pdist.config import ConfigError
+from p2pdist.config import toml_value
 from p2pdist.tracker.settings import load_server_settings
 from test_tracker_helpers import PUBLIC_HEX, TOKEN, free_port, info_hash_of, signed_torrent
 
 SITE_TOML = """
-data_dir = "{data}"
-admin_token_file = "{token}"
+data_dir = {data}
+admin_token_file = {token}
 public_keys = ["{key}"]
 default_site = "Elsewhere"
 
@@ -53,7 +54,7 @@ def write_config(tmp_path: Path, port: int, tls: str = "") -> Path:
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
     config = tmp_path / "site.toml"
-    config.write_text(SITE_TOML.format(data=tmp_path / "data", token=token, key=PUBLIC_HEX, port=port, tls=tls))
+    config.write_text(SITE_TOML.format(data=toml_value(tmp_path / "data"), token=toml_value(token), key=PUBLIC_HEX, port=port, tls=tls))
     return config
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pdist.config import toml_value
 from test_tracker_front import Conversation, announce_target, get
 from test_tracker_helpers import PUBLIC_HEX, TOKEN, signed_torrent
 
@@ -30,8 +31,8 @@ CAP = 4
 LOW_SOFT_LIMIT = 256
 
 SITE_TOML = """
-data_dir = "{data}"
-admin_token = "{token}"
+data_dir = {data}
+admin_token = {token}
 public_keys = ["{key}"]
 public_url = "http://127.0.0.1"  # what signed_torrent() announces to
 
@@ -56,7 +57,7 @@ subnets = ["127.1.0.0/16"]
 def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``python -m p2pdist.tracker`` started with a low soft open-file limit; (process, port)."""
     config = tmp_path / "site.toml"
-    config.write_text(SITE_TOML.format(data=tmp_path / "data", token=TOKEN, key=PUBLIC_HEX, cap=CAP))
+    config.write_text(SITE_TOML.format(data=toml_value(tmp_path / "data"), token=toml_value(TOKEN), key=PUBLIC_HEX, cap=CAP))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
     def low_limit() -> None:

@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from p2pdist.agent.session import Session

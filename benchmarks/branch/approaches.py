@@ -26,6 +26,7 @@ from benchmarks.branch.procs import Proc
 from benchmarks.branch.topology import HQ_ADDRESS, Client
 from p2pdist.agent.control_client import AgentUnavailable, ControlClient, ControlError, PackageStatus
 from p2pdist.wrapper.smsim import simulate
+from p2pdist.config import toml_value
 
 _COMPLETE_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*: download complete")
 
@@ -74,10 +75,10 @@ def _agent_toml(harness: Harness, client: Client, home: Path) -> str:
     tun = harness.options.tunables
     return (
         f'repository = "http://{HQ_ADDRESS}:6969"\n'
-        f'public_keys = ["{harness.key_hex}"]\n'
-        f'cache_dir = "{home / "cache"}"\n'
-        f'state_dir = "{home / "state"}"\n'
-        f'log_file = "{home / "agent.log"}"\n'
+        f"public_keys = [{toml_value(harness.key_hex)}]\n"
+        f"cache_dir = {toml_value(home / 'cache')}\n"
+        f"state_dir = {toml_value(home / 'state')}\n"
+        f"log_file = {toml_value(home / 'agent.log')}\n"
         f"web_seed_grace = {tun.web_seed_grace}\n"
         "report_interval = 5.0\n"
         f"{tun.extra_agent_toml}"
@@ -85,7 +86,7 @@ def _agent_toml(harness: Harness, client: Client, home: Path) -> str:
         f'listen_host = "{client.address}"\nlisten_port = 6881\nbind_host = "{client.address}"\n'
         f"tick_interval = {tun.tick_interval}\nchoke_interval = {tun.choke_interval}\nupload_slots = {tun.upload_slots}\n"
         "[control]\n"
-        f'address = "unix:{home / "control.sock"}"\n'
+        f"address = {toml_value('unix:' + str(home / 'control.sock'))}\n"
     )
 
 

@@ -25,6 +25,7 @@ from benchmarks.branch.netns import Network
 from benchmarks.branch.procs import Proc, Procs
 from benchmarks.branch.topology import HQ_ADDRESS, SITE_SUBNET, Topology
 from p2pdist.metainfo import signing
+from p2pdist.config import toml_value
 
 PACKAGE_ID = "PS100001"
 DP_PORT = 8080
@@ -152,9 +153,9 @@ class Harness:
     def _site_toml(self, folder: Path) -> Path:
         tun = self.options.tunables
         lines = [
-            f'data_dir = "{folder / "server"}"',
-            f'admin_token_file = "{self.work / "admin.token"}"',
-            f'public_keys = ["{self.key_hex}"]',
+            f"data_dir = {toml_value(folder / 'server')}",
+            f"admin_token_file = {toml_value(self.work / 'admin.token')}",
+            f"public_keys = [{toml_value(self.key_hex)}]",
             "[listen]",
             f'host = "{HQ_ADDRESS}"',
             f"port = {TRACKER_PORT}",

@@ -29,8 +29,8 @@ def default_cache_dir() -> Path:
 
 
 def default_log_file() -> Path:
-    if sys.platform == "win32":
-        return default_state_dir() / "agent.log"
+    if sys.platform == "win32":  # one log folder with the wrapper's: %ProgramData%\p2pdist\logs
+        return default_state_dir() / "logs" / "agent.log"
     return Path(platformdirs.site_log_path("p2pdist", appauthor=False)) / "agent.log"
 
 

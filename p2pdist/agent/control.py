@@ -34,7 +34,7 @@ from p2pdist.agent.config import ControlSettings
 from p2pdist.agent.control_client import SOCKET_HOST
 from p2pdist.agent.daemon import Agent, AgentError, BadRequest
 from p2pdist.agent.metrics import CONTENT_TYPE, AgentMetrics
-from p2pdist.agent.state import write_atomically
+from p2pdist.atomicfile import write_atomically
 from p2pdist.errors import LocalError
 
 log = logging.getLogger("p2pdist.agent.control")

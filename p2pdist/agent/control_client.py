@@ -20,7 +20,7 @@ from typing import Any
 
 import platformdirs
 
-from p2pdist.errors import LocalError, P2pdistError
+from p2pdist.errors import LocalError, RemoteError
 
 DEFAULT_SOCKET = "/run/p2pdist/agent.sock"
 DEFAULT_PORT = 7881
@@ -50,7 +50,7 @@ class AgentUnavailable(LocalError):
     """No agent answers at the control address (no socket, refused, timed out, no access)."""
 
 
-class ControlError(P2pdistError):
+class ControlError(RemoteError):
     """The agent answered with an error; ``status`` is the HTTP status, ``message`` its reason."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -106,6 +106,8 @@ class ControlClient:
         self.address = address or default_address()
         self.timeout = timeout
         if self.address.startswith("unix:"):
+            if sys.platform == "win32":
+                raise AgentUnavailable("control address 'unix:...': Unix sockets are not used on Windows; use http://127.0.0.1:PORT")
             self.socket_path: str | None = self.address[len("unix:") :]
             if not self.socket_path:
                 raise AgentUnavailable("control address 'unix:' names no socket")

@@ -54,7 +54,7 @@ from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
 from p2pdist.agent.tracker_client import TrackerClient, same_origin_tiers
 from p2pdist.agent.webseed import WebSeed
-from p2pdist.errors import OutputError, P2pdistError, one_line
+from p2pdist.errors import OutputError, P2pdistError, RemoteError, one_line
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
 from p2pdist.storage.base import StorageError
 from p2pdist.storage.files import FileStorage
@@ -79,7 +79,7 @@ _ENGINE_STATES = {
 _HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
 
 
-class AgentError(P2pdistError):
+class AgentError(RemoteError):
     """A control request the agent refuses; ``status`` is the HTTP status to answer with."""
 
     status = 400

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import signal
 import sys
 from collections.abc import Callable
@@ -21,12 +20,9 @@ from p2pdist.agent.config import AgentSettings, load_agent_settings
 from p2pdist.agent.control import ControlServer
 from p2pdist.agent.daemon import Agent
 from p2pdist.agent.runtime import run
-from p2pdist.errors import OutputError
+from p2pdist.logfile import LOG_FORMAT, rotating_file_handler
 
 log = logging.getLogger("p2pdist.agent")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
 
 def default_config_path() -> Path:
     from p2pdist.agent.control_client import default_state_dir
@@ -47,13 +43,7 @@ def setup_logging(settings: AgentSettings, *, verbose: bool = False) -> None:
     root.addHandler(stderr)
     log_file = settings.log_file
     if log_file is not None and str(log_file) not in ("", "."):
-        try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=10 << 20, backupCount=3, encoding="utf-8")
-        except OSError as exc:
-            raise OutputError(f"cannot write log file {log_file}: {exc.strerror}") from None
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
+        root.addHandler(rotating_file_handler(log_file))
 
 
 def install_stop_handlers(stop: asyncio.Event) -> Callable[[], None]:

@@ -20,12 +20,11 @@ import logging
 import os
 import sqlite3
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pdist.atomicfile import write_atomically
 from p2pdist.errors import LocalError, OutputError
 
 log = logging.getLogger("p2pdist.agent.state")
@@ -91,31 +90,6 @@ class LeaseRow:
     info_hash: str
     pid: int
     created_at: float
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o644, *, secure: Callable[[Path], None] | None = None) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder: old or new, never half.
-
-    ``secure(temp)`` runs on the still-empty temporary file (e.g. to set a Windows ACL), so a
-    secret is never readable by anyone else, not even for a moment.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        if secure is not None:
-            secure(Path(temp))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
 
 
 def secure_folder(path: Path) -> None:

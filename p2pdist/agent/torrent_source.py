@@ -12,17 +12,17 @@ import asyncio
 
 import aiohttp
 
-from p2pdist.errors import P2pdistError, SignatureError
+from p2pdist.errors import P2pdistError, RemoteError, SignatureError
 from p2pdist.httpio import read_capped
 from p2pdist.metainfo import Metainfo, parse_metainfo
 from p2pdist.metainfo.signing import require_valid_signature
 
 
-class TorrentRefused(P2pdistError):
+class TorrentRefused(RemoteError):
     """The repository's answer is not a torrent this agent may use (the reason says why)."""
 
 
-class RepositoryUnavailable(P2pdistError):
+class RepositoryUnavailable(RemoteError):
     """The repository could not be reached or failed (network error, 5xx)."""
 
 

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import aiohttp
 
 from p2pdist.aio import stop_tasks
+from p2pdist.errors import RemoteError
 from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.metainfo import Layout, Metainfo
@@ -42,7 +43,7 @@ SETTLE_MARGIN = 0.2  # seconds: a few LAN round trips, for claims to follow the 
 HELP_PATIENCE = 2.0  # seconds with nothing to fetch before helping a PC that looks busy
 
 
-class WebSeedError(Exception):
+class WebSeedError(RemoteError):
     """One fetch failed (HTTP status, short body, timeout); the blocks go back to the picker."""
 
 

@@ -8,9 +8,9 @@ removes the temporary file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from p2pdist.atomicfile import write_atomically
 from p2pdist.errors import OutputError
 
 NEW_FILE_MODE = 0o644
@@ -30,41 +30,8 @@ def check_writable(path: Path, *, overwrite: bool) -> None:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = NEW_FILE_MODE) -> None:
-    """Write ``data`` to ``path`` by temp file, fsync, rename."""
-    path = Path(path)
+    """Write ``data`` to ``path``, old or new and never half; one clear line if it cannot."""
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(Path(path), data, mode)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-        raise
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename itself durable where the platform allows opening a folder."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

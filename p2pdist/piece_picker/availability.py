@@ -200,10 +200,6 @@ class Availability:
         self._rebuild()
         return self._counts[index], self._slot[index]
 
-    def bucket_sizes(self) -> list[int]:
-        self._rebuild()
-        return [len(bucket) for bucket in self._buckets]
-
     def check(self) -> None:
         """Assert the internal invariants (tests call this; it is O(pieces))."""
         if self._dirty:

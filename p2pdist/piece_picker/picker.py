@@ -261,9 +261,6 @@ class PiecePicker:
         the rare moments that need them all (choke, disconnect, a storage error)."""
         return frozenset(self._requested_from(peer))
 
-    def outstanding_count(self, peer: Hashable) -> int:
-        return len(self._requested_from(peer))
-
     def _requested_from(self, peer: Hashable) -> list[Block]:
         out: list[Block] = []
         for piece in self._pieces.values():

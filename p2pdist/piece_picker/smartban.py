@@ -77,11 +77,6 @@ class SmartBan:
                 culprits.update(peer for peer, digest in senders.items() if digest != good)
         return culprits
 
-    def forget_piece(self, index: int) -> None:
-        """Drop everything about a piece (a download abandoned)."""
-        self._current.pop(index, None)
-        self._failed.pop(index, None)
-
     def forget_peer(self, peer: Hashable) -> None:
         """A departed peer: drop its records (a banned one can be proven guilty no further)."""
         attempts = list(self._current.values())

@@ -27,6 +27,7 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from pathlib import Path
 
+from p2pdist.atomicfile import fsync_directory, write_atomically
 from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info
 from p2pdist.storage.base import DEFAULT_CACHE_BYTES, Storage, StorageError
@@ -39,13 +40,11 @@ from p2pdist.storage.resume import (
     decode_resume,
     encode_resume,
     file_state,
-    fsync_directory,
     layout_fingerprint,
     max_resume_bytes,
     plan_start,
     read_bounded,
     unreadable_pieces,
-    write_atomically,
 )
 from p2pdist.storage.verify import Buffer, Progress
 from p2pdist.storage.workers import PieceWorkers

@@ -198,35 +198,6 @@ def file_state(path: Path) -> FileState:
     return FileState(info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
-def fsync_directory(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (POSIX; Windows cannot open folders)."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the data itself is already synced
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """temp file -> fsync -> rename -> fsync folder: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    fsync_directory(path.parent)
-
-
 def read_bounded(path: Path, limit: int) -> bytes | None:
     """The file's bytes, or None when missing, unreadable or longer than ``limit``."""
     try:

@@ -24,7 +24,13 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    add_server_arguments(subparsers.add_parser("server", help="run the site server (tracker + repository + page)"))
+    server = subparsers.add_parser("server", help="run the site server (tracker + repository + page); `server init DIR` sets one up")
+    add_server_arguments(server)
+    server_commands = server.add_subparsers(dest="server_command", metavar="init")
+    init = server_commands.add_parser("init", help="write a commented site.toml, an admin token and a signing key pair into DIR")
+    init.add_argument("folder", type=Path, metavar="DIR")
+    init.add_argument("--port", type=int, default=6969, help="listen.port written into site.toml (default 6969)")
+    init.set_defaults(handler=run_init)
 
     publish = subparsers.add_parser("publish", help="upload a signed torrent to the site server")
     publish.add_argument("torrent", type=Path, metavar="FILE.torrent")
@@ -48,12 +54,25 @@ def run_server(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     settings = load_server_settings(args.config)
+    if settings.log_file is not None:
+        from p2pdist.logfile import rotating_file_handler
+
+        logging.getLogger().addHandler(rotating_file_handler(settings.log_file))
     listen = settings.listen
     if args.host is not None:
         listen = replace(listen, host=args.host)
     if args.port is not None:
         listen = replace(listen, port=args.port)
     return run(replace(settings, listen=listen))
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from p2pdist.tracker.init import init_site, next_steps
+
+    if not 0 < args.port <= 65535:
+        raise UsageError(f"--port {args.port} outside 1-65535")
+    print(next_steps(init_site(args.folder, port=args.port)))
+    return 0
 
 
 def run_publish(args: argparse.Namespace) -> int:

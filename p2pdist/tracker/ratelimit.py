@@ -23,10 +23,6 @@ class RateLimiter:
         self._slack = (self.burst - 1) * self._step  # how far ahead of the clock an address may run
         self._full_at: dict[str, float] = {}  # address -> when its bucket is full again
 
-    @property
-    def enabled(self) -> bool:
-        return self.rate > 0
-
     def allow(self, address: str, now: float) -> bool:
         """Count one request from ``address``; False when it is over its limit."""
         if self.rate <= 0:

@@ -16,12 +16,11 @@ replaces the previous one, so a resent report never counts twice.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pdist.atomicfile import write_atomically
 from p2pdist.errors import OutputError, RemoteError, SignatureError
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
 from p2pdist.metainfo.signing import verify_signature, SignatureStatus
@@ -248,12 +247,7 @@ class Repository:
     def _write_torrent(self, info_hash: str, data: bytes) -> None:
         target = self.torrent_dir / f"{info_hash}.torrent"
         try:
-            fd, temp = tempfile.mkstemp(dir=self.torrent_dir, suffix=".part")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
+            write_atomically(target, data)
         except OSError as exc:
             raise OutputError(f"cannot store torrent in {self.torrent_dir}: {exc.strerror}") from None
 

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from p2pdist.errors import RemoteError
 from p2pdist.tracker.announce import (
     AnnounceError,
     AnnounceRequest,
@@ -45,7 +46,7 @@ RETRY_STORE = 60
 Reply = tuple[int, bytes]  # HTTP status, bencoded body
 
 
-class _Early(Exception):
+class _Early(RemoteError):
     """A reply decided before the tracker is asked (bad query, unknown source, rate limit)."""
 
     def __init__(self, status: int, body: bytes) -> None:

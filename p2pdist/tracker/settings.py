@@ -8,6 +8,7 @@ a key is a ConfigError naming it. ``docs/site-server.md`` shows a complete examp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 
 import platformdirs
@@ -18,7 +19,14 @@ from p2pdist.tracker.trust import check_base_url
 
 
 def default_data_dir() -> Path:
-    return platformdirs.user_data_path("p2pdist") / "server"
+    """The machine's data folder, never a user's: a site server is a service, not a login.
+
+    ``%ProgramData%\\p2pdist\\server`` on Windows, ``/var/lib/p2pdist/server`` on Linux and other
+    POSIX systems (``p2pdist server init DIR`` writes a config that keeps everything in DIR).
+    """
+    if sys.platform == "win32":
+        return platformdirs.site_data_path("p2pdist", appauthor=False) / "server"
+    return Path("/var/lib/p2pdist/server")
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,8 @@ class ServerSettings:
     # published torrents must announce to <public_url>/announce and nowhere else. "" = the
     # URL each publish request was sent to (scheme and Host); set it behind a proxy.
     public_url: str = ""
+    # The server's log, rotated at 10 MiB with 3 old files kept; unset = stderr only.
+    log_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.public_url:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from p2pdist.errors import P2pdistError, one_line
+from p2pdist.errors import LocalError, P2pdistError, one_line
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ class NotReady:
     progress: float | None = None
 
 
-class Unanswered(Exception):
+class Unanswered(LocalError):
     """A control call failed: the agent is down, timed out or answered with an error."""
 
     def __init__(self, what: str, detail: str) -> None:

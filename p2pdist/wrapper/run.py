@@ -53,13 +53,15 @@ def search_dirs(package_dir: str, env: Mapping[str, str], *, windows: bool, star
 
 
 def _candidates(name: str, pathext: Sequence[str]) -> list[str]:
-    """``name`` itself when it already has a listed extension, else ``name`` plus each extension."""
+    """``name`` itself when it already has a listed extension, else ``name`` plus each extension
+    (after ``name`` itself when it has another extension, as cmd.exe tries ``setup.py``)."""
     if not pathext:
         return [name]
     lower = name.lower()
     if any(lower.endswith(ext.lower()) for ext in pathext):
         return [name]
-    return [name + ext for ext in pathext]
+    extended = [name + ext for ext in pathext]
+    return [name, *extended] if os.path.splitext(name)[1] else extended
 
 
 def _runnable(path: str, *, windows: bool) -> bool:
