@@ -297,8 +297,10 @@ async def test_verify_repairs_and_restart_seeds_again_without_downloading(tmp_pa
                     assert again.last_advertised == repaired.last_advertised
                     assert seed.upload_meter.total == before
                     assert agent.in_use() == {package.meta.info_hash_hex}
+                    assert (await client.status("PS100012")).in_use
                     await client.release(kept)
                     assert agent.in_use() == set()
+                    assert not (await client.status("PS100012")).in_use
                     statuses = await asyncio.create_subprocess_exec(
                         sys.executable, "-m", "p2pdist", "status", "--agent", client.address, "--json",
                         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -335,6 +337,9 @@ def test_status_table_and_bar() -> None:
     assert "[###---------]  25.0%" in lines[1] and "10.0 MiB" in lines[1] and "2030-01-04 00:00:00" in lines[1]
     assert lines[2].split()[:3] == ["PS100013", "-", "error"]
     assert lines[3] == "PS100013: error: torrent refused: unsigned"
+    signed = render_table([replace(rows[1], error_kind="signature")]).splitlines()
+    assert signed[1].split()[:4] == ["PS100013", "-", "error", "signature"]
+    assert signed[2] == "PS100013: signature: torrent refused: unsigned"
     assert render_table([]) == "no packages\n"
     assert PackageStatus.from_json({**rows[0].to_json(), "new_field": 1}) == rows[0]
     with pytest.raises(ControlError):

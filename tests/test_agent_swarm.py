@@ -72,18 +72,18 @@ def fake_repository(body: bytes, status: int = 200) -> web.Application:
 
 
 @pytest.mark.parametrize(
-    ("case", "message"),
+    ("case", "message", "kind"),
     [
-        ("corrupt", "corrupt torrent"),
-        ("unsigned", "unsigned"),
-        ("foreign-key", "not trusted"),
-        ("tampered", "does not verify"),
-        ("other-package", "not PS100012"),
-        ("public", "not private"),
-        ("not-found", "not published"),
+        ("corrupt", "corrupt torrent", "torrent-refused"),
+        ("unsigned", "unsigned", "signature"),
+        ("foreign-key", "not trusted", "signature"),
+        ("tampered", "does not verify", "signature"),
+        ("other-package", "not PS100012", "torrent-refused"),
+        ("public", "not private", "torrent-refused"),
+        ("not-found", "not published", "not-published"),
     ],
 )
-async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case: str, message: str) -> None:
+async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case: str, message: str, kind: str) -> None:
     announce = "http://127.0.0.1:9/announce"
     good = make_package("PS100012", 2, 100_000, announce=announce)
     body, status = good.torrent, 200
@@ -109,6 +109,7 @@ async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case
             async with running_agent(settings) as (agent, client):
                 status_ = await client.ensure("PS100012")
                 assert status_.state == "error" and message in (status_.error or ""), status_
+                assert status_.error_kind == kind
                 assert status_.info_hash is None and status_.path is None
                 assert (await client.status("PS100012")).state == "error"
                 assert agent.packages == {}

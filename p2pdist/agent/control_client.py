@@ -77,8 +77,10 @@ class PackageStatus:
     download_rate: int = 0
     upload_rate: int = 0
     path: str | None = None
-    error: str | None = None
+    error: str | None = None  # one line: why it stopped, or what keeps it from completing
+    error_kind: str | None = None  # the error's p2pdist.outcomes.Problem (range-unsupported, ...)
     tracker_error: str | None = None
+    in_use: bool = False  # a program runs from it (a live lease)
     last_advertised: str = ""
     completed_at: str | None = None
     seed_until: str = ""

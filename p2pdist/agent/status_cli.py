@@ -12,7 +12,7 @@ from pathlib import Path
 from p2pdist.agent.control_client import ControlClient, PackageStatus
 
 BAR_WIDTH = 12
-COLUMNS = ("PACKAGE", "VER", "STATE", "PROGRESS", "SIZE", "DOWN/s", "UP/s", "PEERS", "FROM PEERS", "FROM WEBSEED", "SEED UNTIL")
+COLUMNS = ("PACKAGE", "VER", "STATE", "PROBLEM", "PROGRESS", "SIZE", "DOWN/s", "UP/s", "PEERS", "FROM PEERS", "FROM WEBSEED", "SEED UNTIL")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -64,6 +64,7 @@ def _row(status: PackageStatus) -> tuple[str, ...]:
         status.package_id,
         "-" if status.version is None else str(status.version),
         status.state,
+        status.error_kind or ("error" if status.error else "-"),
         progress_bar(status.progress),
         human_bytes(status.size) if status.size else "-",
         human_bytes(status.download_rate),
@@ -83,8 +84,9 @@ def render_table(statuses: Sequence[PackageStatus]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     for status in statuses:
-        for label, text in (("error", status.error), ("tracker", status.tracker_error)):
-            if text:
-                version = "" if status.version is None else f" v{status.version}"
-                lines.append(f"{status.package_id}{version}: {label}: {text}")
+        version = "" if status.version is None else f" v{status.version}"
+        if status.error:
+            lines.append(f"{status.package_id}{version}: {status.error_kind or 'error'}: {status.error}")
+        if status.tracker_error and status.tracker_error != status.error:
+            lines.append(f"{status.package_id}{version}: tracker: {status.tracker_error}")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from pathlib import Path
 from p2pdist.errors import OutputError, RemoteError, SignatureError
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
 from p2pdist.metainfo.signing import verify_signature, SignatureStatus
+from p2pdist.tracker.reports import ReportEntry
 from p2pdist.tracker.trust import Untrusted, check_publishable
 
 SCHEMA = """
@@ -102,6 +103,12 @@ class Report:
     from_webseed: int
     uploaded: int
     completed: bool
+
+    @classmethod
+    def of_entry(cls, entry: ReportEntry) -> Report:
+        assert entry.info_hash is not None and entry.version is not None
+        return cls(entry.info_hash, entry.package_id, entry.version, entry.from_peers, entry.from_webseed,
+                   entry.uploaded, entry.completed)  # fmt: skip
 
     @classmethod
     def from_json(cls, value: object) -> Report:

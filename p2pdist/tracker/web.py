@@ -31,6 +31,7 @@ from p2pdist.errors import OutputError, SignatureError
 from p2pdist.metainfo import normalize_package_id
 from p2pdist.tracker.pages import SiteRow, render_index
 from p2pdist.tracker.ratelimit import RateLimiter
+from p2pdist.tracker.reports import ReportEntry, ReportError, parse_report
 from p2pdist.tracker.repository import PackageRecord, Report, Repository, RepositoryError, Totals
 from p2pdist.tracker.service import RATE_LIMITED, TrackerService
 from p2pdist.tracker.settings import ServerSettings
@@ -356,12 +357,26 @@ async def report(request: web.Request) -> web.Response:
         payload = json.loads(body)
     except ValueError:
         raise RepositoryError("report body is not JSON") from None
-    parsed = Report.from_json(payload)
+    try:
+        raw_entries = parse_report(payload)
+    except ReportError as exc:
+        raise RepositoryError(str(exc)) from None
     place = place_of(request)
     if not state.limiter.allow(place.address, state.monotonic()):
         return json_error(RATE_LIMITED, 429)
-    state.repository.record_report(parsed, place.site or "", place.address, state.wall())
-    return web.json_response({"ok": True, "site": place.site})
+    accepted, refused = 0, []
+    for raw in raw_entries:
+        try:
+            entry = ReportEntry.from_json(raw)
+            if entry.info_hash is not None:
+                state.repository.record_report(Report.of_entry(entry), place.site or "", place.address, state.wall())
+        except (ReportError, RepositoryError) as exc:
+            refused.append({"package": raw.get("package") if isinstance(raw, dict) else None, "error": str(exc)})
+            continue
+        accepted += 1
+    if refused and not accepted and len(raw_entries) == 1:  # the one-package form: its error, as before
+        raise RepositoryError(refused[0]["error"], 404 if "never published" in refused[0]["error"] else 400)
+    return web.json_response({"ok": True, "site": place.site, "accepted": accepted, "refused": refused})
 
 
 # ---------------------------------------------------------------------------------------- page

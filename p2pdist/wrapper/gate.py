@@ -100,9 +100,12 @@ def describe(status: Any) -> str:
     peers = getattr(status, "peers", None)
     if isinstance(peers, int):
         parts.append(f"{peers} peers")
-    for name in ("error", "tracker_error"):
-        if text := getattr(status, name, None):
-            parts.append(f"{name.replace('_', ' ')}: {one_line(str(text))}")
+    error, kind = getattr(status, "error", None), getattr(status, "error_kind", None)
+    if error:
+        parts.append(f"{kind or 'error'}: {one_line(str(error))}")
+    tracker = getattr(status, "tracker_error", None)
+    if tracker and tracker != error:
+        parts.append(f"tracker error: {one_line(str(tracker))}")
     return ", ".join(parts)
 
 
