@@ -383,3 +383,43 @@ async def test_verify_hashes_the_file_now_at_the_path_and_answers_in_bounded_tim
                     repaired = await wait_state(client, "PS100016", "complete")
                     assert read_package(Path(repaired.path), package) == package.data
                     assert (await client.verify("PS100016")).state == "complete"
+
+
+async def test_status_watch_is_a_live_view_that_ctrl_c_ends(tmp_path: Path) -> None:
+    async with site_server(tmp_path / "server") as server:
+        package = make_package("PS100012", 1, 200_000, announce=server.url + "/announce", seed=3)
+        await publish(server, package.torrent)
+        with socket_dir() as sockets:
+            async with seeder(tmp_path / "seed", [package]):
+                async with running_agent(agent_settings(tmp_path, 5, server.url, sockets)) as (_, client):
+                    await client.ensure("PS100012")
+                    await wait_state(client, "PS100012", "complete")
+                    watch = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "p2pdist", "status", "--watch", "--interval", "0.2", "--agent", client.address,
+                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    assert watch.stdout is not None
+                    seen = b""
+                    async with asyncio.timeout(30):
+                        while seen.count(b"p2pdist status ") < 3:
+                            seen += await watch.stdout.read(4096) or b""
+                        watch.send_signal(signal.SIGINT)
+                        rest, err = await watch.communicate()
+                    assert watch.returncode == 0 and b"Traceback" not in err, err
+                    frames = (seen + rest).decode().split("p2pdist status ")[1:]
+                    assert len(frames) >= 3 and all("PS100012" in frame and "complete" in frame for frame in frames[:3])
+                    counted = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "p2pdist", "status", "--watch", "--interval", "0.2", "--count", "2",
+                        "--agent", f"unix:{tmp_path}/none.sock", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    async with asyncio.timeout(30):
+                        out, err = await counted.communicate()
+                    assert counted.returncode == 0, err
+                    assert out.decode().count("agent unavailable: no agent socket") == 2  # the view goes on without it
+                    bad = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "p2pdist", "status", "--watch", "--interval", "0.01", "--agent", client.address,
+                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    async with asyncio.timeout(30):
+                        _, err = await bad.communicate()
+                    assert bad.returncode != 0 and b"--interval" in err

@@ -97,6 +97,8 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                         _, client = await stack.enter_async_context(running_agent(pc(tmp_path, server, sockets, site, n)))
                         clients[(site, n)] = client
                 await asyncio.gather(*(client.ensure("PS100050") for client in clients.values()))
+                gone = await clients[("B", 2)].ensure("PS1000FF")  # a program for a package never published
+                assert (gone.state, gone.error_kind) == ("error", "not-published")
                 ready = [wait_state(c, "PS100050", "complete", timeout=60) for (site, _), c in clients.items() if site != "C"]
                 for status in await asyncio.gather(*ready):
                     assert status.bytes_from_peers + status.bytes_from_webseed == len(package.data)
@@ -134,4 +136,10 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                     assert all(s["error_kind"] == "range-unsupported" and "ignores range" in s["error"] for s in stuck)
                     async with http.get(f"{server}/api/sites/A") as reply:
                         assert (await reply.json())["stuck"] == []
+                    async with http.get(f"{server}/api/sites/B") as reply:
+                        (unpublished,) = (await reply.json())["stuck"]
+                    assert (unpublished["package"], unpublished["version"], unpublished["error_kind"]) == ("PS1000FF", None, "not-published")
+                    assert unpublished["address"] == str(ipaddress.ip_network(SITES["B"])[12])
+                    refused = await sites_of(http, server, "PS1000FF")
+                    assert [(site, row["errors"]) for site, row in refused.items() if row["agents"]] == [("B", {"not-published": 1})]
 

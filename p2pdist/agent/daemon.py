@@ -26,6 +26,12 @@ with each package's state and problem, which it turns into the per-site console.
 Every problem has one ``outcomes.Problem`` kind beside its one line: a package's own error
 (disk full, a refused torrent) first, else what keeps a download from completing (the web
 seed, the tracker), so ``downloading 0.0%`` never hides why.
+
+A package the repository does not publish (never, or no longer: retired) is its own outcome,
+``not-published``, not a network fault. A cached copy still serves (a complete one runs; an
+incomplete one goes on with the sources it has and says ``not-published``). The first refusal
+of each PackageID is remembered across restarts (``unpublished_since``), so the wrapper can
+stop asking SMS to retry once a grace has passed; a torrent fetched for it again forgets it.
 """
 
 from __future__ import annotations
@@ -142,6 +148,7 @@ class Package:
     verified_as: tuple[object, ...] | None = None  # file identity when the last check passed
     verify_job: asyncio.Task[None] | None = None
     verify_progress: float = 0.0
+    unpublished: bool = False  # the repository no longer has it (retired): no new torrent, no tracker
 
     @property
     def key(self) -> str:
@@ -183,6 +190,7 @@ class Agent:
         self.packages: dict[str, Package] = {}
         self.fetches: dict[str, Fetch] = {}
         self.leases: dict[str, LeaseRow] = {}
+        self.refusals: dict[str, float] = {}  # PackageID -> first "not published" (wall clock)
         self.state: AgentState | None = None
         self.http: aiohttp.ClientSession | None = None
         self._id_locks: dict[str, asyncio.Lock] = {}
@@ -213,6 +221,7 @@ class Agent:
             debounce=min(self.settings.report_debounce, self.settings.report_interval),
         )  # fmt: skip
         self.leases = {row.lease: row for row in self.state.leases()}
+        self.refusals = self.state.refusals()
         if self.state.quarantined is not None:
             self._rebuild_rows()
         for row in self.state.packages():
@@ -342,7 +351,10 @@ class Agent:
                 self._advertise(known, now)
                 return self.status_of(known)
             except TorrentRefused as exc:
+                if exc.kind is Problem.NOT_PUBLISHED:
+                    return self._not_published(fetch, str(exc), now)
                 return self._fetch_failed(fetch, str(exc), exc.kind)
+            self._published_again(package_id)
             try:
                 meta = check_torrent(data, self.keys, package_id, version)
             except TorrentRefused as exc:
@@ -382,6 +394,34 @@ class Agent:
             return normalize_package_id(text)
         except (ValueError, AttributeError) as exc:
             raise BadRequest(str(exc)) from None
+
+    def _not_published(self, fetch: Fetch, message: str, now: float) -> PackageStatus:
+        """The repository has no torrent for the request: remember since when, and use a
+        cached copy if there is one (a retired package a program still runs from)."""
+        package_id = fetch.package_id
+        if package_id not in self.refusals:
+            self.refusals[package_id] = now
+            if self.state is not None:
+                with contextlib.suppress(sqlite3.Error):  # a full disk must not turn this into a fault
+                    self.state.note_refusal(package_id, now)
+        known = self._find(package_id, fetch.version)
+        if known is None:
+            return self._fetch_failed(fetch, message, Problem.NOT_PUBLISHED)
+        self.fetches.pop(package_id, None)
+        if not known.unpublished:
+            known.unpublished = True
+            log.warning("%s: not published any more (%s); using the cached version %d", package_id, message, known.row.version)
+            self._report_soon()
+        self._advertise(known, now)
+        return self.status_of(known)
+
+    def _published_again(self, package_id: str) -> None:
+        if self.refusals.pop(package_id, None) is not None and self.state is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.state.forget_refusal(package_id)
+        for package in self.packages.values():
+            if package.row.package_id == package_id:
+                package.unpublished = False
 
     def _fetch_failed(self, fetch: Fetch, message: str, kind: Problem) -> PackageStatus:
         changed = (fetch.state, fetch.kind) != (ERROR, kind)
@@ -573,6 +613,8 @@ class Agent:
             if busy:
                 raise Conflict(f"{package_id} v{busy[0].row.version} is in use by a running command")
             self.fetches.pop(package_id, None)
+            if self.refusals.pop(package_id, None) is not None and self.state is not None:
+                self.state.forget_refusal(package_id)
             for package in versions:
                 await self._remove(package, "removed on request")
 
@@ -790,6 +832,7 @@ class Agent:
             error_kind=None if kind is None else kind.value,
             tracker_error=one_line(package.tracker.status.last_error) if package.tracker and package.tracker.status.last_error else None,
             in_use=package.key in (self.in_use() if in_use is None else in_use),
+            unpublished_since=iso(self.refusals.get(row.package_id)) if kind is Problem.NOT_PUBLISHED else None,
             last_advertised=iso(row.last_advertised) or "",
             completed_at=iso(row.completed_at) if state == COMPLETE else None,
             seed_until=iso(row.last_advertised + self.limits.min_seed) or "",
@@ -805,6 +848,9 @@ class Agent:
             return package.error_kind or Problem.OTHER, error
         if state == COMPLETE:
             return None
+        if package.unpublished:
+            what = f"{package.row.package_id} v{package.row.version}"
+            return Problem.NOT_PUBLISHED, f"{what} is not published in the repository any more; its cached copy is incomplete"
         found = [(seed.last_kind, one_line(seed.last_error or "")) for seed in package.webseeds if seed.last_kind is not None]
         tracker = package.tracker.status if package.tracker is not None else None
         if tracker is not None and tracker.problem is not None:
@@ -819,6 +865,7 @@ class Agent:
             state=fetch.state,
             error=fetch.error,
             error_kind=None if fetch.kind is None else fetch.kind.value,
+            unpublished_since=iso(self.refusals.get(fetch.package_id)) if fetch.kind is Problem.NOT_PUBLISHED else None,
             last_advertised=iso(fetch.at) or "",
             seed_until=iso(fetch.at + self.limits.min_seed) or "",
         )
