@@ -174,7 +174,10 @@ CREATE TABLE IF NOT EXISTS agents (
     updated_at REAL NOT NULL,
     PRIMARY KEY (address, package_id, version)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS agents_by_time ON agents (updated_at);
+-- Each row is in one of these two: the sweep walks only the rows that still count, the
+-- forgetting only those that no longer do, however many silent PCs are kept.
+CREATE INDEX IF NOT EXISTS agents_counting ON agents (updated_at) WHERE labels != '';
+CREATE INDEX IF NOT EXISTS agents_silent ON agents (updated_at) WHERE labels = '';
 CREATE INDEX IF NOT EXISTS agents_with_problems ON agents (package_id, site) WHERE kind != '' AND labels != '';
 CREATE TABLE IF NOT EXISTS tallies (
     package_id TEXT NOT NULL, version INTEGER NOT NULL, site TEXT NOT NULL, label TEXT NOT NULL,
@@ -355,7 +358,7 @@ class SqliteLedger:
             changed += len(stale)
             await asyncio.sleep(0)
         forget = now - self.history_days * DAY
-        changed += self.db.execute("DELETE FROM agents WHERE updated_at < ?", (forget,)).rowcount
+        changed += self.db.execute("DELETE FROM agents WHERE updated_at < ? AND labels = ''", (forget,)).rowcount
         self.db.execute("DELETE FROM history WHERE day < ?", (day_of(forget),))
         self.db.execute("DELETE FROM tallies WHERE count = 0")
         return changed
