@@ -109,6 +109,7 @@ class Torrent:
         self.rng = rng or random.Random()
         self.state = TorrentState.CHECKING
         self.error: str | None = None
+        self.disk_full = False  # the error is a full disk (or quota): room coming back fixes it
         self.picker: PiecePicker | None = None
         self.peers: set[PeerConnection] = set()
         self._peer_ids: dict[bytes, PeerConnection] = {}
@@ -178,7 +179,7 @@ class Torrent:
         try:
             have = await self.storage.start(progress)
         except StorageError as exc:
-            self._set_error(str(exc))
+            self._set_error(str(exc), disk_full=exc.disk_full)
             raise
         self.picker = PiecePicker(self.layout, rng=self.rng, have=have)
         if self.picker.complete:
@@ -251,9 +252,10 @@ class Torrent:
                 chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
         return chunks
 
-    def _set_error(self, message: str) -> None:
+    def _set_error(self, message: str, *, disk_full: bool = False) -> None:
         self.state = TorrentState.ERROR
         self.error = message
+        self.disk_full = disk_full
         log.error("%s: %s", self.info.name, message)
         self._emit("error")
 
@@ -816,7 +818,7 @@ class Torrent:
         assert self.picker is not None
         self.picker.piece_failed(index)
         if self.state is not TorrentState.ERROR:
-            self._set_error(f"cannot write piece {index}: {exc}")
+            self._set_error(f"cannot write piece {index}: {exc}", disk_full=exc.disk_full)
             self._stop_requesting()
 
     async def _settle_and_recycle(self, index: int, buffer: bytearray, ok: bool) -> None:
@@ -880,7 +882,7 @@ class Torrent:
             await self.storage.finish()
             await self.storage.save_resume()
         except StorageError as exc:
-            self._set_error(f"cannot finish: {exc}")
+            self._set_error(f"cannot finish: {exc}", disk_full=exc.disk_full)
 
     async def _on_complete(self) -> None:
         if self.state is not TorrentState.DOWNLOADING:

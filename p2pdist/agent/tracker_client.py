@@ -33,6 +33,7 @@ from p2pdist.aio import wait_event
 from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.errors import RemoteError, one_line
+from p2pdist.outcomes import Problem
 from p2pdist.tracker.announce import (
     MAX_RESPONSE_BYTES,
     AnnounceRequest,
@@ -77,10 +78,12 @@ class AnnounceFailed(RemoteError):
 
 
 class TrackerRefused(AnnounceFailed):
-    """A tracker answered, and its answer was a refusal (its reason, or an HTTP error status)."""
+    """A tracker answered, and its answer was a refusal (its reason, or an HTTP error status);
+    ``not_published`` when the site server said it does not track the torrent (retired)."""
 
-    def __init__(self, message: str, retry_in: int | None = None) -> None:
+    def __init__(self, message: str, retry_in: int | None = None, *, not_published: bool = False) -> None:
         super().__init__(message, refused=True, retry_in=retry_in)
+        self.not_published = not_published
 
 
 class TrackerUnreachable(AnnounceFailed):
@@ -95,6 +98,7 @@ class TrackerStatus:
     last_success: float | None = None
     last_error: str | None = None
     refused: bool = False
+    problem: Problem | None = None  # the kind of the last failure; None once a tracker answers
     next_announce: float = 0.0
     peers_received: int = 0
     complete: int = 0
@@ -113,10 +117,13 @@ class TrackerClient:
         rng: random.Random | None = None,
         trackers: tuple[tuple[str, ...], ...] | None = None,
         on_site_networks: Callable[[tuple[str, ...]], None] | None = None,
+        on_problem: Callable[[], None] | None = None,
     ) -> None:
         """``trackers``: the tiers to announce to, when not all those the torrent names;
-        ``on_site_networks``: told the subnets of this PC's site when the site server names them."""
+        ``on_site_networks``: told the subnets of this PC's site when the site server names them;
+        ``on_problem``: called when ``status.problem`` changes."""
         self.on_site_networks = on_site_networks
+        self.on_problem = on_problem
         self.torrent = torrent
         self.http = http
         self.port = port
@@ -161,6 +168,7 @@ class TrackerClient:
         refusals: list[str] = []
         faults: list[str] = []
         retry_in: int | None = None
+        not_published = False
         for tier in self.tiers:
             for position, url in enumerate(list(tier)):
                 try:
@@ -168,6 +176,7 @@ class TrackerClient:
                 except TrackerFailure as exc:
                     refusals.append(f"{url} refused: {one_line(exc.reason)}")
                     retry_in = exc.retry_in if exc.retry_in is not None else retry_in
+                    not_published = not_published or exc.kind == Problem.NOT_PUBLISHED
                     continue
                 except TrackerRefused as exc:
                     refusals.append(f"{url} refused: {one_line(str(exc))}")
@@ -181,7 +190,7 @@ class TrackerClient:
                 tier.insert(0, tier.pop(position))
                 return response
         if refusals:
-            raise TrackerRefused("; ".join(refusals + faults), retry_in)
+            raise TrackerRefused("; ".join(refusals + faults), retry_in, not_published=not_published)
         raise TrackerUnreachable("; ".join(faults))
 
     async def _announce_one(self, url: str, request: AnnounceRequest) -> AnnounceResponse:
@@ -217,6 +226,7 @@ class TrackerClient:
                 self.status.last_success = time.time()
                 self.status.last_error = response.warning
                 self.status.refused = False
+                self._set_problem(None)
                 self.status.peers_received += len(response.peers)
                 self.status.complete = response.complete
                 self.status.incomplete = response.incomplete
@@ -235,10 +245,22 @@ class TrackerClient:
         """Record the failure; log it as a warning only when it differs from the last one."""
         text = str(exc)
         level = logging.DEBUG if text == self.status.last_error else logging.WARNING
-        what = "tracker refused the announce" if exc.refused else "tracker unreachable"
+        if isinstance(exc, TrackerRefused) and exc.not_published:
+            problem, what = Problem.NOT_PUBLISHED, "not published: the site server no longer tracks this package"
+        elif exc.refused:
+            problem, what = Problem.TRACKER_REFUSED, "tracker refused the announce"
+        else:
+            problem, what = Problem.TRACKER_UNREACHABLE, "tracker unreachable"
         log.log(level, "%s: %s (retrying in %.0f s): %s", self.torrent.info.name, what, delay, text)
         self.status.last_error = text
         self.status.refused = exc.refused
+        self._set_problem(problem)
+
+    def _set_problem(self, problem: Problem | None) -> None:
+        if problem != self.status.problem:
+            self.status.problem = problem
+            if self.on_problem is not None:
+                self.on_problem()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Tell the trackers we leave (best effort, bounded in time)."""
