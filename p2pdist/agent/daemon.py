@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import re
 import secrets
@@ -52,7 +53,7 @@ from typing import Any
 
 import aiohttp
 
-from p2pdist.aio import stop_tasks
+from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
@@ -146,6 +147,7 @@ class Package:
     free_at_error: int = 0  # free bytes in the cache when it failed: more means room came back
     last_attempt: float = 0.0  # ticks
     progress: float = 0.0
+    flushed: tuple[object, ...] | None = None  # the row's values as last written to SQLite
     verified_as: tuple[object, ...] | None = None  # file identity when the last check passed
     verify_job: asyncio.Task[None] | None = None
     verify_progress: float = 0.0
@@ -200,6 +202,13 @@ class Agent:
         self._startup = asyncio.Semaphore(settings.startup_concurrency)
         self._closing = False
         self.reporter: Reporter | None = None
+        # What the maintenance timer has to visit, so that it visits nothing else: packages in
+        # error by retry time (a heap of (ticks, info-hash); stale entries are skipped) and
+        # packages whose counters may move (downloading, or with peers). A thousand complete
+        # packages nobody asks for cost no work but the report every report_interval.
+        self._retries: list[tuple[float, str]] = []
+        self._active: set[str] = set()
+        self._due = asyncio.Event()  # something was added to the above: the timer looks again
         self.limits = RetentionLimits(
             settings.cache.min_seed_seconds, settings.cache.keep_seconds, settings.cache.max_bytes
         )
@@ -464,6 +473,7 @@ class Agent:
         package.row.last_advertised = max(package.row.last_advertised, now)
         if package.state == ERROR and package.retry_at is not None:
             package.retry_at = min(package.retry_at, self.ticks())  # someone needs it now: retry soon
+            self._retry_at(package, package.retry_at)
         self._flush(package)
 
     # ------------------------------------------------------------------------ engine
@@ -512,6 +522,7 @@ class Agent:
             self._completed(package)
         elif package.row.completed_at is not None:
             package.row.completed_at = None  # damaged since: being repaired
+        self._activate(package)
         site_trackers = same_origin_tiers(meta.trackers, self.settings.repository_url)
         if meta.trackers and not site_trackers:
             log.error("%s: its torrent names no tracker of %s; not announcing anywhere", meta.info.package, self.settings.repository_url)
@@ -547,7 +558,9 @@ class Agent:
     def _on_torrent_event(self, package: Package, torrent: Torrent, event: str) -> None:
         if package.torrent is not torrent or self._closing:
             return
-        if event == "completed":
+        if event == "awake":
+            self._activate(package)
+        elif event == "completed":
             self._completed(package)
         elif event == "error" and package.error is None:  # the first of a burst of failed writes
             self._failed(package, torrent.error or "storage error", self._torrent_problem(torrent))
@@ -573,6 +586,7 @@ class Agent:
         package.error_kind = kind
         self._report_soon()
         package.retry_at = self.ticks() + self.settings.retry_interval
+        self._retry_at(package, package.retry_at)
         package.free_at_error = self._free_bytes()
         log.error("%s: %s (retrying every %g s)", package.meta.info.package, package.error, self.settings.retry_interval)
         self._flush(package)
@@ -915,36 +929,74 @@ class Agent:
 
     # ------------------------------------------------------------------------ periodic work
 
+    def _activate(self, package: Package) -> None:
+        """Its counters may move now (it starts, or its torrent woke for a peer): flush them."""
+        if package.key not in self._active:
+            self._active.add(package.key)
+            self._due.set()
+
+    def _retry_at(self, package: Package, when: float) -> None:
+        heapq.heappush(self._retries, (when, package.key))
+        self._due.set()
+
     async def _maintenance(self) -> None:
-        """Retries, counter flushes, reports and cleanup on one timer."""
+        """Retries, counter flushes, reports and cleanup on one timer, which sleeps until the
+        earliest of them is due and visits only the packages concerned (see ``__init__``)."""
         settings = self.settings
-        step = min(1.0, settings.retry_interval)
-        start = time.monotonic()
+        start = self.ticks()
         next_flush = start + settings.flush_interval
         next_report = start + settings.report_interval
         next_cleanup = start
         while True:
-            await asyncio.sleep(step)
+            due = [next_cleanup]
+            if self._retries:
+                due.append(self._retries[0][0])
+            if self._active:
+                due.append(next_flush)
+            if self.reporter is not None:
+                due.append(next_report)  # the reporter sends what changed, and all once per refresh
+            self._due.clear()
+            await wait_event(self._due, max(0.0, min(due) - self.ticks()))
             now = self.ticks()
-            for package in list(self.packages.values()):
-                due = package.retry_at
-                if due is not None and now >= due and package.state == ERROR and not package.lock.locked():
-                    package.retry_at = now + settings.retry_interval
-                    self._spawn(self._retry(package))
-            tick = time.monotonic()
-            if tick >= next_flush:
-                next_flush = tick + settings.flush_interval
-                for package in list(self.packages.values()):
-                    self._flush(package)
-            if tick >= next_report:
-                next_report = tick + settings.report_interval
+            self._retry_due(now)
+            if now >= next_flush:
+                next_flush = now + settings.flush_interval
+                self._flush_active()
+            if now >= next_report:
+                next_report = now + settings.report_interval
                 self._spawn(self._report_all())
-            if tick >= next_cleanup:
-                next_cleanup = tick + settings.cache.cleanup_interval
+            if now >= next_cleanup:
+                next_cleanup = now + settings.cache.cleanup_interval
                 try:
                     await self.cleanup()
                 except Exception:
                     log.exception("cleanup failed")
+
+    def _retry_due(self, now: float) -> None:
+        """Start the retries that are due."""
+        while self._retries and self._retries[0][0] <= now:
+            _, key = heapq.heappop(self._retries)
+            package = self.packages.get(key)
+            if package is None or package.retry_at is None or package.retry_at > now or package.state != ERROR:
+                continue  # removed, restarted, or pushed again for later
+            if package.lock.locked():
+                self._retry_at(package, now + min(1.0, self.settings.retry_interval))  # busy: look again soon
+                continue
+            package.retry_at = now + self.settings.retry_interval
+            self._retry_at(package, package.retry_at)  # the next try, should this one not mend it
+            self._spawn(self._retry(package))
+
+    def _flush_active(self) -> None:
+        """Write the rows whose counters may have moved; forget those that went quiet."""
+        for key in list(self._active):
+            package = self.packages.get(key)
+            if package is None or package.removed:
+                self._active.discard(key)
+                continue
+            self._flush(package)
+            torrent = package.torrent
+            if torrent is None or torrent.state is TorrentState.ERROR or (torrent.state is TorrentState.SEEDING and not torrent.busy):
+                self._active.discard(key)
 
     def _flush(self, package: Package) -> None:
         """Write the package's row (state, counters, times) to SQLite."""
@@ -954,6 +1006,9 @@ class Agent:
         if package.torrent is None or package.torrent.state is not TorrentState.STOPPED:
             row.state, row.error = package.state, package.error  # a stopped engine says nothing new
         live = package.totals()
+        values = (row.state, row.error, *live, row.last_advertised, row.completed_at)
+        if values == package.flushed:
+            return  # nothing new: no write
         try:
             self.state.update_package(
                 row.info_hash,
@@ -967,6 +1022,8 @@ class Agent:
             )
         except Exception as exc:  # a full disk must not take the agent down with it
             log.warning("cannot save state of %s: %s", row.info_hash, exc)
+            return
+        package.flushed = values
 
     async def _report_all(self) -> None:
         """What changed since the last report to the site server (``reporting``)."""
