@@ -35,7 +35,7 @@ def test_start_stop_and_restart_keep_a_complete_package_without_fetching_it_agai
 
 
 def test_resume_after_termination_fetches_only_what_is_missing(site: Site, tmp_path: Path) -> None:
-    size = 12 * MIB
+    size = 8 * MIB
     site.publish("LN100002", {"big.bin": os.urandom(size)})
     before = site.dp.bytes_sent
     site.dp.rate = 2 * MIB  # so that the download is surely cut short

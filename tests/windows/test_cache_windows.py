@@ -4,51 +4,58 @@ replaced or deleted. Removal and repair meet such files and must cope, and lose 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from lane import Site, running_agent, wait_for
+import pytest
+
+from lane import AgentProcess, Site, running_agent, wait_for
 from p2pdist.agent.pins import hold
 
 MIB = 1 << 20
 
 
-def test_removal_of_a_package_with_an_open_file_finishes_once_it_is_closed(site: Site, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def agent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    with running_agent(tmp_path_factory.mktemp("cache-pc"), site, extra="[cache]\ncleanup_interval = 1.0\n") as agent:
+        yield agent
+
+
+def test_removal_of_a_package_with_an_open_file_finishes_once_it_is_closed(site: Site, agent: AgentProcess) -> None:
     site.publish("LN100020", {"a.bin": os.urandom(MIB), "b.bin": os.urandom(MIB)})
-    with running_agent(tmp_path / "pc", site, extra="[cache]\ncleanup_interval = 1.0\n") as agent:
-        status = agent.wait_complete("LN100020")
-        folder = agent.cache / status.info_hash
-        with open(Path(status.path, "a.bin"), "rb"):  # an antivirus scanner, Explorer, a user
-            agent.call("remove", "LN100020")
-            assert Path(status.path, "a.bin").exists()  # Windows keeps what is open
-        # The next cleanup sweeps what was left behind.
-        wait_for(lambda: not folder.exists(), "the leftover folder to be swept", timeout=60)
-        assert "removed (removed on request)" in agent.log.read_text()
-        # Nothing of it confuses the next download of the same package.
-        again = agent.wait_complete("LN100020")
-        assert Path(again.path, "b.bin").read_bytes() == (site.dp.share / "LN100020" / "b.bin").read_bytes()
+    status = agent.wait_complete("LN100020")
+    folder = agent.cache / status.info_hash
+    with open(Path(status.path, "a.bin"), "rb"):  # an antivirus scanner, Explorer, a user
+        agent.call("remove", "LN100020")
+        assert Path(status.path, "a.bin").exists()  # Windows keeps what is open
+    # The next cleanup sweeps what was left behind.
+    wait_for(lambda: not folder.exists(), "the leftover folder to be swept", timeout=60)
+    assert "removed (removed on request)" in agent.log.read_text()
+    # Nothing of it confuses the next download of the same package.
+    again = agent.wait_complete("LN100020")
+    assert Path(again.path, "b.bin").read_bytes() == (site.dp.share / "LN100020" / "b.bin").read_bytes()
 
 
-def test_repair_of_a_file_held_open_waits_and_loses_nothing(site: Site, tmp_path: Path) -> None:
+def test_repair_of_a_file_held_open_waits_and_loses_nothing(site: Site, agent: AgentProcess) -> None:
     files = {"keep.bin": os.urandom(2 * MIB), "hurt.bin": os.urandom(2 * MIB)}
     site.publish("LN100021", files)
-    with running_agent(tmp_path / "pc", site) as agent:
-        status = agent.wait_complete("LN100021")
-        hurt = Path(status.path, "hurt.bin")
-        with open(hurt, "r+b") as handle:  # damage one piece in place
-            handle.seek(MIB)
-            handle.write(b"\0" * 1000)
-        served = site.dp.bytes_sent
-        blocker = hold([hurt])  # another process holds the file: no writing to it
-        try:
-            checked = agent.call("verify", "LN100021")
-            assert checked.state != "complete"
-            wait_for(lambda: agent.call("status", "LN100021").state == "error", "the repair to stop on the held file", timeout=60)
-            assert hurt.read_bytes() != files["hurt.bin"]
-        finally:
-            blocker.close()
-        # Retried every retry_interval; now it can write.
-        done = agent.wait_complete("LN100021", timeout=90, errors=True)
-        assert Path(done.path, "hurt.bin").read_bytes() == files["hurt.bin"]
-        assert Path(done.path, "keep.bin").read_bytes() == files["keep.bin"]
-        assert site.dp.bytes_sent - served <= 4 * 64 * 1024  # one damaged piece came again, not the package
-        assert agent.call("verify", "LN100021").state == "complete"
+    status = agent.wait_complete("LN100021")
+    hurt = Path(status.path, "hurt.bin")
+    with open(hurt, "r+b") as handle:  # damage one piece in place
+        handle.seek(MIB)
+        handle.write(b"\0" * 1000)
+    served = site.dp.bytes_sent
+    blocker = hold([hurt])  # another process holds the file: no writing to it
+    try:
+        checked = agent.call("verify", "LN100021")
+        assert checked.state != "complete"
+        wait_for(lambda: agent.call("status", "LN100021").state == "error", "the repair to stop on the held file", timeout=60)
+        assert hurt.read_bytes() != files["hurt.bin"]
+    finally:
+        blocker.close()
+    # Retried every retry_interval; now it can write.
+    done = agent.wait_complete("LN100021", timeout=90, errors=True)
+    assert Path(done.path, "hurt.bin").read_bytes() == files["hurt.bin"]
+    assert Path(done.path, "keep.bin").read_bytes() == files["keep.bin"]
+    assert site.dp.bytes_sent - served <= 4 * 64 * 1024  # one damaged piece came again, not the package
+    assert agent.call("verify", "LN100021").state == "complete"
