@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "tracker": {"metainfo"},
     "agent": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce", "tracker.reports"},
     "wrapper": {"metainfo", "agent.control_client"},
+    "winsetup": {"metainfo", "agent.config", "agent.control_client"},  # install.cmd: the agent's default folders
     "cli": {"*"},
     "demo": {"*"},  # the local demo drives every part, like a user would
     "__main__": {"cli"},

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from p2pdist.errors import P2pdistError, UsageError, one_line
-from p2pdist.wrapper import gate
+from p2pdist.wrapper import bitness, gate
 from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE, RETRY_DEFAULT, exit_status
 from p2pdist.wrapper.log import LogRecord, default_log_path, write_record
 from p2pdist.wrapper.resolve import (
@@ -189,14 +189,16 @@ def _run_package(
     outcome, reason = "ran", None
     try:
         run_dir = _run_dir(prepared.path, subfolder)
-        executable = find_program(command.program, prepared.path, env, start_dir=run_dir)
+        view = bitness.caller_view()  # a 32-bit SMS client's command runs as under WOW64
+        program = bitness.program_name(command.program, env, view)
+        executable = find_program(program, prepared.path, bitness.search_env(env, view), start_dir=run_dir)
         if executable is None:
             outcome, code = "not-found", EXIT_NOT_FOUND
             reason = f"{command.program!r} is not in the package folder {prepared.path} nor on the search path"
             _say(reason)
         else:
             try:
-                code = run(command, executable, run_dir)
+                code = run(*bitness.for_view(command, executable, env, view), run_dir)
             except CannotStart as exc:
                 outcome, code, reason = "not-found", EXIT_NOT_FOUND, str(exc)
                 _say(reason)
