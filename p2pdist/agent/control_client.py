@@ -77,8 +77,11 @@ class PackageStatus:
     download_rate: int = 0
     upload_rate: int = 0
     path: str | None = None
-    error: str | None = None
+    error: str | None = None  # one line: why it stopped, or what keeps it from completing
+    error_kind: str | None = None  # the error's p2pdist.outcomes.Problem (range-unsupported, ...)
     tracker_error: str | None = None
+    in_use: bool = False  # a program runs from it (a live lease)
+    unpublished_since: str | None = None  # not-published: when the repository first said so
     last_advertised: str = ""
     completed_at: str | None = None
     seed_until: str = ""

@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from p2pdist.errors import P2pdistError, UsageError, one_line
-from p2pdist.wrapper import gate
+from p2pdist.wrapper import bitness, gate
 from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE, RETRY_DEFAULT, exit_status
 from p2pdist.wrapper.log import LogRecord, default_log_path, write_record
 from p2pdist.wrapper.resolve import (
@@ -42,12 +42,19 @@ returns its exit code unchanged; otherwise exits with the retry code so that SMS
   --version N        require this SourceVersion
   --retry-code N     exit code for "not ready yet" (default 1618)
   --wait SECONDS     wait up to this long while the download progresses (default 0)
+  --unpublished-code N
+                     exit code once the package has not been published for the grace
+                     (default 7705: SMS reports the program failed instead of retrying)
+  --unpublished-grace SECONDS
+                     how long after the agent first hears "not published" the wrapper
+                     still returns the retry code (default 86400)
   --agent ADDR       control API: unix:/path or http://127.0.0.1:PORT (default: the agent's)
   --token-file FILE  control API token (default: the agent's)
   --log FILE         log file (default: $P2PDIST_WRAPPER_LOG, else the machine's log directory)
 
 Options end at '--' or at the first word that does not start with '--'.
-Own exit codes: 7701 bad usage, 7702 no package id, 7703 command not found, 7704 internal error.
+Own exit codes: 7701 bad usage, 7702 no package id, 7703 command not found, 7704 internal error,
+7705 not published.
 """
 
 Opener = Callable[[Invocation], AbstractAsyncContextManager[gate.AgentControl]]
@@ -173,6 +180,8 @@ def _run_package(
     except KeyboardInterrupt:
         prepared = gate.NotReady("interrupted before the command started")
     if isinstance(prepared, gate.NotReady):
+        if prepared.unpublished_since is not None:
+            return _unpublished(invocation, command, package_id, prepared, logger)
         _say(f"{package_id} not ready: {prepared.reason}; exit {retry} so that SMS retries")
         return logger.write(
             "retry", retry, package=package_id, program=command.program, reason=prepared.reason, progress=prepared.progress
@@ -180,14 +189,16 @@ def _run_package(
     outcome, reason = "ran", None
     try:
         run_dir = _run_dir(prepared.path, subfolder)
-        executable = find_program(command.program, prepared.path, env, start_dir=run_dir)
+        view = bitness.caller_view()  # a 32-bit SMS client's command runs as under WOW64
+        program = bitness.program_name(command.program, env, view)
+        executable = find_program(program, prepared.path, bitness.search_env(env, view), start_dir=run_dir)
         if executable is None:
             outcome, code = "not-found", EXIT_NOT_FOUND
             reason = f"{command.program!r} is not in the package folder {prepared.path} nor on the search path"
             _say(reason)
         else:
             try:
-                code = run(command, executable, run_dir)
+                code = run(*bitness.for_view(command, executable, env, view), run_dir)
             except CannotStart as exc:
                 outcome, code, reason = "not-found", EXIT_NOT_FOUND, str(exc)
                 _say(reason)
@@ -209,6 +220,24 @@ def _run_dir(package_path: str, subfolder: tuple[str, ...]) -> str:
         return folder
     _say(f"the package has no folder {os.path.join(*subfolder)!r}; running the command in its top folder")
     return package_path
+
+
+def _unpublished(invocation: Invocation, command: Command, package_id: str, prepared: gate.NotReady, logger: _Logger) -> int:
+    """Not published: the retry code during the grace, then the failure code, so SMS stops
+    retrying a program whose package will not come."""
+    assert prepared.unpublished_since is not None
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prepared.unpublished_since))
+    waited = max(0.0, time.time() - prepared.unpublished_since)
+    grace = invocation.unpublished_grace
+    if waited >= grace:
+        code = invocation.unpublished_code
+        reason = f"{prepared.reason}; not published since {since}, past the {grace:g} s grace"
+        _say(f"{package_id} {reason}; exit {code}: SMS reports the program failed")
+        return logger.write("not-published", code, package=package_id, program=command.program, reason=reason)
+    retry = invocation.retry_code
+    reason = f"{prepared.reason}; not published since {since}, exit {invocation.unpublished_code} after the {grace:g} s grace"
+    _say(f"{package_id} {reason}; exit {retry} so that SMS retries meanwhile")
+    return logger.write("retry", retry, package=package_id, program=command.program, reason=reason, progress=prepared.progress)
 
 
 def main() -> int:

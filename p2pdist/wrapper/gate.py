@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 COMPLETE = "complete"
 CHECKING = "checking"
+NOT_PUBLISHED = "not-published"
 QUICK_TIMEOUT = 5.0  # one control call
 ANSWER_TIMEOUT = 10.0  # the whole conversation, beyond --wait
 POLL_INTERVAL = 1.0
@@ -57,10 +58,12 @@ class Ready:
 
 @dataclass(frozen=True)
 class NotReady:
-    """The command cannot run now; ``reason`` is one line for the log, ``progress`` 0..1 when known."""
+    """The command cannot run now; ``reason`` is one line for the log, ``progress`` 0..1 when
+    known; ``unpublished_since`` (epoch seconds) when the package is not published, since when."""
 
     reason: str
     progress: float | None = None
+    unpublished_since: float | None = None
 
 
 class Unanswered(LocalError):
@@ -100,15 +103,31 @@ def describe(status: Any) -> str:
     peers = getattr(status, "peers", None)
     if isinstance(peers, int):
         parts.append(f"{peers} peers")
-    for name in ("error", "tracker_error"):
-        if text := getattr(status, name, None):
-            parts.append(f"{name.replace('_', ' ')}: {one_line(str(text))}")
+    error, kind = getattr(status, "error", None), getattr(status, "error_kind", None)
+    if error:
+        parts.append(f"{kind or 'error'}: {one_line(str(error))}")
+    tracker = getattr(status, "tracker_error", None)
+    if tracker and tracker != error:
+        parts.append(f"tracker error: {one_line(str(tracker))}")
     return ", ".join(parts)
 
 
 def _progress(status: Any) -> float | None:
     value = getattr(status, "progress", None)
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _since(status: Any) -> float:
+    """When the agent first heard "not published" (now, if it does not say: an older agent)."""
+    text = getattr(status, "unpublished_since", None)
+    if isinstance(text, str):
+        from datetime import datetime  # only on this path: the wrapper's start stays light
+
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
 
 
 def _wrong_version(status: Any, version: int | None) -> str | None:
@@ -192,6 +211,8 @@ async def prepare(
             if getattr(status, "state", None) != COMPLETE and wait > 0:
                 status = await wait_until_complete(control, package_id, status, wait=wait, timing=timing)
             if getattr(status, "state", None) != COMPLETE:
+                if getattr(status, "error_kind", None) == NOT_PUBLISHED:
+                    return NotReady(f"not published: {describe(status)}", _progress(status), _since(status))
                 return NotReady(f"not complete: {describe(status)}", _progress(status))
             if problem := _wrong_version(status, version):
                 return NotReady(problem, _progress(status))
