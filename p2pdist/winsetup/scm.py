@@ -273,7 +273,7 @@ class Manager:
         finally:
             self.api.CloseServiceHandle(handle)
 
-    def wait_for(self, name: str, state: int, timeout: float) -> Status | None:
+    def wait_until(self, name: str, state: int, timeout: float) -> Status | None:
         """Poll until the service reaches ``state`` (or is gone, for STOPPED); the last status seen."""
         deadline = time.monotonic() + timeout
         while True:
