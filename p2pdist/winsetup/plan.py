@@ -26,7 +26,7 @@ SYSTEM_SID = "*S-1-5-18"
 ADMINISTRATORS_SID = "*S-1-5-32-544"
 
 
-class PlanError(UsageError, ValueError):
+class PlanError(UsageError):
     """An argument install.cmd cannot use; the message is the one line the administrator sees."""
 
 
