@@ -301,6 +301,7 @@ class Agent:
         await stop_tasks([task for package in packages for task in package.tasks], owner="agent")
         for package in packages:
             package.tasks = []
+        await asyncio.gather(*(p.tracker.close() for p in packages if p.tracker is not None))
         stops = [p.tracker.stop(timeout=3.0) for p in packages if p.tracker is not None and p.torrent is not None]
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
@@ -531,7 +532,7 @@ class Agent:
                 torrent, self.http, port=self.session.port, trackers=site_trackers,
                 on_site_networks=self.session.set_site_networks, on_problem=self._report_soon,
             )  # fmt: skip
-            package.tasks.append(asyncio.ensure_future(package.tracker.run()))
+            package.tracker.start()
         if self.http is not None and not torrent.completed.is_set():
             for url in meta.web_seeds:
                 seed = WebSeed(torrent, url, self.http, grace=self.settings.web_seed_grace, on_problem=self._report_soon)
@@ -544,6 +545,8 @@ class Agent:
         tasks, package.tasks = package.tasks, []
         package.verified_as = None
         await stop_tasks(tasks, owner=package.row.package_id)
+        if package.tracker is not None:
+            await package.tracker.close()
         torrent = package.torrent
         if torrent is None:
             return

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
 
-from p2pdist.aio import stop_tasks
+from p2pdist.aio import Flag, stop_tasks
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
@@ -102,7 +102,7 @@ class Torrent:
         self.meta = meta
         self.info = meta.info
         self.info_hash = meta.info_hash
-        self.layout = Layout(meta.info)
+        self.layout = storage.layout if storage.info is meta.info else Layout(meta.info)  # one per torrent
         self.storage = storage
         self.peer_id = peer_id
         self.settings = settings
@@ -142,8 +142,8 @@ class Torrent:
         self.bytes_wasted = 0
         self.first_block_at: float | None = None  # monotonic time of the first payload byte
         self.hash_failures = 0
-        self.completed = asyncio.Event()
-        self.stopped = asyncio.Event()
+        self.completed = Flag()
+        self.stopped = Flag()
         self._tasks: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
         self._last_resume = time.monotonic()
