@@ -5,7 +5,8 @@ connection (a Unix socket on POSIX, 127.0.0.1 with a bearer token on Windows), s
 object holds no resources and needs no closing. This module stays light on purpose: the wrapper
 imports it and nothing else of the agent, and SMS may start the wrapper on every PC of a branch
 at once, so it speaks its few lines of HTTP/1.1 over asyncio streams itself instead of importing
-aiohttp (a quarter of a second of CPU per wrapper start on a busy PC).
+aiohttp (a quarter of a second of CPU per wrapper start on a busy PC). For the same reason
+platformdirs is imported only to find the default token file.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from p2pdist.errors import LocalError, RemoteError
 
@@ -32,6 +31,8 @@ MAX_ANSWER = 8 * 1024 * 1024  # a package list of thousands of packages fits
 
 def default_state_dir() -> Path:
     """``%ProgramData%\\p2pdist`` on Windows, ``/var/lib/p2pdist`` on Linux."""
+    import platformdirs
+
     site_state = getattr(platformdirs, "site_state_path", platformdirs.site_data_path)
     return Path(site_state("p2pdist", appauthor=False))
 
