@@ -1,10 +1,13 @@
 """``p2pdist status`` (what the agent holds, as a table or JSON; ``--watch`` for a live view)
-and ``p2pdist agent`` (the daemon)."""
+and ``p2pdist agent`` (the daemon).
+
+One look asks the agent with the blocking client and imports no asyncio, so it starts as fast as
+the wrapper; only ``--watch`` runs an event loop.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from p2pdist.agent.control_client import ControlClient, PackageStatus
+from p2pdist.agent.control_client import BlockingControlClient, ControlClient, PackageStatus
 from p2pdist.errors import P2pdistError, UsageError, one_line
 
 BAR_WIDTH = 12
@@ -38,16 +41,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = ControlClient(args.agent, token_file=args.token_file)
     if args.watch:
+        import asyncio
+
         if not MIN_INTERVAL <= args.interval <= 3600 or args.count < 0:
             raise UsageError(f"--interval must be between {MIN_INTERVAL:g} and 3600 seconds, --count 0 or more")
+        client = ControlClient(args.agent, token_file=args.token_file)
         try:
             asyncio.run(watch(client, sys.stdout, interval=args.interval, count=args.count, clear=sys.stdout.isatty()))
         except KeyboardInterrupt:
             sys.stdout.write("\n")
         return 0
-    statuses = asyncio.run(client.list())
+    statuses = BlockingControlClient(args.agent, token_file=args.token_file).list()
     if args.json:
         json.dump({"packages": [s.to_json() for s in statuses]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -99,6 +104,8 @@ async def watch(client: ControlClient, out: TextIO, *, interval: float, count: i
     An agent that stops answering is a line in the view, not the end of it: the view picks the
     agent up again when it is back (a service restart).
     """
+    import asyncio  # not at the top: one look at the status runs no event loop
+
     shown = 0
     while count == 0 or shown < count:
         began = time.monotonic()

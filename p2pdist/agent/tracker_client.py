@@ -2,9 +2,9 @@
 
 Per torrent: ``started`` first, then a re-announce every interval the tracker asks for,
 ``completed`` as soon as the download completes, ``stopped`` on shutdown. ``run()`` does it as a
-loop in a task; ``start()`` does it with a timer between announces and a task only while one is
-on the wire, for the agent, which holds a thousand torrents that announce every half hour. A tracker that cannot be
-reached or refuses is retried with exponential backoff (15 s up to 30 min, or its BEP 31
+loop in a task; ``start()`` with a timer between announces and a task only while one is on the
+wire, for the agent, which holds a thousand torrents announcing every half hour. A tracker that
+cannot be reached or refuses is retried with exponential backoff (15 s up to 30 min, or its BEP 31
 ``retry in``); meanwhile the torrent keeps serving the peers it already knows. Within a tier the
 tracker that answered moves to the front, as BEP 12 says.
 

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from p2pdist.config import toml_value
+from p2pdist.errors import UsageError
 from p2pdist.metainfo.signing import trusted_keys
 
 SERVICE = "p2pdist"
@@ -25,7 +26,7 @@ SYSTEM_SID = "*S-1-5-18"
 ADMINISTRATORS_SID = "*S-1-5-32-544"
 
 
-class PlanError(ValueError):
+class PlanError(UsageError):
     """An argument install.cmd cannot use; the message is the one line the administrator sees."""
 
 

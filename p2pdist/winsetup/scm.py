@@ -273,14 +273,16 @@ class Manager:
         finally:
             self.api.CloseServiceHandle(handle)
 
-    def wait_for(self, name: str, state: int, timeout: float) -> Status | None:
+    def wait_until(self, name: str, state: int, timeout: float) -> Status | None:
         """Poll until the service reaches ``state`` (or is gone, for STOPPED); the last status seen."""
         deadline = time.monotonic() + timeout
-        while True:
-            current = self.status(name)
+        current = self.status(name)
+        for _ in range(int(timeout / 0.25) + 1):
             if current is None or current.state == state or time.monotonic() > deadline:
-                return current
+                break
             time.sleep(0.25)
+            current = self.status(name)
+        return current
 
     def delete(self, name: str) -> bool:
         """Mark the service for deletion; False if there was none."""

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from p2pdist.errors import LocalError
 from p2pdist.winsetup import plan, scm
 
 STOP_TIMEOUT = 90.0  # the service host ends the agent itself after 60 s
@@ -27,7 +28,7 @@ MOVEFILE_DELAY_UNTIL_REBOOT = 0x4
 KEY_WOW64_64KEY = 0x0100
 
 
-class StepError(Exception):
+class StepError(LocalError):
     """A step failed; the message is the line the administrator reads."""
 
 
@@ -191,7 +192,7 @@ def stop_service(log: Log) -> bool:
         if status.state != scm.STOPPED:
             log("stopping the service (the agent announces 'stopped' and saves its resume data)...")
             manager.request_stop(plan.SERVICE)
-            status = manager.wait_for(plan.SERVICE, scm.STOPPED, STOP_TIMEOUT)
+            status = manager.wait_until(plan.SERVICE, scm.STOPPED, STOP_TIMEOUT)
             if status is not None and status.state != scm.STOPPED:
                 raise StepError(f"the service did not stop within {STOP_TIMEOUT:g} s (state {status.name})")
             log("service stopped")
@@ -213,7 +214,7 @@ def register_service(layout: plan.Layout, log: Log) -> None:
 def start_service(log: Log) -> None:
     with scm.Manager() as manager:
         manager.start(plan.SERVICE)
-        status = manager.wait_for(plan.SERVICE, scm.RUNNING, START_TIMEOUT)
+        status = manager.wait_until(plan.SERVICE, scm.RUNNING, START_TIMEOUT)
     if status is None or status.state != scm.RUNNING:
         state = status.name if status else "gone"
         raise StepError(f"the service did not start (state {state}); see its log in the logs folder (service.log)")

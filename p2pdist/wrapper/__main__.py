@@ -8,12 +8,11 @@ generic failure.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from p2pdist.errors import P2pdistError, UsageError, one_line
@@ -57,10 +56,10 @@ Own exit codes: 7701 bad usage, 7702 no package id, 7703 command not found, 7704
 7705 not published.
 """
 
-Opener = Callable[[Invocation], AbstractAsyncContextManager[gate.AgentControl]]
+Opener = Callable[[Invocation], AbstractContextManager[gate.AgentControl]]
 
 
-def _default_opener(invocation: Invocation) -> AbstractAsyncContextManager[gate.AgentControl]:
+def _default_opener(invocation: Invocation) -> AbstractContextManager[gate.AgentControl]:
     return gate.open_control(invocation.agent, invocation.token_file, gate.QUICK_TIMEOUT)
 
 
@@ -88,12 +87,12 @@ class _Logger:
         return code
 
 
-async def _prepare(
+def _prepare(
     opener: Opener, invocation: Invocation, package_id: str, timing: gate.Timing
 ) -> gate.Ready | gate.NotReady:
     try:
-        async with opener(invocation) as control:
-            return await gate.prepare(
+        with opener(invocation) as control:
+            return gate.prepare(
                 control,
                 package_id,
                 pid=os.getpid(),
@@ -105,10 +104,10 @@ async def _prepare(
         return gate.NotReady(f"agent unavailable: {one_line(str(exc)) or type(exc).__name__}")
 
 
-async def _release(opener: Opener, invocation: Invocation, lease: str, timing: gate.Timing) -> str | None:
+def _release(opener: Opener, invocation: Invocation, lease: str, timing: gate.Timing) -> str | None:
     try:
-        async with opener(invocation) as control:
-            return await gate.release(control, lease, timing=timing)
+        with opener(invocation) as control:
+            return gate.release(control, lease, timing=timing)
     except (P2pdistError, OSError) as exc:
         return f"lease not released ({one_line(str(exc))}); the agent ends it when this process exits"
 
@@ -176,7 +175,7 @@ def _run_package(
 ) -> int:
     retry = invocation.retry_code
     try:
-        prepared = asyncio.run(_prepare(opener, invocation, package_id, timing))
+        prepared = _prepare(opener, invocation, package_id, timing)
     except KeyboardInterrupt:
         prepared = gate.NotReady("interrupted before the command started")
     if isinstance(prepared, gate.NotReady):
@@ -203,7 +202,7 @@ def _run_package(
                 outcome, code, reason = "not-found", EXIT_NOT_FOUND, str(exc)
                 _say(reason)
     finally:
-        problem = asyncio.run(_release(opener, invocation, prepared.lease, timing))
+        problem = _release(opener, invocation, prepared.lease, timing)
         if problem:
             _say(problem)
     if problem:
