@@ -22,7 +22,33 @@ STOP_BOUND = 10.0
 """Seconds a cancelled task gets to finish its clean-up before its owner goes on without it."""
 
 
-async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+class Flag:
+    """An event that is set once and never cleared, whose ``asyncio.Event`` (a deque and 760
+    bytes) exists only once someone waits: a torrent has two, and most are never waited on."""
+
+    __slots__ = ("_set", "_event")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: asyncio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        if self._event is None:
+            self._event = asyncio.Event()
+        return await self._event.wait()
+
+
+async def wait_event(event: asyncio.Event | Flag, timeout: float | None) -> bool:
     """True once ``event`` is set, False if ``timeout`` seconds pass first (None: no limit)."""
     if event.is_set():
         return True

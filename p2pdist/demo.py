@@ -309,7 +309,8 @@ class Demo:
         deadline = time.monotonic() + timeout
         while True:
             if pc.process is not None and pc.process.poll() is not None:
-                raise SystemExit(f"demo: error: agent {pc.number} exited (see {self.logs / f'agent{pc.number}.out'})")
+                out = self.logs / f"agent{pc.number}.out"
+                raise SystemExit(f"demo: error: agent {pc.number} exited: {_last_line(out)} (see {out})")
             try:
                 async with ControlClient(pc.control, token_file=pc.token_file, timeout=2.0) as client:
                     await client.list()
@@ -341,3 +342,13 @@ def _ask_to_stop(process: subprocess.Popen[bytes]) -> None:
         if request_stop(process.pid):
             return
     process.send_signal(signal.SIGTERM)  # Windows: TerminateProcess, for what has no stop event
+
+
+def _last_line(path: Path) -> str:
+    """The last line a process wrote, for an error that must say why without the log (--keep
+    is off, so the log goes with the demo's folder)."""
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    return lines[-1][:300] if lines else "no output"

@@ -297,8 +297,10 @@ async def test_verify_repairs_and_restart_seeds_again_without_downloading(tmp_pa
                     assert again.last_advertised == repaired.last_advertised
                     assert seed.upload_meter.total == before
                     assert agent.in_use() == {package.meta.info_hash_hex}
+                    assert (await client.status("PS100012")).in_use
                     await client.release(kept)
                     assert agent.in_use() == set()
+                    assert not (await client.status("PS100012")).in_use
                     statuses = await asyncio.create_subprocess_exec(
                         sys.executable, "-m", "p2pdist", "status", "--agent", client.address, "--json",
                         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -335,6 +337,9 @@ def test_status_table_and_bar() -> None:
     assert "[###---------]  25.0%" in lines[1] and "10.0 MiB" in lines[1] and "2030-01-04 00:00:00" in lines[1]
     assert lines[2].split()[:3] == ["PS100013", "-", "error"]
     assert lines[3] == "PS100013: error: torrent refused: unsigned"
+    signed = render_table([replace(rows[1], error_kind="signature")]).splitlines()
+    assert signed[1].split()[:4] == ["PS100013", "-", "error", "signature"]
+    assert signed[2] == "PS100013: signature: torrent refused: unsigned"
     assert render_table([]) == "no packages\n"
     assert PackageStatus.from_json({**rows[0].to_json(), "new_field": 1}) == rows[0]
     with pytest.raises(ControlError):
@@ -378,3 +383,43 @@ async def test_verify_hashes_the_file_now_at_the_path_and_answers_in_bounded_tim
                     repaired = await wait_state(client, "PS100016", "complete")
                     assert read_package(Path(repaired.path), package) == package.data
                     assert (await client.verify("PS100016")).state == "complete"
+
+
+async def test_status_watch_is_a_live_view_that_ctrl_c_ends(tmp_path: Path) -> None:
+    async with site_server(tmp_path / "server") as server:
+        package = make_package("PS100012", 1, 200_000, announce=server.url + "/announce", seed=3)
+        await publish(server, package.torrent)
+        with socket_dir() as sockets:
+            async with seeder(tmp_path / "seed", [package]):
+                async with running_agent(agent_settings(tmp_path, 5, server.url, sockets)) as (_, client):
+                    await client.ensure("PS100012")
+                    await wait_state(client, "PS100012", "complete")
+                    watch = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "p2pdist", "status", "--watch", "--interval", "0.2", "--agent", client.address,
+                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    assert watch.stdout is not None
+                    seen = b""
+                    async with asyncio.timeout(30):
+                        while seen.count(b"p2pdist status ") < 3:
+                            seen += await watch.stdout.read(4096) or b""
+                        watch.send_signal(signal.SIGINT)
+                        rest, err = await watch.communicate()
+                    assert watch.returncode == 0 and b"Traceback" not in err, err
+                    frames = (seen + rest).decode().split("p2pdist status ")[1:]
+                    assert len(frames) >= 3 and all("PS100012" in frame and "complete" in frame for frame in frames[:3])
+                    counted = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "p2pdist", "status", "--watch", "--interval", "0.2", "--count", "2",
+                        "--agent", f"unix:{tmp_path}/none.sock", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    async with asyncio.timeout(30):
+                        out, err = await counted.communicate()
+                    assert counted.returncode == 0, err
+                    assert out.decode().count("agent unavailable: no agent socket") == 2  # the view goes on without it
+                    bad = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "p2pdist", "status", "--watch", "--interval", "0.01", "--agent", client.address,
+                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    async with asyncio.timeout(30):
+                        _, err = await bad.communicate()
+                    assert bad.returncode != 0 and b"--interval" in err

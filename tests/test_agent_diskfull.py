@@ -61,6 +61,7 @@ async def test_disk_full_stops_one_package_and_it_resumes(tmp_path: Path) -> Non
                         failed = await wait_state(client, "PS100013", "error")
                         assert "No space left on device" in (failed.error or ""), failed.error
                         assert "retrying" in failed.error and failed.path is None
+                        assert failed.error_kind == "disk-full"
                         # The other package keeps working: complete, and a new peer downloads it from us.
                         assert (await client.status("PS100012")).state == "complete"
                         leecher = Session(EngineSettings(listen_host="127.0.1.240", bind_host="127.0.1.240", **FAST_ENGINE), rng=random.Random(3))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from p2pdist.agent.doctor import Check, clock_check, retry_code_check, run_checks
+from p2pdist.agent.doctor import Check, clock_check, retry_code_check, run_checks, unpublished_code_check
 from p2pdist.agent.settings import EngineSettings
 from p2pdist.config import toml_value
 from p2pdist.metainfo.signing import generate_key, raw_public_key
@@ -72,11 +72,11 @@ async def test_doctor_passes_on_a_healthy_pc_and_names_a_dp_that_ignores_ranges(
         finally:
             await runner.cleanup()
     found = by_name(checks)
-    assert list(found) == ["config", "control", "agent", "peer", "site", "clock", "key", "tracker", "web", "retry"]
+    assert list(found) == ["config", "control", "agent", "peer", "site", "clock", "key", "tracker", "web", "retry", "not-published"]
     assert found["agent"].ok and "0 package(s)" in found["agent"].detail  # nothing ensured yet
     assert found["peer"].ok and "running agent" in found["peer"].detail
     assert found["key"].ok and "PS100012 v2" in found["key"].detail
-    assert found["tracker"].ok and found["clock"].ok and found["retry"].ok
+    assert found["tracker"].ok and found["clock"].ok and found["retry"].ok and found["not-published"].ok
     assert found["web"].ok is ranges
     if not ranges:
         assert "ignores Range" in found["web"].detail and "byte ranges" in found["web"].line()
@@ -143,3 +143,6 @@ def test_retry_code_is_checked_against_the_clients_policy_or_the_default_list() 
     policy = retry_code_check(1618, query=lambda: "4\n5\n3010\n")
     assert not policy.ok and "policy" in policy.detail
     assert retry_code_check(4242, query=lambda: "4242, 1618").ok
+    assert unpublished_code_check(7705).ok and not unpublished_code_check(1618).ok
+    assert "for a week" in unpublished_code_check(1618).detail and "--unpublished-code" in unpublished_code_check(1618).fix
+    assert not unpublished_code_check(4242, query=lambda: "4242").ok

@@ -31,7 +31,7 @@ async def test_agent_stops_in_time_while_an_announce_hangs(tmp_path: Path) -> No
                     assert held.tracker is not None and held.tracker.status.last_success is not None
                     # The next announce goes to a tracker that accepts and never answers.
                     held.tracker.tiers = [[hanging.url]]
-                    held.tracker._wake.set()
+                    held.tracker.wake()
                     await asyncio.to_thread(hanging.wait_requests, 1)
                     loop = asyncio.get_running_loop()
                     started = loop.time()

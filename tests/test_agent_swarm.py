@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from p2pdist.agent.control_client import ControlError
+from p2pdist.outcomes import State
 from tests.support.http import serve_app
 from test_agent_helpers import (
     make_package,
@@ -54,12 +55,13 @@ async def test_three_agents_complete_through_the_control_api(tmp_path: Path) -> 
                     assert 'p2pdist_agent_received_bytes_total{source="peers"} 1.5e+06' in metrics
                     assert 'p2pdist_agent_packages{state="complete"} 1.0' in metrics
                     # Each completed agent reported its totals; the server sums them per site.
-                    for _ in range(50):
-                        totals = server_state(server).repository.totals().get(package.meta.info_hash_hex, {})
-                        if totals.get("HQ") and totals["HQ"].completed == 3:
+                    for _ in range(100):
+                        tally = (await server_state(server).ledger.tallies()).get(("PS100012", 1, "HQ"))
+                        if tally is not None and tally.state(State.COMPLETE) == 3 and tally.from_peers == 3 * len(package.data):
                             break
                         await asyncio.sleep(0.1)
-                    assert totals["HQ"].completed == 3 and totals["HQ"].from_peers == 3 * len(package.data)
+                    assert tally is not None and tally.state(State.COMPLETE) == 3 and tally.agents == 3
+                    assert tally.from_peers == 3 * len(package.data)
 
 
 def fake_repository(body: bytes, status: int = 200) -> web.Application:
@@ -72,18 +74,18 @@ def fake_repository(body: bytes, status: int = 200) -> web.Application:
 
 
 @pytest.mark.parametrize(
-    ("case", "message"),
+    ("case", "message", "kind"),
     [
-        ("corrupt", "corrupt torrent"),
-        ("unsigned", "unsigned"),
-        ("foreign-key", "not trusted"),
-        ("tampered", "does not verify"),
-        ("other-package", "not PS100012"),
-        ("public", "not private"),
-        ("not-found", "not published"),
+        ("corrupt", "corrupt torrent", "torrent-refused"),
+        ("unsigned", "unsigned", "signature"),
+        ("foreign-key", "not trusted", "signature"),
+        ("tampered", "does not verify", "signature"),
+        ("other-package", "not PS100012", "torrent-refused"),
+        ("public", "not private", "torrent-refused"),
+        ("not-found", "not published", "not-published"),
     ],
 )
-async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case: str, message: str) -> None:
+async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case: str, message: str, kind: str) -> None:
     announce = "http://127.0.0.1:9/announce"
     good = make_package("PS100012", 2, 100_000, announce=announce)
     body, status = good.torrent, 200
@@ -109,6 +111,7 @@ async def test_bad_torrents_from_the_repository_are_refused(tmp_path: Path, case
             async with running_agent(settings) as (agent, client):
                 status_ = await client.ensure("PS100012")
                 assert status_.state == "error" and message in (status_.error or ""), status_
+                assert status_.error_kind == kind
                 assert status_.info_hash is None and status_.path is None
                 assert (await client.status("PS100012")).state == "error"
                 assert agent.packages == {}
@@ -145,7 +148,7 @@ async def test_web_seed_fills_in_once_then_the_branch_serves_itself(tmp_path: Pa
                         assert (two.bytes_from_webseed, two.bytes_from_peers) == (0, len(package.data))
                         assert read_package(Path(two.path), package) == package.data
                         assert (await c1.status("PS100014")).uploaded >= len(package.data)
-            totals = server_state(server).repository.totals()[package.meta.info_hash_hex]["HQ"]
-            assert (totals.from_webseed, totals.from_peers, totals.completed) == (len(package.data), len(package.data), 2)
+            tally = (await server_state(server).ledger.tallies())[("PS100014", 1, "HQ")]
+            assert (tally.from_webseed, tally.from_peers, tally.state(State.COMPLETE)) == (len(package.data), len(package.data), 2)
         finally:
             await runner.cleanup()

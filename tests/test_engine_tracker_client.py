@@ -138,6 +138,26 @@ async def test_run_ends_when_cancelled_mid_announce_or_in_back_off(mode: str) ->
             assert task.cancelled()
 
 
+async def test_the_timer_form_announces_on_each_interval_with_no_task_in_between() -> None:
+    """What the agent uses: ``start()`` re-announces every interval (5 s, the client's floor)
+    with only a timer handle between announces, and ``close()`` ends it."""
+    with ScriptedTracker(ANSWER, interval=5) as tracker:
+        async with announcing(tracker.url) as (_, client):
+            client.start()
+            try:
+                first = await asyncio.to_thread(tracker.wait_requests, 1)
+                async with asyncio.timeout(30):
+                    while client.status.last_success is None:
+                        await asyncio.sleep(0.01)
+                assert client._task is None and client._timer is not None  # asleep: no task
+                targets = await asyncio.to_thread(tracker.wait_requests, 2)
+            finally:
+                await client.close()
+            assert client._task is None and client._timer is None
+    assert "event=started" in first[0]
+    assert "event=" not in targets[1]  # the regular re-announce carries no event
+
+
 def test_an_agent_keeps_only_the_trackers_of_its_own_site_server() -> None:
     tiers = (
         ("http://hq:6969/announce", "http://elsewhere.example:6969/announce"),

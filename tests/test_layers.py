@@ -16,7 +16,7 @@ import pytest
 import p2pdist
 
 PACKAGE_ROOT = Path(p2pdist.__file__).parent
-BASE = {"p2pdist", "errors", "bitfield", "bencode", "config", "httpio", "aio", "logfile", "atomicfile"}
+BASE = {"p2pdist", "errors", "bitfield", "bencode", "config", "httpio", "aio", "logfile", "atomicfile", "outcomes"}
 # component -> components it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
     "p2pdist": set(),
@@ -28,13 +28,14 @@ ALLOWED: dict[str, set[str]] = {
     "aio": set(),
     "logfile": {"errors"},
     "atomicfile": set(),
+    "outcomes": set(),
     "metainfo": set(),
     "creator": {"metainfo"},
     "wire": {"metainfo"},
     "piece_picker": {"metainfo"},
     "storage": {"metainfo"},
     "tracker": {"metainfo"},
-    "agent": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce"},
+    "agent": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce", "tracker.reports"},
     "wrapper": {"metainfo", "agent.control_client"},
     "winsetup": {"metainfo", "agent.config", "agent.control_client"},  # install.cmd: the agent's default folders
     "cli": {"*"},

@@ -92,8 +92,9 @@ async def test_scrape_and_unpublished_torrent(tmp_path: Path) -> None:
     async with running(make_settings(tmp_path)) as server:
         await publish(server, TORRENT)
         await get_announce(server, "127.1.0.5", 1, 7001, left=0, event="completed")
-        with pytest.raises(TrackerFailure, match="not published"):
+        with pytest.raises(TrackerFailure, match="not published") as refused:
             await get_announce(server, "127.1.0.5", 1, 7001, ih=b"\x01" * 20)
+        assert refused.value.kind == "not-published"  # beside the reason, for agents to act on
         async with session_from("127.1.0.9") as session:
             url = build_scrape_url(server.url + "/announce", [IH, b"\x01" * 20])
             async with session.get(url) as response:

@@ -187,7 +187,10 @@ def test_dictionary_peers_carry_peer_ids() -> None:
 def test_failure_reason_raises_tracker_failure() -> None:
     with pytest.raises(TrackerFailure) as info:
         parse_announce_response(encode_failure("torrent not registered", retry_in=30))
-    assert info.value.reason == "torrent not registered" and info.value.retry_in == 30
+    assert info.value.reason == "torrent not registered" and info.value.retry_in == 30 and info.value.kind is None
+    with pytest.raises(TrackerFailure) as info:
+        parse_announce_response(encode_failure("gone", kind="not-published"))
+    assert info.value.kind == "not-published"
 
 
 @pytest.mark.parametrize(

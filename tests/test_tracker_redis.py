@@ -179,6 +179,15 @@ async def test_two_servers_share_one_redis(tmp_path: Path, redis_url: str) -> No
         assert via_second.peers[0] == ("127.0.1.5", 7001)
         via_first = await announce(first, "127.0.2.7", 3, 7003)
         assert set(via_first.peers[:2]) == {("127.0.1.5", 7001), ("127.0.1.6", 7002)}
+        # A report taken by one instance is in the other's console: the ledger is in Redis too.
+        report = {"packages": [{"package": "PS1000EF", "version": 1, "info_hash": ih.hex(), "state": "downloading",
+                                "error_kind": "range-unsupported", "error": "ignores range", "from_webseed": 0}]}  # fmt: skip
+        async with session_from("127.0.1.5") as client:
+            async with client.post(second.url + "/api/report", json=report) as r:
+                assert r.status == 200 and (await r.json())["accepted"] == 1
+            async with client.get(first.url + "/api/packages/PS1000EF/sites") as r:
+                hq = next(row for row in (await r.json())["versions"][0]["sites"] if row["site"] == "HQ")
+        assert (hq["agents"], hq["downloading"], hq["errors"], hq["seeding"] + hq["leeching"]) == (1, 1, {"range-unsupported": 1}, 3)
         async with session_from() as client:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             async with client.post(second.url + "/api/packages/PS1000EF/retire", headers=headers) as r:

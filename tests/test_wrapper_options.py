@@ -18,6 +18,7 @@ from p2pdist.wrapper.exitcodes import (
     EXIT_INTERNAL,
     EXIT_NO_PACKAGE,
     EXIT_NOT_FOUND,
+    EXIT_NOT_PUBLISHED,
     EXIT_USAGE,
     RETRY_DEFAULT,
     SUCCESS_CODES,
@@ -69,7 +70,10 @@ def test_all_options_parsed() -> None:
         "PS100012", 3, 2.5, "unix:/run/a.sock", "/t", "/l",
     )  # fmt: skip
     assert inv.retry_code == RETRY_DEFAULT
+    assert (inv.unpublished_code, inv.unpublished_grace) == (EXIT_NOT_PUBLISHED, 86400.0)
     assert parse_command_line(["--help"]).help
+    chosen = parse_command_line(["--unpublished-code", "1603", "--unpublished-grace=3600", "setup.exe"])
+    assert (chosen.unpublished_code, chosen.unpublished_grace, chosen.command) == (1603, 3600.0, ("setup.exe",))
 
 
 @pytest.mark.parametrize(
@@ -86,6 +90,14 @@ def test_all_options_parsed() -> None:
         (["--retry-code", "0", "cmd"], "between 1"),
         (["--retry-code", "3010", "cmd"], "success code"),
         (["--retry-code", "7701", "cmd"], "wrapper's own"),
+        (["--retry-code", "7705", "cmd"], "wrapper's own"),
+        (["--unpublished-code", "0", "cmd"], "between 1"),
+        (["--unpublished-code", "1641", "cmd"], "success code"),
+        (["--unpublished-code", "7703", "cmd"], "wrapper's own"),
+        (["--unpublished-code", "1618", "cmd"], "reads as the retry code"),
+        (["--retry-code", "1008", "--unpublished-code", "1008", "cmd"], "reads as the retry code"),
+        (["--unpublished-grace", "-5", "cmd"], "between 0"),
+        (["--unpublished-grace", "9999999999", "cmd"], "between 0"),
         (["--wait", "-1", "cmd"], "between 0"),
         (["--wait", "nan", "cmd"], "between 0"),
         (["--wait", "soon", "cmd"], "seconds"),

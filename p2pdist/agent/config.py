@@ -119,7 +119,12 @@ class AgentSettings:
     control: ControlSettings = field(default_factory=ControlSettings)
     # A package whose download stopped on an error (disk full) is restarted this often.
     retry_interval: float = 60.0
-    report_interval: float = 300.0  # totals per package to the site server (savings figures)
+    # Package states and totals to the site server's console: what changed, every interval;
+    # everything, every refresh (so it can tell a PC still there from one gone); a change of
+    # state or problem (complete, range-unsupported) within debounce seconds.
+    report_interval: float = 300.0
+    report_refresh: float = 3600.0
+    report_debounce: float = 2.0
     flush_interval: float = 10.0  # byte counters to SQLite
     fetch_timeout: float = 30.0  # getting a .torrent from the repository
     max_torrent_bytes: int = 16 * 1024 * 1024
@@ -136,7 +141,7 @@ class AgentSettings:
             raise ValueError("repository must be an http:// or https:// URL of the site server")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level must be debug, info, warning or error")
-        for name in ("retry_interval", "report_interval", "flush_interval", "fetch_timeout"):
+        for name in ("retry_interval", "report_interval", "report_refresh", "report_debounce", "flush_interval", "fetch_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.verify_answer < 0:

@@ -4,23 +4,27 @@ Used by the wrapper, ``p2pdist status`` and scripts. Each call opens its own sho
 connection (a Unix socket on POSIX, 127.0.0.1 with a bearer token on Windows), so a client
 object holds no resources and needs no closing. This module stays light on purpose: the wrapper
 imports it and nothing else of the agent, and SMS may start the wrapper on every PC of a branch
-at once, so it speaks its few lines of HTTP/1.1 over asyncio streams itself instead of importing
-aiohttp (a quarter of a second of CPU per wrapper start on a busy PC).
+at once, so it speaks its few lines of HTTP/1.1 itself instead of importing aiohttp (a quarter
+of a second of CPU per wrapper start on a busy PC): over asyncio streams (``ControlClient``) or
+blocking sockets (``BlockingControlClient``, the wrapper's and ``p2pdist status``'s, which then
+need not import asyncio either). platformdirs is imported only to find the default token file.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import platformdirs
+from typing import TYPE_CHECKING, Any
 
 from p2pdist.errors import LocalError, RemoteError
+
+if TYPE_CHECKING:
+    import asyncio
 
 DEFAULT_SOCKET = "/run/p2pdist/agent.sock"
 DEFAULT_PORT = 7881
@@ -32,6 +36,8 @@ MAX_ANSWER = 8 * 1024 * 1024  # a package list of thousands of packages fits
 
 def default_state_dir() -> Path:
     """``%ProgramData%\\p2pdist`` on Windows, ``/var/lib/p2pdist`` on Linux."""
+    import platformdirs
+
     site_state = getattr(platformdirs, "site_state_path", platformdirs.site_data_path)
     return Path(site_state("p2pdist", appauthor=False))
 
@@ -48,6 +54,10 @@ def default_address() -> str:
 
 class AgentUnavailable(LocalError):
     """No agent answers at the control address (no socket, refused, timed out, no access)."""
+
+
+class AgentTimeout(AgentUnavailable):
+    """The agent took the connection but did not answer within the client's timeout."""
 
 
 class ControlError(RemoteError):
@@ -77,8 +87,11 @@ class PackageStatus:
     download_rate: int = 0
     upload_rate: int = 0
     path: str | None = None
-    error: str | None = None
+    error: str | None = None  # one line: why it stopped, or what keeps it from completing
+    error_kind: str | None = None  # the error's p2pdist.outcomes.Problem (range-unsupported, ...)
     tracker_error: str | None = None
+    in_use: bool = False  # a program runs from it (a live lease)
+    unpublished_since: str | None = None  # not-published: when the repository first said so
     last_advertised: str = ""
     completed_at: str | None = None
     seed_until: str = ""
@@ -99,8 +112,8 @@ class PackageStatus:
         return cls(**{k: v for k, v in value.items() if k in names})
 
 
-class ControlClient:
-    """Async client; ``address`` is ``unix:/path`` or ``http://127.0.0.1:PORT``."""
+class _Endpoint:
+    """The agent's control address and credentials, and the request both clients send."""
 
     def __init__(self, address: str | None = None, *, token_file: Path | str | None = None, timeout: float = 10.0) -> None:
         self.address = address or default_address()
@@ -120,6 +133,52 @@ class ControlClient:
         else:
             raise AgentUnavailable(f"control address {self.address!r} is neither unix:/path nor http://127.0.0.1:PORT")
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text().strip()
+            except FileNotFoundError:
+                raise AgentUnavailable(f"no control token at {self.token_file}: is the agent running?") from None
+            except PermissionError:
+                raise AgentUnavailable(f"cannot read the control token {self.token_file}: run as an administrator") from None
+            except OSError as exc:
+                raise AgentUnavailable(f"cannot read the control token {self.token_file}: {exc.strerror}") from None
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    @property
+    def _host(self) -> str:
+        return SOCKET_HOST if self.socket_path is not None else self.base_url.split("://", 1)[1]
+
+    def _tcp_address(self) -> tuple[str, int]:
+        hostname, _, port = self._host.rpartition(":")
+        return hostname.strip("[]"), int(port)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> bytes:
+        """The whole request, for a fresh connection (``Connection: close``)."""
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = self._headers()
+        if data:
+            headers["Content-Type"] = "application/json"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return head.encode("latin-1") + b"\r\n" + data
+
+    def _unavailable(self, exc: OSError) -> AgentUnavailable:
+        """What a failed exchange says (TimeoutError is an OSError too)."""
+        if isinstance(exc, TimeoutError):
+            return AgentTimeout(f"the agent at {self.address} did not answer within {self.timeout:g} s")
+        if isinstance(exc, PermissionError):
+            return AgentUnavailable(f"no permission to use the agent's socket {self.socket_path}: run as root")
+        if isinstance(exc, FileNotFoundError):
+            return AgentUnavailable(f"no agent socket at {self.socket_path}: is the agent running?")
+        return AgentUnavailable(f"no agent at {self.address}: {exc.strerror or exc}")
+
+
+class ControlClient(_Endpoint):
+    """Async client; ``address`` is ``unix:/path`` or ``http://127.0.0.1:PORT``."""
+
     async def __aenter__(self) -> ControlClient:
         return self
 
@@ -136,11 +195,7 @@ class ControlClient:
         return PackageStatus.from_json(await self._call("GET", f"/v1/packages/{package_id}"))
 
     async def list(self) -> list[PackageStatus]:
-        answer = await self._call("GET", "/v1/packages")
-        items = answer.get("packages") if isinstance(answer, dict) else None
-        if not isinstance(items, list):
-            raise ControlError(502, "malformed package list from the agent")
-        return [PackageStatus.from_json(item) for item in items]
+        return _package_list(await self._call("GET", "/v1/packages"))
 
     async def remove(self, package_id: str) -> None:
         await self._call("DELETE", f"/v1/packages/{package_id}")
@@ -149,11 +204,7 @@ class ControlClient:
         return PackageStatus.from_json(await self._call("POST", f"/v1/packages/{package_id}/verify"))
 
     async def acquire(self, package_id: str, pid: int) -> str:
-        answer = await self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid})
-        lease = answer.get("lease") if isinstance(answer, dict) else None
-        if not isinstance(lease, str):
-            raise ControlError(502, "malformed lease answer from the agent")
-        return lease
+        return _lease(await self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid}))
 
     async def release(self, lease: str) -> None:
         await self._call("DELETE", f"/v1/leases/{lease}")
@@ -163,65 +214,116 @@ class ControlClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self.token_file is not None:
-            try:
-                token = self.token_file.read_text().strip()
-            except FileNotFoundError:
-                raise AgentUnavailable(f"no control token at {self.token_file}: is the agent running?") from None
-            except PermissionError:
-                raise AgentUnavailable(f"cannot read the control token {self.token_file}: run as an administrator") from None
-            except OSError as exc:
-                raise AgentUnavailable(f"cannot read the control token {self.token_file}: {exc.strerror}") from None
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
-
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *, text: bool = False) -> Any:
-        status, payload = await self._exchange(method, path, body)
-        if status >= 400:
-            raise ControlError(status, _error_message(payload, status))
-        if text:
-            return payload.decode("utf-8", "replace")
-        if not payload:
-            return None
-        try:
-            return json.loads(payload)
-        except ValueError:
-            raise ControlError(502, "the agent's answer is not JSON") from None
+        return _decode(*await self._exchange(method, path, body), text=text)
 
     async def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
-        """One request on a fresh connection (``Connection: close``); the answer's status and body."""
-        data = b"" if body is None else json.dumps(body).encode()
-        headers = self._headers()
-        if data:
-            headers["Content-Type"] = "application/json"
-        host = SOCKET_HOST if self.socket_path is not None else self.base_url.split("://", 1)[1]
-        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {len(data)}\r\n"
-        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        where = self.address
+        """One request on a fresh connection; the answer's status and body."""
+        import asyncio  # here, not above: the wrapper and `p2pdist status` use the blocking client
+
+        request = self._request(method, path, body)
         try:
             async with asyncio.timeout(self.timeout):
                 if self.socket_path is not None:
                     reader, writer = await asyncio.open_unix_connection(self.socket_path)
                 else:
-                    hostname, _, port = host.rpartition(":")
-                    reader, writer = await asyncio.open_connection(hostname.strip("[]"), int(port))
+                    reader, writer = await asyncio.open_connection(*self._tcp_address())
                 try:
-                    writer.write(head.encode("latin-1") + b"\r\n" + data)
+                    writer.write(request)
                     await writer.drain()
                     raw = await _read_to_end(reader, MAX_ANSWER)
                 finally:
                     writer.close()
-        except TimeoutError:
-            raise AgentUnavailable(f"the agent at {where} did not answer within {self.timeout:g} s") from None
-        except PermissionError:
-            raise AgentUnavailable(f"no permission to use the agent's socket {self.socket_path}: run as root") from None
-        except FileNotFoundError:
-            raise AgentUnavailable(f"no agent socket at {self.socket_path}: is the agent running?") from None
         except OSError as exc:
-            raise AgentUnavailable(f"no agent at {where}: {exc.strerror or exc}") from None
-        return _parse_answer(raw, where)
+            raise self._unavailable(exc) from None
+        return _parse_answer(raw, self.address)
+
+
+class BlockingControlClient(_Endpoint):
+    """The same calls on blocking sockets, each bounded by ``timeout`` (which a caller may
+    change between calls). For the wrapper and ``p2pdist status``, which start, ask once or
+    twice and exit: importing asyncio would be most of what they cost (SMS may start the
+    wrapper on every PC of a branch at once)."""
+
+    def ensure(self, package_id: str, version: int | None = None) -> PackageStatus:
+        body = {} if version is None else {"version": version}
+        return PackageStatus.from_json(self._call("POST", f"/v1/packages/{package_id}/ensure", body))
+
+    def status(self, package_id: str) -> PackageStatus:
+        return PackageStatus.from_json(self._call("GET", f"/v1/packages/{package_id}"))
+
+    def list(self) -> list[PackageStatus]:
+        return _package_list(self._call("GET", "/v1/packages"))
+
+    def verify(self, package_id: str) -> PackageStatus:
+        return PackageStatus.from_json(self._call("POST", f"/v1/packages/{package_id}/verify"))
+
+    def acquire(self, package_id: str, pid: int) -> str:
+        return _lease(self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid}))
+
+    def release(self, lease: str) -> None:
+        self._call("DELETE", f"/v1/leases/{lease}")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return _decode(*self._exchange(method, path, body))
+
+    def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
+        request = self._request(method, path, body)
+        deadline = time.monotonic() + self.timeout
+        try:
+            if self.socket_path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(self.timeout)
+                    sock.connect(self.socket_path)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection(self._tcp_address(), timeout=self.timeout)
+            with sock:
+                sock.sendall(request)
+                chunks, size = [], 0
+                while True:
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > MAX_ANSWER:
+                        raise AgentUnavailable(f"the agent's answer is larger than {MAX_ANSWER} bytes")
+                    chunks.append(chunk)
+        except OSError as exc:
+            raise self._unavailable(exc) from None
+        return _parse_answer(b"".join(chunks), self.address)
+
+
+def _decode(status: int, payload: bytes, *, text: bool = False) -> Any:
+    """An answer's body: the error it says as ControlError, else its text or JSON (None if empty)."""
+    if status >= 400:
+        raise ControlError(status, _error_message(payload, status))
+    if text:
+        return payload.decode("utf-8", "replace")
+    if not payload:
+        return None
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise ControlError(502, "the agent's answer is not JSON") from None
+
+
+def _package_list(answer: Any) -> list[PackageStatus]:
+    items = answer.get("packages") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise ControlError(502, "malformed package list from the agent")
+    return [PackageStatus.from_json(item) for item in items]
+
+
+def _lease(answer: Any) -> str:
+    lease = answer.get("lease") if isinstance(answer, dict) else None
+    if not isinstance(lease, str):
+        raise ControlError(502, "malformed lease answer from the agent")
+    return lease
 
 
 async def _read_to_end(reader: asyncio.StreamReader, limit: int) -> bytes:

@@ -20,14 +20,25 @@ leased package is never removed, and a lease whose process is gone is void. Clea
 pure ``cache.plan_cleanup`` what to remove.
 
 Counters (bytes from peers, from the web seed, uploaded) are the sum over every engine
-instance the package has had, kept in SQLite and reported to the site server, which turns them
-into the per-site savings figures.
+instance the package has had, kept in SQLite and reported to the site server (``reporting``)
+with each package's state and problem, which it turns into the per-site console.
+
+Every problem has one ``outcomes.Problem`` kind beside its one line: a package's own error
+(disk full, a refused torrent) first, else what keeps a download from completing (the web
+seed, the tracker), so ``downloading 0.0%`` never hides why.
+
+A package the repository does not publish (never, or no longer: retired) is its own outcome,
+``not-published``, not a network fault. A cached copy still serves (a complete one runs; an
+incomplete one goes on with the sources it has and says ``not-published``). The first refusal
+of each PackageID is remembered across restarts (``unpublished_since``), so the wrapper can
+stop asking SMS to retry once a grace has passed; a torrent fetched for it again forgets it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import re
 import secrets
@@ -42,12 +53,13 @@ from typing import Any
 
 import aiohttp
 
-from p2pdist.aio import stop_tasks
+from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.control_client import PackageStatus
 from p2pdist.agent.pids import pid_alive
 from p2pdist.agent.pins import Pin, hold
+from p2pdist.agent.reporting import Reporter
 from p2pdist.agent.session import Session
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, secure_folder
 from p2pdist.agent.torrent import Torrent, TorrentState
@@ -56,18 +68,19 @@ from p2pdist.agent.tracker_client import TrackerClient, same_origin_tiers
 from p2pdist.agent.webseed import WebSeed
 from p2pdist.errors import OutputError, P2pdistError, RemoteError, one_line
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
+from p2pdist.outcomes import Problem, State, most_blocking
 from p2pdist.storage.base import StorageError
 from p2pdist.storage.files import FileStorage
 
 
 log = logging.getLogger("p2pdist.agent")
 
-FETCHING = "fetching-torrent"
-CHECKING = "checking"
-DOWNLOADING = "downloading"
-COMPLETE = "complete"
-ERROR = "error"
-STATES = (FETCHING, CHECKING, DOWNLOADING, COMPLETE, ERROR)
+FETCHING = State.FETCHING.value
+CHECKING = State.CHECKING.value
+DOWNLOADING = State.DOWNLOADING.value
+COMPLETE = State.COMPLETE.value
+ERROR = State.ERROR.value
+STATES = tuple(state.value for state in State)
 
 _ENGINE_STATES = {
     TorrentState.CHECKING: CHECKING,
@@ -112,6 +125,7 @@ class Fetch:
     at: float
     state: str = FETCHING
     error: str | None = None
+    kind: Problem | None = None
 
 
 @dataclass
@@ -128,14 +142,16 @@ class Package:
     starting: bool = False
     removed: bool = False
     error: str | None = None
+    error_kind: Problem | None = None
     retry_at: float | None = None  # ticks
     free_at_error: int = 0  # free bytes in the cache when it failed: more means room came back
     last_attempt: float = 0.0  # ticks
     progress: float = 0.0
-    reported: tuple[int, int, int, bool] | None = None
+    flushed: tuple[object, ...] | None = None  # the row's values as last written to SQLite
     verified_as: tuple[object, ...] | None = None  # file identity when the last check passed
     verify_job: asyncio.Task[None] | None = None
     verify_progress: float = 0.0
+    unpublished: bool = False  # the repository no longer has it (retired): no new torrent, no tracker
 
     @property
     def key(self) -> str:
@@ -178,12 +194,21 @@ class Agent:
         self.fetches: dict[str, Fetch] = {}
         self.leases: dict[str, LeaseRow] = {}
         self.pins: dict[str, Pin] = {}  # lease -> the package's files held open (Windows)
+        self.refusals: dict[str, float] = {}  # PackageID -> first "not published" (wall clock)
         self.state: AgentState | None = None
         self.http: aiohttp.ClientSession | None = None
         self._id_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._startup = asyncio.Semaphore(settings.startup_concurrency)
         self._closing = False
+        self.reporter: Reporter | None = None
+        # What the maintenance timer has to visit, so that it visits nothing else: packages in
+        # error by retry time (a heap of (ticks, info-hash); stale entries are skipped) and
+        # packages whose counters may move (downloading, or with peers). A thousand complete
+        # packages nobody asks for cost no work but the report every report_interval.
+        self._retries: list[tuple[float, str]] = []
+        self._active: set[str] = set()
+        self._due = asyncio.Event()  # something was added to the above: the timer looks again
         self.limits = RetentionLimits(
             settings.cache.min_seed_seconds, settings.cache.keep_seconds, settings.cache.max_bytes
         )
@@ -202,7 +227,12 @@ class Agent:
         bind = self.settings.engine.bind_host
         connector = aiohttp.TCPConnector(local_addr=(bind, 0) if bind else None, limit=64)
         self.http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.settings.engine.client_name})
+        self.reporter = Reporter(
+            self.http, f"{self.settings.repository_url}/api/report", self.list, refresh=self.settings.report_refresh,
+            debounce=min(self.settings.report_debounce, self.settings.report_interval),
+        )  # fmt: skip
         self.leases = {row.lease: row for row in self.state.leases()}
+        self.refusals = self.state.refusals()
         if self.state.quarantined is not None:
             self._rebuild_rows()
         for row in self.state.packages():
@@ -261,10 +291,17 @@ class Agent:
             return
         self._closing = True
         await stop_tasks(self._tasks, owner="agent")
+        if self.reporter is not None:
+            # While the packages still run, so the last report says what they are, not "checking".
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._report_all()
+            await self.reporter.close()
         packages = list(self.packages.values())
         await stop_tasks([task for package in packages for task in package.tasks], owner="agent")
         for package in packages:
             package.tasks = []
+        await asyncio.gather(*(p.tracker.close() for p in packages if p.tracker is not None))
         stops = [p.tracker.stop(timeout=3.0) for p in packages if p.tracker is not None and p.torrent is not None]
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
@@ -275,9 +312,6 @@ class Agent:
         for package in packages:
             self._flush(package)
         if self.http is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await self._report_all()
             await self.http.close()
         if self.state is not None:
             self.state.close()
@@ -326,17 +360,20 @@ class Agent:
             except RepositoryUnavailable as exc:
                 known = self._find(package_id, version)
                 if known is None:
-                    return self._fetch_failed(fetch, str(exc))
+                    return self._fetch_failed(fetch, str(exc), exc.kind)
                 log.warning("%s: %s; using the cached version %d", package_id, exc, known.row.version)
                 self.fetches.pop(package_id, None)
                 self._advertise(known, now)
                 return self.status_of(known)
             except TorrentRefused as exc:
-                return self._fetch_failed(fetch, str(exc))
+                if exc.kind is Problem.NOT_PUBLISHED:
+                    return self._not_published(fetch, str(exc), now)
+                return self._fetch_failed(fetch, str(exc), exc.kind)
+            self._published_again(package_id)
             try:
                 meta = check_torrent(data, self.keys, package_id, version)
             except TorrentRefused as exc:
-                return self._fetch_failed(fetch, f"torrent refused: {exc}")
+                return self._fetch_failed(fetch, f"torrent refused: {exc}", exc.kind)
             offered = meta.info.package.version if meta.info.package is not None else 0
             newest = self._newest_seen(package_id)
             if version is None and newest is not None and offered < newest:
@@ -345,7 +382,7 @@ class Agent:
                 message = f"the repository's latest is version {offered}, older than version {newest} seen before: refusing a rollback"
                 known = self._find(package_id, newest)
                 if known is None:
-                    return self._fetch_failed(fetch, f"{message} (a program may ask for version {offered} by number)")
+                    return self._fetch_failed(fetch, f"{message} (a program may ask for version {offered} by number)", Problem.TORRENT_REFUSED)
                 log.warning("%s: %s; using the cached version %d", package_id, message, newest)
                 self.fetches.pop(package_id, None)
                 self._advertise(known, now)
@@ -356,7 +393,7 @@ class Agent:
                 try:
                     package = self._add(meta, data, now)
                 except OutputError as exc:
-                    return self._fetch_failed(fetch, str(exc))
+                    return self._fetch_failed(fetch, str(exc), Problem.STORAGE)
             self._advertise(package, now)
             return self.status_of(package)
 
@@ -373,10 +410,45 @@ class Agent:
         except (ValueError, AttributeError) as exc:
             raise BadRequest(str(exc)) from None
 
-    def _fetch_failed(self, fetch: Fetch, message: str) -> PackageStatus:
-        fetch.state, fetch.error = ERROR, one_line(message)
+    def _not_published(self, fetch: Fetch, message: str, now: float) -> PackageStatus:
+        """The repository has no torrent for the request: remember since when, and use a
+        cached copy if there is one (a retired package a program still runs from)."""
+        package_id = fetch.package_id
+        if package_id not in self.refusals:
+            self.refusals[package_id] = now
+            if self.state is not None:
+                with contextlib.suppress(sqlite3.Error):  # a full disk must not turn this into a fault
+                    self.state.note_refusal(package_id, now)
+        known = self._find(package_id, fetch.version)
+        if known is None:
+            return self._fetch_failed(fetch, message, Problem.NOT_PUBLISHED)
+        self.fetches.pop(package_id, None)
+        if not known.unpublished:
+            known.unpublished = True
+            log.warning("%s: not published any more (%s); using the cached version %d", package_id, message, known.row.version)
+            self._report_soon()
+        self._advertise(known, now)
+        return self.status_of(known)
+
+    def _published_again(self, package_id: str) -> None:
+        if self.refusals.pop(package_id, None) is not None and self.state is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.state.forget_refusal(package_id)
+        for package in self.packages.values():
+            if package.row.package_id == package_id:
+                package.unpublished = False
+
+    def _fetch_failed(self, fetch: Fetch, message: str, kind: Problem) -> PackageStatus:
+        changed = (fetch.state, fetch.kind) != (ERROR, kind)
+        fetch.state, fetch.error, fetch.kind = ERROR, one_line(message), kind
         log.warning("%s: %s", fetch.package_id, fetch.error)
+        if changed:
+            self._report_soon()
         return self._fetch_status(fetch)
+
+    def _report_soon(self) -> None:
+        if self.reporter is not None and not self._closing:
+            self.reporter.soon()
 
     def _add(self, meta: Metainfo, data: bytes, now: float) -> Package:
         assert self.state is not None and meta.info.package is not None
@@ -402,6 +474,7 @@ class Agent:
         package.row.last_advertised = max(package.row.last_advertised, now)
         if package.state == ERROR and package.retry_at is not None:
             package.retry_at = min(package.retry_at, self.ticks())  # someone needs it now: retry soon
+            self._retry_at(package, package.retry_at)
         self._flush(package)
 
     # ------------------------------------------------------------------------ engine
@@ -420,7 +493,7 @@ class Agent:
         assert self.state is not None
         meta = package.meta
         directory = self.settings.cache_dir / package.key
-        package.starting, package.error, package.retry_at = True, None, None
+        package.starting, package.error, package.error_kind, package.retry_at = True, None, None, None
         package.last_attempt = self.ticks()
         try:
             try:
@@ -436,7 +509,7 @@ class Agent:
                 raise
         except StorageError as exc:
             package.starting = False
-            self._failed(package, str(exc))
+            self._failed(package, str(exc), Problem.DISK_FULL if exc.disk_full else Problem.STORAGE)
             return
         except BaseException:
             package.starting = False
@@ -445,22 +518,24 @@ class Agent:
         package.torrent = torrent
         torrent.add_listener(lambda event: self._on_torrent_event(package, torrent, event))
         if torrent.state is TorrentState.ERROR:
-            self._failed(package, torrent.error or "storage error")
+            self._failed(package, torrent.error or "storage error", self._torrent_problem(torrent))
         elif torrent.completed.is_set():
             self._completed(package)
         elif package.row.completed_at is not None:
             package.row.completed_at = None  # damaged since: being repaired
+        self._activate(package)
         site_trackers = same_origin_tiers(meta.trackers, self.settings.repository_url)
         if meta.trackers and not site_trackers:
             log.error("%s: its torrent names no tracker of %s; not announcing anywhere", meta.info.package, self.settings.repository_url)
         if site_trackers and self.http is not None:
             package.tracker = TrackerClient(
-                torrent, self.http, port=self.session.port, trackers=site_trackers, on_site_networks=self.session.set_site_networks
-            )
-            package.tasks.append(asyncio.ensure_future(package.tracker.run()))
+                torrent, self.http, port=self.session.port, trackers=site_trackers,
+                on_site_networks=self.session.set_site_networks, on_problem=self._report_soon,
+            )  # fmt: skip
+            package.tracker.start()
         if self.http is not None and not torrent.completed.is_set():
             for url in meta.web_seeds:
-                seed = WebSeed(torrent, url, self.http, grace=self.settings.web_seed_grace)
+                seed = WebSeed(torrent, url, self.http, grace=self.settings.web_seed_grace, on_problem=self._report_soon)
                 package.webseeds.append(seed)
                 package.tasks.append(asyncio.ensure_future(seed.run()))
         self._flush(package)
@@ -470,6 +545,8 @@ class Agent:
         tasks, package.tasks = package.tasks, []
         package.verified_as = None
         await stop_tasks(tasks, owner=package.row.package_id)
+        if package.tracker is not None:
+            await package.tracker.close()
         torrent = package.torrent
         if torrent is None:
             return
@@ -484,10 +561,16 @@ class Agent:
     def _on_torrent_event(self, package: Package, torrent: Torrent, event: str) -> None:
         if package.torrent is not torrent or self._closing:
             return
-        if event == "completed":
+        if event == "awake":
+            self._activate(package)
+        elif event == "completed":
             self._completed(package)
         elif event == "error" and package.error is None:  # the first of a burst of failed writes
-            self._failed(package, torrent.error or "storage error")
+            self._failed(package, torrent.error or "storage error", self._torrent_problem(torrent))
+
+    @staticmethod
+    def _torrent_problem(torrent: Torrent) -> Problem:
+        return Problem.DISK_FULL if torrent.disk_full else Problem.STORAGE
 
     def _completed(self, package: Package) -> None:
         if package.torrent is not None:
@@ -497,13 +580,16 @@ class Agent:
         if package.row.completed_at is None:
             package.row.completed_at = self.clock()
             log.info("%s: complete", package.meta.info.package)
-            self._spawn(self._report(package))
+            self._report_soon()
         package.progress = 1.0
         self._flush(package)
 
-    def _failed(self, package: Package, message: str) -> None:
+    def _failed(self, package: Package, message: str, kind: Problem) -> None:
         package.error = one_line(message)
+        package.error_kind = kind
+        self._report_soon()
         package.retry_at = self.ticks() + self.settings.retry_interval
+        self._retry_at(package, package.retry_at)
         package.free_at_error = self._free_bytes()
         log.error("%s: %s (retrying every %g s)", package.meta.info.package, package.error, self.settings.retry_interval)
         self._flush(package)
@@ -549,6 +635,8 @@ class Agent:
             if busy:
                 raise Conflict(f"{package_id} v{busy[0].row.version} is in use by a running command")
             self.fetches.pop(package_id, None)
+            if self.refusals.pop(package_id, None) is not None and self.state is not None:
+                self.state.forget_refusal(package_id)
             for package in versions:
                 await self._remove(package, "removed on request")
 
@@ -769,18 +857,18 @@ class Agent:
         return self.status_of(package)
 
     def list(self) -> list[PackageStatus]:
-        statuses = [self.status_of(p) for p in self.packages.values()]
+        in_use = self.in_use()
+        statuses = [self.status_of(p, in_use) for p in self.packages.values()]
         statuses += [self._fetch_status(f) for f in self.fetches.values()]
         return sorted(statuses, key=lambda s: (s.package_id, s.version if s.version is not None else -1))
 
-    def status_of(self, package: Package) -> PackageStatus:
+    def status_of(self, package: Package, in_use: set[str] | None = None) -> PackageStatus:
         row, torrent = package.row, package.torrent
         state = package.state
         if torrent is not None:
             package.progress = torrent.progress
-        error = package.error
-        if state == ERROR and error and package.retry_at is not None:
-            error = f"{error} (retrying every {self.settings.retry_interval:g} s)"
+        problem = self._problem(package, state)
+        kind, error = problem if problem is not None else (None, None)
         peers, webseed, uploaded = package.totals()
         return PackageStatus(
             package_id=row.package_id,
@@ -798,11 +886,33 @@ class Agent:
             upload_rate=round(torrent.upload_meter.rate) if torrent is not None else 0,
             path=str(self.package_path(package)) if state == COMPLETE else None,
             error=error,
+            error_kind=None if kind is None else kind.value,
             tracker_error=one_line(package.tracker.status.last_error) if package.tracker and package.tracker.status.last_error else None,
+            in_use=package.key in (self.in_use() if in_use is None else in_use),
+            unpublished_since=iso(self.refusals.get(row.package_id)) if kind is Problem.NOT_PUBLISHED else None,
             last_advertised=iso(row.last_advertised) or "",
             completed_at=iso(row.completed_at) if state == COMPLETE else None,
             seed_until=iso(row.last_advertised + self.limits.min_seed) or "",
         )
+
+    def _problem(self, package: Package, state: str) -> tuple[Problem, str] | None:
+        """The package's own error; else, while it is not complete, the most blocking problem
+        of its sources (web seeds, tracker)."""
+        if state == ERROR and package.error:
+            error = package.error
+            if package.retry_at is not None:
+                error = f"{error} (retrying every {self.settings.retry_interval:g} s)"
+            return package.error_kind or Problem.OTHER, error
+        if state == COMPLETE:
+            return None
+        if package.unpublished:
+            what = f"{package.row.package_id} v{package.row.version}"
+            return Problem.NOT_PUBLISHED, f"{what} is not published in the repository any more; its cached copy is incomplete"
+        found = [(seed.last_kind, one_line(seed.last_error or "")) for seed in package.webseeds if seed.last_kind is not None]
+        tracker = package.tracker.status if package.tracker is not None else None
+        if tracker is not None and tracker.problem is not None:
+            found.append((tracker.problem, one_line(tracker.last_error or "")))
+        return most_blocking(found)
 
     def _fetch_status(self, fetch: Fetch) -> PackageStatus:
         return PackageStatus(
@@ -811,6 +921,8 @@ class Agent:
             name=fetch.package_id,
             state=fetch.state,
             error=fetch.error,
+            error_kind=None if fetch.kind is None else fetch.kind.value,
+            unpublished_since=iso(self.refusals.get(fetch.package_id)) if fetch.kind is Problem.NOT_PUBLISHED else None,
             last_advertised=iso(fetch.at) or "",
             seed_until=iso(fetch.at + self.limits.min_seed) or "",
         )
@@ -820,36 +932,74 @@ class Agent:
 
     # ------------------------------------------------------------------------ periodic work
 
+    def _activate(self, package: Package) -> None:
+        """Its counters may move now (it starts, or its torrent woke for a peer): flush them."""
+        if package.key not in self._active:
+            self._active.add(package.key)
+            self._due.set()
+
+    def _retry_at(self, package: Package, when: float) -> None:
+        heapq.heappush(self._retries, (when, package.key))
+        self._due.set()
+
     async def _maintenance(self) -> None:
-        """Retries, counter flushes, reports and cleanup on one timer."""
+        """Retries, counter flushes, reports and cleanup on one timer, which sleeps until the
+        earliest of them is due and visits only the packages concerned (see ``__init__``)."""
         settings = self.settings
-        step = min(1.0, settings.retry_interval)
-        start = time.monotonic()
+        start = self.ticks()
         next_flush = start + settings.flush_interval
         next_report = start + settings.report_interval
         next_cleanup = start
         while True:
-            await asyncio.sleep(step)
+            due = [next_cleanup]
+            if self._retries:
+                due.append(self._retries[0][0])
+            if self._active:
+                due.append(next_flush)
+            if self.reporter is not None:
+                due.append(next_report)  # the reporter sends what changed, and all once per refresh
+            self._due.clear()
+            await wait_event(self._due, max(0.0, min(due) - self.ticks()))
             now = self.ticks()
-            for package in list(self.packages.values()):
-                due = package.retry_at
-                if due is not None and now >= due and package.state == ERROR and not package.lock.locked():
-                    package.retry_at = now + settings.retry_interval
-                    self._spawn(self._retry(package))
-            tick = time.monotonic()
-            if tick >= next_flush:
-                next_flush = tick + settings.flush_interval
-                for package in list(self.packages.values()):
-                    self._flush(package)
-            if tick >= next_report:
-                next_report = tick + settings.report_interval
+            self._retry_due(now)
+            if now >= next_flush:
+                next_flush = now + settings.flush_interval
+                self._flush_active()
+            if now >= next_report:
+                next_report = now + settings.report_interval
                 self._spawn(self._report_all())
-            if tick >= next_cleanup:
-                next_cleanup = tick + settings.cache.cleanup_interval
+            if now >= next_cleanup:
+                next_cleanup = now + settings.cache.cleanup_interval
                 try:
                     await self.cleanup()
                 except Exception:
                     log.exception("cleanup failed")
+
+    def _retry_due(self, now: float) -> None:
+        """Start the retries that are due."""
+        while self._retries and self._retries[0][0] <= now:
+            _, key = heapq.heappop(self._retries)
+            package = self.packages.get(key)
+            if package is None or package.retry_at is None or package.retry_at > now or package.state != ERROR:
+                continue  # removed, restarted, or pushed again for later
+            if package.lock.locked():
+                self._retry_at(package, now + min(1.0, self.settings.retry_interval))  # busy: look again soon
+                continue
+            package.retry_at = now + self.settings.retry_interval
+            self._retry_at(package, package.retry_at)  # the next try, should this one not mend it
+            self._spawn(self._retry(package))
+
+    def _flush_active(self) -> None:
+        """Write the rows whose counters may have moved; forget those that went quiet."""
+        for key in list(self._active):
+            package = self.packages.get(key)
+            if package is None or package.removed:
+                self._active.discard(key)
+                continue
+            self._flush(package)
+            torrent = package.torrent
+            if torrent is None or torrent.state is TorrentState.ERROR or (torrent.state is TorrentState.SEEDING and not torrent.busy):
+                self._active.discard(key)
 
     def _flush(self, package: Package) -> None:
         """Write the package's row (state, counters, times) to SQLite."""
@@ -859,6 +1009,9 @@ class Agent:
         if package.torrent is None or package.torrent.state is not TorrentState.STOPPED:
             row.state, row.error = package.state, package.error  # a stopped engine says nothing new
         live = package.totals()
+        values = (row.state, row.error, *live, row.last_advertised, row.completed_at)
+        if values == package.flushed:
+            return  # nothing new: no write
         try:
             self.state.update_package(
                 row.info_hash,
@@ -872,33 +1025,10 @@ class Agent:
             )
         except Exception as exc:  # a full disk must not take the agent down with it
             log.warning("cannot save state of %s: %s", row.info_hash, exc)
+            return
+        package.flushed = values
 
     async def _report_all(self) -> None:
-        await asyncio.gather(*(self._report(p) for p in list(self.packages.values())), return_exceptions=True)
-
-    async def _report(self, package: Package) -> None:
-        """Send the package's totals to the site server (once per change)."""
-        if self.http is None or self.http.closed:
-            return
-        peers, webseed, uploaded = package.totals()
-        snapshot = (peers, webseed, uploaded, package.row.completed_at is not None)
-        if snapshot == package.reported:
-            return
-        body = {
-            "info_hash": package.key,
-            "package": package.row.package_id,
-            "version": package.row.version,
-            "from_peers": peers,
-            "from_webseed": webseed,
-            "uploaded": uploaded,
-            "completed": snapshot[3],
-        }
-        try:
-            timeout = aiohttp.ClientTimeout(total=10)
-            async with self.http.post(f"{self.settings.repository_url}/api/report", json=body, timeout=timeout) as reply:
-                if reply.status == 200:
-                    package.reported = snapshot
-                else:
-                    log.debug("report for %s refused: HTTP %d", package.key, reply.status)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            log.debug("report for %s failed: %s", package.key, exc)
+        """What changed since the last report to the site server (``reporting``)."""
+        if self.reporter is not None:
+            await self.reporter.report()

@@ -47,6 +47,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     doctor.add_argument("--config", type=Path, default=None, help="agent.toml (default: the platform's config path)")
     doctor.add_argument("--package", metavar="PACKAGEID", help="check this package's torrent, tracker and web seed")
     doctor.add_argument("--retry-code", type=int, default=1618, help="the wrapper's retry code in your program lines (1618)")
+    doctor.add_argument("--unpublished-code", type=int, default=7705,
+                        help="the wrapper's --unpublished-code in your program lines (7705)")  # fmt: skip
     doctor.set_defaults(handler=run_doctor)
 
 
@@ -56,7 +58,9 @@ def run_doctor(args: argparse.Namespace) -> int:
         from p2pdist.agent.service import default_config_path
 
         args.config = default_config_path()
-    checks = asyncio.run(run_checks(args.config, package=args.package, retry_code=args.retry_code))
+    checks = asyncio.run(
+        run_checks(args.config, package=args.package, retry_code=args.retry_code, unpublished_code=args.unpublished_code)
+    )
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(not check.ok for check in checks)
@@ -85,7 +89,9 @@ class Findings:
     torrent_what: str = ""
 
 
-async def run_checks(config: Path, *, package: str | None = None, retry_code: int = 1618) -> list[Check]:
+async def run_checks(
+    config: Path, *, package: str | None = None, retry_code: int = 1618, unpublished_code: int = 7705
+) -> list[Check]:
     """Every check, in the order a package travels; never raises for what it finds."""
     checks: list[Check] = []
     try:
@@ -109,6 +115,7 @@ async def run_checks(config: Path, *, package: str | None = None, retry_code: in
             checks.append(await tracker_check(http, meta))
             checks.append(await web_seed_check(http, meta))
     checks.append(retry_code_check(retry_code))
+    checks.append(unpublished_code_check(unpublished_code))
     return checks
 
 
@@ -324,6 +331,16 @@ def _query_sms_policy() -> str | None:
         if result.returncode == 0:
             return result.stdout
     return None
+
+
+def unpublished_code_check(code: int, query: Callable[[], str | None] | None = None) -> Check:
+    """The wrapper's code for a package that stays unpublished must not be one SMS retries:
+    the point of it is that SMS stops retrying (docs/wrapper.md)."""
+    codes, source = sms_retry_codes(query)
+    if code not in codes:
+        return Check("not-published code", True, f"{code} is not in {source}: SMS reports the program failed")
+    return Check("not-published code", False, f"{code} is in {source}: SMS would retry an unpublished package for a week",
+                 "use --unpublished-code 7705 (or a code outside the list) in the program line")  # fmt: skip
 
 
 def retry_code_check(retry_code: int, query: Callable[[], str | None] | None = None) -> Check:

@@ -3,6 +3,8 @@
 A custom collector on a private registry: nothing is counted twice in the hot path, every
 figure comes from the objects that already hold it (the same numbers ``p2pdist status`` shows),
 and no process-wide default registry is touched, so several agents can live in one process.
+prometheus_client is imported at the first scrape: an agent nobody scrapes does not hold it
+(a megabyte, on every PC).
 """
 
 from __future__ import annotations
@@ -11,21 +13,24 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     from p2pdist.agent.daemon import Agent
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class AgentCollector(Collector):
+class AgentCollector:
+    """A prometheus collector (it needs only ``collect``; the registry does not describe it)."""
+
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         from p2pdist.agent.daemon import STATES
 
         statuses = self.agent.list()
@@ -58,8 +63,13 @@ class AgentMetrics:
     """One registry per agent; ``render()`` is the body of ``GET /metrics``."""
 
     def __init__(self, agent: Agent) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(AgentCollector(agent))
+        self.agent = agent
+        self._registry: CollectorRegistry | None = None
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(AgentCollector(self.agent))  # type: ignore[arg-type]
+        return generate_latest(self._registry)

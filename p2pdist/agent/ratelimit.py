@@ -11,12 +11,20 @@ from collections.abc import Callable
 
 
 class TokenBucket:
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_stamp")
+
     def __init__(self, rate: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(rate, 64 * 1024)
         self._clock = clock
         self._tokens = self.burst
         self._stamp = clock()
+
+    @classmethod
+    def of(cls, rate: float) -> TokenBucket:
+        """A bucket for ``rate``; every unlimited one is the same object (it never changes), so
+        a thousand torrents without a limit of their own share one."""
+        return cls(rate) if rate > 0 else UNLIMITED
 
     @property
     def unlimited(self) -> bool:
@@ -41,9 +49,14 @@ class TokenBucket:
         return 0.0 if self._tokens > 0 else -self._tokens / self.rate
 
 
+UNLIMITED = TokenBucket(0)
+
+
 class Throttle:
     """Two buckets that both must allow a transfer: the session's shared limit and a torrent's
     own. ``limited`` is read per 16 KiB block, so it is two attribute checks, not a loop."""
+
+    __slots__ = ("shared", "own")
 
     def __init__(self, shared: TokenBucket, own: TokenBucket) -> None:
         self.shared = shared

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS newest_versions (
     package_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS refusals (
+    package_id TEXT PRIMARY KEY,
+    since REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     lease TEXT PRIMARY KEY,
     info_hash TEXT NOT NULL,
@@ -279,6 +283,18 @@ class AgentState:
             "ON CONFLICT(package_id) DO UPDATE SET version = max(version, excluded.version)",
             (package_id, version),
         )
+
+    # ---------------------------------------------------------------------- refusals
+
+    def refusals(self) -> dict[str, float]:
+        """PackageID -> when the repository first said it does not publish it."""
+        return {row[0]: float(row[1]) for row in self.db.execute("SELECT package_id, since FROM refusals")}
+
+    def note_refusal(self, package_id: str, since: float) -> None:
+        self.db.execute("INSERT OR IGNORE INTO refusals (package_id, since) VALUES (?, ?)", (package_id, since))
+
+    def forget_refusal(self, package_id: str) -> None:
+        self.db.execute("DELETE FROM refusals WHERE package_id = ?", (package_id,))
 
     # ---------------------------------------------------------------------- leases
 

@@ -1,18 +1,27 @@
-"""``p2pdist status`` (what the agent holds, as a table or JSON) and ``p2pdist agent`` (the daemon)."""
+"""``p2pdist status`` (what the agent holds, as a table or JSON; ``--watch`` for a live view)
+and ``p2pdist agent`` (the daemon).
+
+One look asks the agent with the blocking client and imports no asyncio, so it starts as fast as
+the wrapper; only ``--watch`` runs an event loop.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
-from p2pdist.agent.control_client import ControlClient, PackageStatus
+from p2pdist.agent.control_client import BlockingControlClient, ControlClient, PackageStatus
+from p2pdist.errors import P2pdistError, UsageError, one_line
 
 BAR_WIDTH = 12
-COLUMNS = ("PACKAGE", "VER", "STATE", "PROGRESS", "SIZE", "DOWN/s", "UP/s", "PEERS", "FROM PEERS", "FROM WEBSEED", "SEED UNTIL")
+MIN_INTERVAL = 0.2  # a live view refreshes at most this often
+CLEAR = "\x1b[H\x1b[2J"  # home, clear screen: every terminal p2pdist runs in (Windows 10+ too)
+COLUMNS = ("PACKAGE", "VER", "STATE", "PROBLEM", "PROGRESS", "SIZE", "DOWN/s", "UP/s", "PEERS", "FROM PEERS", "FROM WEBSEED", "SEED UNTIL")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,6 +29,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--agent", metavar="ADDR", default=None, help="control address: unix:/path or http://127.0.0.1:PORT")
     status.add_argument("--token-file", type=Path, default=None, help="control token file (http addresses)")
+    status.add_argument("--watch", action="store_true", help="a live view, refreshed every --interval; Ctrl-C ends it")
+    status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh period of --watch (default 2)")
+    status.add_argument("--count", type=int, default=0, metavar="N", help="with --watch: stop after N views (default: until Ctrl-C)")
     status.set_defaults(handler=_status)
 
     agent = subparsers.add_parser("agent", help="run the agent daemon (as python -m p2pdist.agent)")
@@ -29,8 +41,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _status(args: argparse.Namespace) -> int:
-    client = ControlClient(args.agent, token_file=args.token_file)
-    statuses = asyncio.run(client.list())
+    if args.watch:
+        import asyncio
+
+        if not MIN_INTERVAL <= args.interval <= 3600 or args.count < 0:
+            raise UsageError(f"--interval must be between {MIN_INTERVAL:g} and 3600 seconds, --count 0 or more")
+        client = ControlClient(args.agent, token_file=args.token_file)
+        try:
+            asyncio.run(watch(client, sys.stdout, interval=args.interval, count=args.count, clear=sys.stdout.isatty()))
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+        return 0
+    statuses = BlockingControlClient(args.agent, token_file=args.token_file).list()
     if args.json:
         json.dump({"packages": [s.to_json() for s in statuses]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -64,6 +86,7 @@ def _row(status: PackageStatus) -> tuple[str, ...]:
         status.package_id,
         "-" if status.version is None else str(status.version),
         status.state,
+        status.error_kind or ("error" if status.error else "-"),
         progress_bar(status.progress),
         human_bytes(status.size) if status.size else "-",
         human_bytes(status.download_rate),
@@ -75,6 +98,31 @@ def _row(status: PackageStatus) -> tuple[str, ...]:
     )
 
 
+async def watch(client: ControlClient, out: TextIO, *, interval: float, count: int = 0, clear: bool = False) -> None:
+    """Draw the table every ``interval`` seconds, ``count`` times (0: until cancelled or Ctrl-C).
+
+    An agent that stops answering is a line in the view, not the end of it: the view picks the
+    agent up again when it is back (a service restart).
+    """
+    import asyncio  # not at the top: one look at the status runs no event loop
+
+    shown = 0
+    while count == 0 or shown < count:
+        began = time.monotonic()
+        try:
+            body = render_table(await client.list())
+        except (P2pdistError, OSError) as exc:
+            body = f"agent unavailable: {one_line(str(exc))}\n"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        head = f"p2pdist status  {stamp}  every {interval:g} s, Ctrl-C to stop\n\n"
+        out.write((CLEAR if clear else "" if shown == 0 else "\n") + head + body)
+        out.flush()
+        shown += 1
+        if count and shown >= count:
+            return
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+
+
 def render_table(statuses: Sequence[PackageStatus]) -> str:
     """A fixed-width table, then one line per package error; plain text for any terminal."""
     if not statuses:
@@ -83,8 +131,9 @@ def render_table(statuses: Sequence[PackageStatus]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     for status in statuses:
-        for label, text in (("error", status.error), ("tracker", status.tracker_error)):
-            if text:
-                version = "" if status.version is None else f" v{status.version}"
-                lines.append(f"{status.package_id}{version}: {label}: {text}")
+        version = "" if status.version is None else f" v{status.version}"
+        if status.error:
+            lines.append(f"{status.package_id}{version}: {status.error_kind or 'error'}: {status.error}")
+        if status.tracker_error and status.tracker_error != status.error:
+            lines.append(f"{status.package_id}{version}: tracker: {status.tracker_error}")
     return "\n".join(lines) + "\n"

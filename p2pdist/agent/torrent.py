@@ -30,7 +30,8 @@ its send buffer (``PeerConnection.max_send_buffer``), its receive buffer (the co
 and its share of the slots (``max_connections_per_address``).
 
 Periodic work runs in one tick per second (rates, timeouts, snubbing, keep-alives, new
-connections) and one choke round every ``choke_interval``, rather than a timer per peer.
+connections) and one choke round every ``choke_interval``, rather than a timer per peer; both
+loops run only while there is work for them (``_wake``), so an idle seed costs nothing.
 Left out on purpose: PEX, DHT and metadata exchange (private torrents, BEP 27), uTP, encryption.
 """
 
@@ -48,7 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
 
-from p2pdist.aio import stop_tasks, wait_event
+from p2pdist.aio import Flag, stop_tasks
 from p2pdist.agent.peer import PeerConnection
 from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.agent.settings import EngineSettings
@@ -101,7 +102,7 @@ class Torrent:
         self.meta = meta
         self.info = meta.info
         self.info_hash = meta.info_hash
-        self.layout = Layout(meta.info)
+        self.layout = storage.layout if storage.info is meta.info else Layout(meta.info)  # one per torrent
         self.storage = storage
         self.peer_id = peer_id
         self.settings = settings
@@ -109,6 +110,7 @@ class Torrent:
         self.rng = rng or random.Random()
         self.state = TorrentState.CHECKING
         self.error: str | None = None
+        self.disk_full = False  # the error is a full disk (or quota): room coming back fixes it
         self.picker: PiecePicker | None = None
         self.peers: set[PeerConnection] = set()
         self._peer_ids: dict[bytes, PeerConnection] = {}
@@ -127,10 +129,10 @@ class Torrent:
         self._smartban = SmartBan()
         self._choker_state = ChokerState()
         self._upload = Throttle(
-            upload_bucket or TokenBucket(settings.upload_rate_limit), TokenBucket(settings.torrent_upload_rate_limit)
+            upload_bucket or TokenBucket(settings.upload_rate_limit), TokenBucket.of(settings.torrent_upload_rate_limit)
         )
         self._download = Throttle(
-            download_bucket or TokenBucket(settings.download_rate_limit), TokenBucket(settings.torrent_download_rate_limit)
+            download_bucket or TokenBucket(settings.download_rate_limit), TokenBucket.of(settings.torrent_download_rate_limit)
         )
         self._can_connect = can_connect
         self.download_meter = RateMeter()
@@ -140,36 +142,17 @@ class Torrent:
         self.bytes_wasted = 0
         self.first_block_at: float | None = None  # monotonic time of the first payload byte
         self.hash_failures = 0
-        self.completed = asyncio.Event()
-        self.stopped = asyncio.Event()
+        self.completed = Flag()
+        self.stopped = Flag()
         self._tasks: set[asyncio.Task[None]] = set()
         self._resume_dirty = False
-        # Set by anything that gives an idle torrent work (a candidate, a peer, new pieces):
-        # idle, its tick and choke loops wait on it with no timer, so a seeding agent holding
-        # a thousand packages and no peers does not wake a thousand times a second.
-        self._activity = asyncio.Event()
+        self._last_resume = time.monotonic()
+        # The tick and choke loops run only while there is work (see ``_wake``): an idle torrent
+        # has no task and no timer, so an agent seeding a thousand packages to nobody sleeps.
+        self._ticking = False
+        self._choking = False
+        self._wake_timer: asyncio.TimerHandle | None = None  # a download's next candidate due
         self._listeners: list[Callable[[str], None]] = []
-        self._dispatch: dict[type, Callable[[PeerConnection, object], None]] = {
-            m.Handshake: self._on_handshake,
-            m.ExtendedHandshake: self._on_extended_handshake,
-            m.BitfieldMessage: self._on_bitfield,
-            m.HaveAll: self._on_have_all,
-            m.HaveNone: self._on_have_none,
-            m.Have: self._on_have,
-            m.Choke: self._on_choke,
-            m.Unchoke: self._on_unchoke,
-            m.Interested: self._on_interested,
-            m.NotInterested: self._ignore,
-            m.Piece: self._on_piece,
-            m.Request: self._on_request,
-            m.Cancel: self._ignore,  # the codec forgets the request; the upload loop skips it
-            m.Reject: self._on_reject,
-            m.AllowedFast: self._on_allowed_fast,
-            m.Suggest: self._ignore,
-            m.Port: self._ignore,  # DHT port: private torrents use no DHT
-            m.Extended: self._on_extended,
-            m.KeepAlive: self._ignore,
-        }
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -178,7 +161,7 @@ class Torrent:
         try:
             have = await self.storage.start(progress)
         except StorageError as exc:
-            self._set_error(str(exc))
+            self._set_error(str(exc), disk_full=exc.disk_full)
             raise
         self.picker = PiecePicker(self.layout, rng=self.rng, have=have)
         if self.picker.complete:
@@ -187,14 +170,15 @@ class Torrent:
             self.completed.set()
         else:
             self.state = TorrentState.DOWNLOADING
-        self._spawn(self._tick_loop())
-        self._spawn(self._choke_loop())
+        self._wake()
         self._emit("started")
 
     async def stop(self) -> None:
         if self.state is TorrentState.STOPPED:
             return
         self.state = TorrentState.STOPPED
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
         for conn in list(self.peers):
             conn.close("torrent stopped")
         self._buffer_views.clear()
@@ -209,7 +193,7 @@ class Torrent:
         self._emit("stopped")
 
     def add_listener(self, callback: Callable[[str], None]) -> None:
-        """``callback(event)`` for "started", "completed", "stopped", "error"."""
+        """``callback(event)`` for "started", "awake" (idle no more), "completed", "stopped", "error"."""
         self._listeners.append(callback)
 
     def _emit(self, event: str) -> None:
@@ -251,9 +235,10 @@ class Torrent:
                 chunks.append(conn.wire.send(m.Cancel(block.index, block.begin, block.length)))
         return chunks
 
-    def _set_error(self, message: str) -> None:
+    def _set_error(self, message: str, *, disk_full: bool = False) -> None:
         self.state = TorrentState.ERROR
         self.error = message
+        self.disk_full = disk_full
         log.error("%s: %s", self.info.name, message)
         self._emit("error")
 
@@ -283,6 +268,11 @@ class Torrent:
         return left
 
     @property
+    def busy(self) -> bool:
+        """It has work (peers, dials, unsaved progress); an idle torrent does nothing at all."""
+        return self._ticking
+
+    @property
     def progress(self) -> float:
         return 1.0 - self.left / self.info.total_length
 
@@ -299,7 +289,7 @@ class Torrent:
                 log.info("%s: not dialling %s: %s", self.info.name, address, refusal)
                 continue
             self._candidates[address] = now
-            self._activity.set()
+            self._wake()
         self._connect_more()
 
     def _connected_addresses(self) -> set[Address]:
@@ -353,7 +343,7 @@ class Torrent:
             return
         self._failures.pop(address, None)
         self.peers.add(conn)
-        self._activity.set()
+        self._wake()
 
     def attach_inbound(self, conn: PeerConnection, handshake: m.Handshake) -> bool:
         """Take over an inbound connection whose handshake named this torrent."""
@@ -369,11 +359,37 @@ class Torrent:
         conn.owner = self
         conn.write(conn.wire.handshake())
         self.peers.add(conn)
-        self._activity.set()
+        self._wake()
         self._on_handshake(conn, handshake)
         return not conn.closed
 
     # -- events ----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _dispatch(self) -> dict[type, Callable[[PeerConnection, object], None]]:
+        """Wire event type -> handler, made on the first message: a seed nobody visits never
+        needs its nineteen bound methods."""
+        return {
+            m.Handshake: self._on_handshake,
+            m.ExtendedHandshake: self._on_extended_handshake,
+            m.BitfieldMessage: self._on_bitfield,
+            m.HaveAll: self._on_have_all,
+            m.HaveNone: self._on_have_none,
+            m.Have: self._on_have,
+            m.Choke: self._on_choke,
+            m.Unchoke: self._on_unchoke,
+            m.Interested: self._on_interested,
+            m.NotInterested: self._ignore,
+            m.Piece: self._on_piece,
+            m.Request: self._on_request,
+            m.Cancel: self._ignore,  # the codec forgets the request; the upload loop skips it
+            m.Reject: self._on_reject,
+            m.AllowedFast: self._on_allowed_fast,
+            m.Suggest: self._ignore,
+            m.Port: self._ignore,  # DHT port: private torrents use no DHT
+            m.Extended: self._on_extended,
+            m.KeepAlive: self._ignore,
+        }
 
     def on_event(self, conn: PeerConnection, event: object) -> None:
         self._dispatch[type(event)](conn, event)
@@ -816,7 +832,7 @@ class Torrent:
         assert self.picker is not None
         self.picker.piece_failed(index)
         if self.state is not TorrentState.ERROR:
-            self._set_error(f"cannot write piece {index}: {exc}")
+            self._set_error(f"cannot write piece {index}: {exc}", disk_full=exc.disk_full)
             self._stop_requesting()
 
     async def _settle_and_recycle(self, index: int, buffer: bytearray, ok: bool) -> None:
@@ -880,7 +896,7 @@ class Torrent:
             await self.storage.finish()
             await self.storage.save_resume()
         except StorageError as exc:
-            self._set_error(f"cannot finish: {exc}")
+            self._set_error(f"cannot finish: {exc}", disk_full=exc.disk_full)
 
     async def _on_complete(self) -> None:
         if self.state is not TorrentState.DOWNLOADING:
@@ -1001,30 +1017,39 @@ class Torrent:
 
     def _mark_resume_dirty(self) -> None:
         self._resume_dirty = True
-        self._activity.set()
+        self._wake()
 
-    async def _park_while_idle(self) -> None:
-        """Wait while there is nothing to tick for: no peer, no dial in flight, no resume data
-        to save; while downloading with candidates, only until the first is due to be dialled
-        again (seeds do not dial), else with no timer at all. Rates read 0 meanwhile."""
-        while not (self.peers or self._connecting or self._resume_dirty):
-            wait = None
-            if self._candidates and self.state is TorrentState.DOWNLOADING:
-                wait = min(self._candidates.values()) - time.monotonic()
-                if wait <= 0:
-                    return
-            self.download_meter.settle()
-            self.upload_meter.settle()
-            self._activity.clear()
-            await wait_event(self._activity, wait)
+    def _wake(self) -> None:
+        """Something gave the torrent work (a candidate, a peer, pieces to save): run the tick
+        loop and, with peers, the choke loop. Each loop ends when its work does, so an idle
+        torrent holds no task and no timer; calling this while they run costs nothing."""
+        if self.state not in (TorrentState.DOWNLOADING, TorrentState.SEEDING):
+            return
+        if not self._ticking:
+            self._ticking = True
+            self._spawn(self._tick_loop())
+            self._emit("awake")
+        if self.peers and not self._choking:
+            self._choking = True
+            self._spawn(self._choke_loop())
+
+    def _idle_for(self) -> float | None:
+        """0 while there is something to tick for: a peer, a dial in flight, resume data to
+        save, a candidate due. Otherwise the seconds until a download's next candidate is due
+        to be dialled again, or None when nothing is (seeds do not dial)."""
+        if self.peers or self._connecting or self._resume_dirty:
+            return 0.0
+        if self._candidates and self.state is TorrentState.DOWNLOADING:
+            return max(0.0, min(self._candidates.values()) - time.monotonic())
+        return None
 
     async def _choke_loop(self) -> None:
-        while True:
-            while not self.peers:  # nobody to choke or unchoke: no timer until a peer comes
-                self._activity.clear()
-                await self._activity.wait()
-            self._choke_round()
-            await asyncio.sleep(self.settings.choke_interval)
+        try:
+            while self.peers:  # nobody to choke or unchoke: the loop ends until a peer comes
+                self._choke_round()
+                await asyncio.sleep(self.settings.choke_interval)
+        finally:
+            self._choking = False
 
     def _choke_round(self) -> None:
         peers = [conn for conn in self.peers if conn.have is not None and not conn.closed]
@@ -1061,20 +1086,29 @@ class Torrent:
                 conn.writelines(chunks)
 
     async def _tick_loop(self) -> None:
+        """Tick every ``tick_interval`` while ``_idle_for`` says there is work; then end, with
+        rates read as 0, and a timer for the next candidate due if a download has one."""
         resume_every = 30.0
-        last_resume = time.monotonic()
-        while True:
-            await self._park_while_idle()
-            await asyncio.sleep(self.settings.tick_interval)
-            now = time.monotonic()
-            self._tick(now)
-            if self._resume_dirty and now - last_resume >= resume_every:
-                self._resume_dirty = False
-                last_resume = now
-                try:
-                    await self.storage.save_resume()
-                except StorageError as exc:
-                    log.warning("%s: could not save resume data: %s", self.info.name, exc)
+        try:
+            while (idle := self._idle_for()) == 0.0:
+                await asyncio.sleep(self.settings.tick_interval)
+                now = time.monotonic()
+                self._tick(now)
+                if self._resume_dirty and now - self._last_resume >= resume_every:
+                    self._resume_dirty = False
+                    self._last_resume = now
+                    try:
+                        await self.storage.save_resume()
+                    except StorageError as exc:
+                        log.warning("%s: could not save resume data: %s", self.info.name, exc)
+        finally:
+            self._ticking = False
+        self.download_meter.settle()
+        self.upload_meter.settle()
+        if idle is not None and self.state is TorrentState.DOWNLOADING:
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+            self._wake_timer = asyncio.get_running_loop().call_later(idle, self._wake)
 
     def _tick(self, now: float) -> None:
         self.download_meter.update()

@@ -16,14 +16,22 @@ from p2pdist.errors import P2pdistError, RemoteError, SignatureError
 from p2pdist.httpio import read_capped
 from p2pdist.metainfo import Metainfo, parse_metainfo
 from p2pdist.metainfo.signing import require_valid_signature
+from p2pdist.outcomes import Problem
 
 
 class TorrentRefused(RemoteError):
-    """The repository's answer is not a torrent this agent may use (the reason says why)."""
+    """The repository's answer is not a torrent this agent may use (the reason says why;
+    ``kind`` is the ``Problem``: not published, a bad signature, or another refusal)."""
+
+    def __init__(self, message: str, kind: Problem = Problem.TORRENT_REFUSED) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class RepositoryUnavailable(RemoteError):
     """The repository could not be reached or failed (network error, 5xx)."""
+
+    kind = Problem.REPOSITORY_UNREACHABLE
 
 
 async def download_torrent(
@@ -39,7 +47,7 @@ async def download_torrent(
         raise RepositoryUnavailable(f"repository {base} unreachable: {exc or type(exc).__name__}") from None
     if status == 404:
         what = package_id if version is None else f"{package_id} v{version}"
-        raise TorrentRefused(f"{what} is not published in the repository")
+        raise TorrentRefused(f"{what} is not published in the repository", Problem.NOT_PUBLISHED)
     if status >= 500:
         raise RepositoryUnavailable(f"repository {base} failed: HTTP {status}")
     if status != 200:
@@ -58,7 +66,7 @@ def check_torrent(data: bytes, keys: tuple[bytes, ...], package_id: str, version
     try:
         require_valid_signature(meta, keys)
     except SignatureError as exc:
-        raise TorrentRefused(str(exc)) from None
+        raise TorrentRefused(str(exc), Problem.SIGNATURE) from None
     identity = meta.info.package
     if identity is None or identity.package_id != package_id:
         raise TorrentRefused(f"torrent is for {identity or 'no package'}, not {package_id}")

@@ -34,6 +34,7 @@ from p2pdist.errors import RemoteError
 from p2pdist.httpio import read_capped
 from p2pdist.agent.torrent import Torrent, TorrentState
 from p2pdist.metainfo import Layout, Metainfo
+from p2pdist.outcomes import Problem
 from p2pdist.piece_picker.picker import Block
 
 log = logging.getLogger("p2pdist.webseed")
@@ -44,7 +45,12 @@ HELP_PATIENCE = 2.0  # seconds with nothing to fetch before helping a PC that lo
 
 
 class WebSeedError(RemoteError):
-    """One fetch failed (HTTP status, short body, timeout); the blocks go back to the picker."""
+    """One fetch failed (HTTP status, short body, no Range support); the blocks go back to the
+    picker. ``kind`` is the ``Problem`` an admin fixes."""
+
+    def __init__(self, message: str, kind: Problem = Problem.WEBSEED_REFUSED) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def file_urls(meta: Metainfo, base: str) -> list[str]:
@@ -71,8 +77,11 @@ class WebSeed:
         timeout: float = 60.0,
         allowed: Callable[[int], bool] | None = None,
         rng: random.Random | None = None,
+        on_problem: Callable[[], None] | None = None,
     ) -> None:
+        """``on_problem`` is called when ``last_kind`` changes (a fetch fails, or works again)."""
         self.torrent = torrent
+        self.on_problem = on_problem
         self.url = url
         self.http = http
         self.grace = grace
@@ -86,6 +95,7 @@ class WebSeed:
         self._urls = file_urls(torrent.meta, url)
         self.bytes_downloaded = 0
         self.last_error: str | None = None
+        self.last_kind: Problem | None = None
         self._failures = 0
         self._ids: list[bytes] = [torrent.peer_id]  # PCs sharing the web-seed work, by peer id
         self._turn = 0  # this PC's place in _ids
@@ -223,12 +233,20 @@ class WebSeed:
                     picker.block_lost(self, block)
                 self._failures += 1
                 self.last_error = str(exc) or type(exc).__name__
+                self._set_kind(exc.kind if isinstance(exc, WebSeedError) else Problem.WEBSEED_UNREACHABLE)
                 delay = min(MAX_BACKOFF, 2.0 ** self._failures) * (0.5 + self._rng.random())
                 log.warning("%s: web seed %s failed (%s); retrying in %.0f s", torrent.info.name, self.url, self.last_error, delay)
                 await asyncio.sleep(delay)
             else:
                 self._failures = 0
                 self.last_error = None
+                self._set_kind(None)
+
+    def _set_kind(self, kind: Problem | None) -> None:
+        if kind != self.last_kind:
+            self.last_kind = kind
+            if self.on_problem is not None:
+                self.on_problem()
 
     def _blocks_per_piece(self) -> int:
         return self._layout.blocks_in_piece(0)
@@ -278,5 +296,5 @@ class WebSeed:
                     body = await read_capped(reply.content, length)
                     if body is not None and len(body) == length:
                         return body
-                raise WebSeedError(f"{url}: server ignores range requests")
+                raise WebSeedError(f"{url}: the web server ignores range requests (answered 200, not 206)", Problem.RANGE_UNSUPPORTED)
             raise WebSeedError(f"{url}: HTTP {reply.status}")

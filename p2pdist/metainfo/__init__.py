@@ -1,31 +1,53 @@
-"""Torrent metainfo: the validated model, piece/file layout, package identity and signing."""
+"""Torrent metainfo: the validated model, piece/file layout, package identity and signing.
 
-from p2pdist.metainfo.identity import PackageIdentity, looks_like_package_id, normalize_package_id
-from p2pdist.metainfo.layout import BLOCK_SIZE, FileSpan, Layout
-from p2pdist.metainfo.model import (
-    FileEntry,
-    Info,
-    Metainfo,
-    Signature,
-    encode_torrent,
-    parse_metainfo,
-    read_metainfo,
-    reencode,
-)
+The names below are loaded on first use (PEP 562): the wrapper needs only ``identity`` (a
+regular expression), and importing the package for it must not cost it the model, the layout,
+bencode and hashlib at every start.
+"""
 
-__all__ = [
-    "BLOCK_SIZE",
-    "FileEntry",
-    "FileSpan",
-    "Info",
-    "Layout",
-    "Metainfo",
-    "PackageIdentity",
-    "Signature",
-    "encode_torrent",
-    "looks_like_package_id",
-    "normalize_package_id",
-    "parse_metainfo",
-    "read_metainfo",
-    "reencode",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOMES = {
+    "PackageIdentity": "identity",
+    "looks_like_package_id": "identity",
+    "normalize_package_id": "identity",
+    "BLOCK_SIZE": "layout",
+    "FileSpan": "layout",
+    "Layout": "layout",
+    "FileEntry": "model",
+    "Info": "model",
+    "Metainfo": "model",
+    "Signature": "model",
+    "encode_torrent": "model",
+    "parse_metainfo": "model",
+    "read_metainfo": "model",
+    "reencode": "model",
+}
+
+__all__ = sorted(_HOMES)
+
+if TYPE_CHECKING:
+    from p2pdist.metainfo.identity import PackageIdentity, looks_like_package_id, normalize_package_id
+    from p2pdist.metainfo.layout import BLOCK_SIZE, FileSpan, Layout
+    from p2pdist.metainfo.model import (
+        FileEntry,
+        Info,
+        Metainfo,
+        Signature,
+        encode_torrent,
+        parse_metainfo,
+        read_metainfo,
+        reencode,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # found once; later lookups do not come here
+    return value

@@ -594,6 +594,9 @@ class FileStorage(Storage):
             self._save_lock = asyncio.Lock()
         async with self._save_lock:
             await self._run(self._finish_files)
+        # Complete, it is read only when a peer asks: an agent seeding a thousand packages
+        # holds no descriptor for those nobody wants (the next read opens by path).
+        self._handles.retire_all()
         if self.resume_path is not None:
             await self.save_resume()
 

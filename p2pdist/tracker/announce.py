@@ -33,6 +33,7 @@ MAX_COUNTER = 2**63 - 1
 MAX_SCRAPE_HASHES = 256
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 SITE_NETWORKS = b"p2pdist site networks"
+FAILURE_KIND = b"p2pdist failure kind"  # beside a failure reason: a ``Problem`` word agents act on
 MAX_SITE_NETWORKS = 256
 RESPONSE_LIMITS = bencode.Limits(max_depth=8, max_tokens=400_000, max_string=MAX_RESPONSE_BYTES, max_int_digits=20)
 
@@ -46,12 +47,14 @@ class AnnounceError(RemoteError):
 
 
 class TrackerFailure(RemoteError):
-    """The tracker answered with a ``failure reason``; ``retry_in`` (BEP 31) if it gave one."""
+    """The tracker answered with a ``failure reason``; ``retry_in`` (BEP 31) if it gave one,
+    ``kind`` when a site server said which ``Problem`` it is (e.g. ``not-published``)."""
 
-    def __init__(self, reason: str, retry_in: int | None = None) -> None:
+    def __init__(self, reason: str, retry_in: int | None = None, kind: str | None = None) -> None:
         super().__init__(f"tracker refused: {reason}")
         self.reason = reason
         self.retry_in = retry_in
+        self.kind = kind
 
 
 class AnnounceRequest(NamedTuple):
@@ -364,10 +367,12 @@ def encode_compact_body(
     return b"%s5:peers%d:%s%s" % (head, len(peers), peers, tail)
 
 
-def encode_failure(reason: str, retry_in: int | None = None) -> bytes:
+def encode_failure(reason: str, retry_in: int | None = None, kind: str | None = None) -> bytes:
     body: dict[bytes, object] = {b"failure reason": reason.encode()}
     if retry_in is not None:
         body[b"retry in"] = retry_in
+    if kind is not None:
+        body[FAILURE_KIND] = kind.encode()  # stock clients ignore keys they do not know
     return bencode.encode(body)
 
 
@@ -385,7 +390,12 @@ def _decode_dict(body: bytes) -> dict[bytes, object]:
         if not isinstance(failure, bytes):
             raise AnnounceError("failure reason is not a string")
         retry = value.get(b"retry in")
-        raise TrackerFailure(failure.decode("utf-8", "replace"), retry if isinstance(retry, int) else None)
+        kind = value.get(FAILURE_KIND)
+        raise TrackerFailure(
+            failure.decode("utf-8", "replace"),
+            retry if isinstance(retry, int) else None,
+            kind.decode("ascii", "replace")[:40] if isinstance(kind, bytes) else None,
+        )
     return value
 
 

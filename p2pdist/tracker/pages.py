@@ -11,7 +11,7 @@ import html
 import time
 from dataclasses import dataclass
 
-from p2pdist.tracker.repository import PackageRecord, Totals
+from p2pdist.tracker.repository import PackageRecord
 from p2pdist.tracker.store import SiteCounts
 
 STYLE = """
@@ -28,6 +28,17 @@ COLUMNS = (
     "Name", "PackageID", "Version", "Size", "Published",
     "Site", "Seeders", "Leechers", "Completed", "From peers", "From web seed", "WAN saved",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What a site's PCs reported for a package (the console's ledger)."""
+
+    from_peers: int = 0
+    from_webseed: int = 0
+    uploaded: int = 0
+    completed: int = 0
+    reporters: int = 0
 
 
 @dataclass(frozen=True)

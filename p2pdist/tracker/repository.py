@@ -10,8 +10,7 @@ The set of published info-hashes is kept in memory: the tracker asks it on every
 Another server process sharing the data folder picks changes up through ``refresh`` (SQLite's
 ``data_version`` moves when another connection commits).
 
-Agents' download reports are cumulative per package: the latest report from an address
-replaces the previous one, so a resent report never counts twice.
+Agents' reports are the console's (``ledger``), not the catalogue's.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ CREATE TABLE IF NOT EXISTS packages (
     retired_at REAL,
     UNIQUE (package_id, version)
 );
+-- Byte-only agent reports of older servers; moved to the console's ledger at start.
 CREATE TABLE IF NOT EXISTS reports (
     info_hash TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -50,7 +50,6 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (info_hash, address)
 );
 """
-MAX_COUNTER = 2**50  # 1 PiB per package and agent; sums stay inside SQLite's 64-bit integers
 
 
 class RepositoryError(RemoteError):
@@ -90,55 +89,6 @@ class PackageRecord:
         }
 
 
-@dataclass(frozen=True)
-class Report:
-    """What an agent says it moved for one package (totals so far)."""
-
-    info_hash: str
-    package_id: str
-    version: int
-    from_peers: int
-    from_webseed: int
-    uploaded: int
-    completed: bool
-
-    @classmethod
-    def from_json(cls, value: object) -> Report:
-        if not isinstance(value, dict):
-            raise RepositoryError("report must be a JSON object")
-        try:
-            info_hash = value["info_hash"]
-            if not isinstance(info_hash, str) or len(info_hash) != 40:
-                raise RepositoryError("info_hash must be 40 hex digits")
-            bytes.fromhex(info_hash)
-            package = value["package"]
-            if not isinstance(package, str):
-                raise RepositoryError("package must be a string")
-            numbers = {}
-            for name in ("version", "from_peers", "from_webseed", "uploaded"):
-                number = value[name]
-                if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= MAX_COUNTER:
-                    raise RepositoryError(f"{name} must be a non-negative integer")
-                numbers[name] = number
-            completed = value["completed"]
-            if not isinstance(completed, bool):
-                raise RepositoryError("completed must be true or false")
-            return cls(info_hash.lower(), normalize_package_id(package), completed=completed, **numbers)
-        except KeyError as exc:
-            raise RepositoryError(f"report lacks {exc.args[0]!r}") from None
-        except ValueError as exc:
-            raise RepositoryError(f"bad report: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Totals:
-    from_peers: int = 0
-    from_webseed: int = 0
-    uploaded: int = 0
-    completed: int = 0
-    reporters: int = 0
-
-
 _COLUMNS = "info_hash, package_id, version, name, total_length, file_count, published_at, retired_at"
 
 
@@ -158,6 +108,7 @@ class Repository:
             raise OutputError(f"cannot open repository in {self.data_dir}: {exc}") from None
         self._data_version = -1
         self._tracked: frozenset[bytes] = frozenset()
+        self._identities: dict[str, tuple[str, int]] = {}
         self.refresh()
 
     def close(self) -> None:
@@ -179,9 +130,15 @@ class Repository:
         if version == self._data_version:
             return False
         self._data_version = version
-        rows = self.db.execute("SELECT info_hash FROM packages WHERE retired_at IS NULL").fetchall()
-        self._tracked = frozenset(bytes.fromhex(row[0]) for row in rows)
+        rows = self.db.execute("SELECT info_hash, package_id, version, retired_at FROM packages").fetchall()
+        self._tracked = frozenset(bytes.fromhex(row[0]) for row in rows if row[3] is None)
+        self._identities = {row[0]: (row[1], row[2]) for row in rows}
         return True
+
+    def identity(self, info_hash: str) -> tuple[str, int] | None:
+        """(PackageID, version) of a torrent ever published here (retired too), from memory:
+        every agent report names one per package."""
+        return self._identities.get(info_hash)
 
     def _reload(self) -> None:
         self._data_version = -1
@@ -296,33 +253,14 @@ class Repository:
 
     # ------------------------------------------------------------------------------- reports
 
-    def record_report(self, report: Report, site: str, address: str, now: float) -> None:
-        record = self.by_info_hash(report.info_hash)
-        if record is None or (record.package_id, record.version) != (report.package_id, report.version):
-            raise RepositoryError("report names a torrent this repository never published", 404)
-        self.db.execute(
-            "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (info_hash, address) DO UPDATE SET "
-            "site = excluded.site, from_peers = excluded.from_peers, from_webseed = excluded.from_webseed, "
-            "uploaded = excluded.uploaded, completed = excluded.completed, updated_at = excluded.updated_at",
-            (
-                report.info_hash,
-                address,
-                site,
-                report.from_peers,
-                report.from_webseed,
-                report.uploaded,
-                int(report.completed),
-                now,
-            ),
-        )
-
-    def totals(self) -> dict[str, dict[str, Totals]]:
-        """info-hash hex -> site -> summed reports."""
-        result: dict[str, dict[str, Totals]] = {}
+    def take_legacy_reports(self) -> list[tuple[str, int, str, str, str, int, int, int, bool, float]]:
+        """Rows of the byte-only ``reports`` table older servers kept here, removed as they are
+        handed over to the console's ledger: (package, version, info-hash, address, site, from
+        peers, from web seed, uploaded, completed, updated)."""
         rows = self.db.execute(
-            "SELECT info_hash, site, SUM(from_peers), SUM(from_webseed), SUM(uploaded), SUM(completed), COUNT(*) "
-            "FROM reports GROUP BY info_hash, site"
-        )
-        for info_hash, site, peers, webseed, uploaded, completed, count in rows:
-            result.setdefault(info_hash, {})[site] = Totals(peers, webseed, uploaded, completed, count)
-        return result
+            "SELECT p.package_id, p.version, r.info_hash, r.address, r.site, r.from_peers, r.from_webseed, r.uploaded, "
+            "r.completed, r.updated_at FROM reports r JOIN packages p ON p.info_hash = r.info_hash"
+        ).fetchall()
+        if rows:
+            self.db.execute("DELETE FROM reports")
+        return [(*row[:8], bool(row[8]), row[9]) for row in rows]

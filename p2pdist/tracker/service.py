@@ -97,7 +97,7 @@ class TrackerService:
         except _Early as early:
             return early.reply
         except TrackerRefusal as exc:
-            return 200, encode_failure(exc.reason, exc.retry_in)
+            return 200, encode_failure(exc.reason, exc.retry_in, exc.kind)
         return 200, answer.encode(request.compact)
 
     async def announce(self, query: bytes, source: str, forwarded_for: str | None = None) -> Reply:
@@ -109,7 +109,7 @@ class TrackerService:
         except _Early as early:
             return early.reply
         except TrackerRefusal as exc:
-            return 200, encode_failure(exc.reason, exc.retry_in)
+            return 200, encode_failure(exc.reason, exc.retry_in, exc.kind)
         except StoreError as exc:
             log.warning("%s", exc)
             return 503, encode_failure(STORE_DOWN, RETRY_STORE)

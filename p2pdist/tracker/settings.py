@@ -115,9 +115,31 @@ class LimitSettings:
     announce_rate: float = 2.0  # announces+scrapes per second per address (token refill); 0 = off
     announce_burst: int = 60  # bucket size: an agent starting many packages at once
     peers_per_address: int = 5000  # registrations (torrent x endpoint) per address; 0 = off
-    max_report_bytes: int = 4096
+    max_report_bytes: int = 65536  # a report of 64 packages is about 20 KiB
     max_torrent_bytes: int = 16 * 1024 * 1024
     max_tracked_addresses: int = 1_000_000  # rate-limit table size before idle entries are dropped
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the console keeps of the agents' reports (``ledger``)."""
+
+    # A PC counts in its site's figures (seen, complete, in error) while its last report for
+    # the package is this recent; agents report every package at least hourly.
+    seen_days: float = 7.0
+    # Daily bytes (the 7- and 28-day savings) are kept this long, and so are silent PCs' rows.
+    history_days: int = 400
+    # Packages without a torrent (never published, retired) one address may report: their
+    # PackageIDs are not in the catalogue, so this is what bounds them.
+    unknown_per_address: int = 32
+
+    def __post_init__(self) -> None:
+        if self.seen_days <= 0:
+            raise ValueError("seen_days must be positive")
+        if self.history_days < max(28, self.seen_days):
+            raise ValueError("history_days must be at least 28 (the savings window) and at least seen_days")
+        if self.unknown_per_address < 0:
+            raise ValueError("unknown_per_address must not be negative")
 
 
 @dataclass(frozen=True)
@@ -145,6 +167,7 @@ class ServerSettings:
     proxies: tuple[str, ...] = ()  # addresses/subnets whose X-Forwarded-For and ip= are believed
     limits: LimitSettings = field(default_factory=LimitSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
     # The URL agents reach this server at (their ``repository``), e.g. "https://sms-hq:6969":
     # published torrents must announce to <public_url>/announce and nowhere else. "" = the
     # URL each publish request was sent to (scheme and Host); set it behind a proxy.

@@ -31,6 +31,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 
 from p2pdist.errors import RemoteError
+from p2pdist.outcomes import Problem
 from p2pdist.tracker.announce import (
     AnnounceRequest,
     AnnounceResponse,
@@ -63,10 +64,11 @@ _STRIDE_TRIES = 8
 class TrackerRefusal(RemoteError):
     """The tracker will not serve this announce; the reason goes back as ``failure reason``."""
 
-    def __init__(self, reason: str, retry_in: int | None = None) -> None:
+    def __init__(self, reason: str, retry_in: int | None = None, kind: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_in = retry_in
+        self.kind = kind  # a ``Problem`` word sent beside the reason
 
 
 class Answer:
@@ -166,7 +168,7 @@ class Tracker:
     def _record(self, request: AnnounceRequest, place: Place, now: float) -> PeerRecord | Answer:
         """The registration to store, or the whole answer when there is nothing to store."""
         if not self.is_tracked(request.info_hash):
-            raise TrackerRefusal(NOT_REGISTERED)
+            raise TrackerRefusal(NOT_REGISTERED, kind=Problem.NOT_PUBLISHED)
         if place.site is None:
             return Answer(self.settings.interval, self.settings.min_interval, warning=NO_SITE_WARNING)
         endpoint = place.packed + request.port.to_bytes(2, "big")

@@ -29,9 +29,14 @@ from aiohttp import web
 from p2pdist.httpio import read_capped
 from p2pdist.errors import OutputError, SignatureError
 from p2pdist.metainfo import normalize_package_id
-from p2pdist.tracker.pages import SiteRow, render_index
+from p2pdist.outcomes import State
+from p2pdist.tracker import metrics
+from p2pdist.tracker.console import Console, package_sites, site_list, site_view
+from p2pdist.tracker.ledger import FILE as LEDGER_FILE, Ledger, SqliteLedger, day_of
+from p2pdist.tracker.pages import SiteRow, Totals, render_index
 from p2pdist.tracker.ratelimit import RateLimiter
-from p2pdist.tracker.repository import PackageRecord, Report, Repository, RepositoryError, Totals
+from p2pdist.tracker.reports import ReportEntry, ReportError, parse_report
+from p2pdist.tracker.repository import PackageRecord, Repository, RepositoryError
 from p2pdist.tracker.service import RATE_LIMITED, TrackerService
 from p2pdist.tracker.settings import ServerSettings
 from p2pdist.tracker.sites import Place, SiteMap
@@ -54,6 +59,7 @@ class ServerState:
     tracker: Tracker
     limiter: RateLimiter
     service: TrackerService
+    ledger: Ledger
     token: str
     # Timestamps stored across restarts or shown to people read the wall clock; durations
     # (sweep schedule, rate limits) the monotonic one; peer stamps the store's clock.
@@ -73,6 +79,18 @@ def make_store(settings: ServerSettings) -> PeerStore:
     return MemoryPeerStore()
 
 
+def make_ledger(settings: ServerSettings, store: PeerStore) -> Ledger:
+    """The console's ledger beside the peers: in Redis where they are, else SQLite in data_dir."""
+    reports = settings.reports
+    limits = dict(seen_days=reports.seen_days, history_days=reports.history_days, unknown_per_address=reports.unknown_per_address)
+    client = getattr(store, "client", None)
+    if settings.store.backend == "redis" and client is not None:
+        from p2pdist.tracker.redis_ledger import RedisLedger
+
+        return RedisLedger(client, settings.store.key_prefix + "console:", **limits)  # type: ignore[arg-type]
+    return SqliteLedger(settings.data_dir / LEDGER_FILE, **limits)  # type: ignore[arg-type]
+
+
 def build_state(settings: ServerSettings, store: PeerStore | None = None) -> ServerState:
     sites = SiteMap(settings.sites, settings.default_site, settings.proxies)
     repository = Repository(settings.data_dir, settings.trusted_keys())
@@ -89,7 +107,7 @@ def build_state(settings: ServerSettings, store: PeerStore | None = None) -> Ser
     limits = settings.limits
     limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
     service = TrackerService(tracker, sites, limiter, time.monotonic, store.clock)
-    return ServerState(settings, sites, repository, store, tracker, limiter, service, settings.token())
+    return ServerState(settings, sites, repository, store, tracker, limiter, service, make_ledger(settings, store), settings.token())
 
 
 def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.Application:
@@ -105,6 +123,10 @@ def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.A
     app.router.add_post("/api/packages", publish)
     app.router.add_post("/api/packages/{package}/retire", retire)
     app.router.add_post("/api/report", report)
+    app.router.add_get("/api/packages/{package}/sites", package_sites_view)
+    app.router.add_get("/api/sites", sites_view)
+    app.router.add_get("/api/sites/{site}", site_detail_view)
+    app.router.add_get("/metrics", metrics_view)
     app.router.add_get(r"/packages/{package}/{version:\d{1,10}}.torrent", fetch_version)
     app.router.add_get("/packages/{file}", fetch_latest)
     return app
@@ -112,6 +134,7 @@ def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.A
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
+    await import_legacy_reports(state)
     task = asyncio.create_task(housekeeping(state), name="p2pdist-tracker-housekeeping")
     try:
         yield
@@ -119,8 +142,23 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await state.ledger.close()
         await state.store.close()
         state.repository.close()
+
+
+async def import_legacy_reports(state: ServerState) -> None:
+    """Move the byte-only reports an older server kept in the catalogue into the ledger, once."""
+    by_address: dict[tuple[str, str], list[tuple[ReportEntry, float]]] = {}
+    for package, version, info_hash, address, site, peers, webseed, uploaded, completed, at in state.repository.take_legacy_reports():
+        entry = ReportEntry(package, version, info_hash, State.COMPLETE if completed else State.DOWNLOADING,
+                            1.0 if completed else 0.0, completed=completed, from_peers=peers, from_webseed=webseed,
+                            uploaded=uploaded)  # fmt: skip
+        by_address.setdefault((address, site), []).append((entry, at))
+    for (address, site), entries in by_address.items():
+        await state.ledger.record([e for e, _ in entries], site, address, max(at for _, at in entries))
+    if by_address:
+        log.info("moved the reports of %d addresses into the console ledger", len(by_address))
 
 
 async def housekeeping(state: ServerState) -> None:
@@ -139,9 +177,12 @@ async def housekeeping(state: ServerState) -> None:
             if tick >= next_sweep:
                 next_sweep = tick + settings.sweep_interval
                 removed = await state.store.sweep(state.store.clock())
+                aged = await state.ledger.sweep(state.wall())
                 state.sweeps += 1
                 if removed:
                     log.info("expired %d peers", removed)
+                if aged:
+                    log.info("aged out %d silent agents' reports", aged)
         except Exception:  # a broken store connection must not end the housekeeping loop
             log.exception("tracker housekeeping failed; retrying")
 
@@ -356,24 +397,112 @@ async def report(request: web.Request) -> web.Response:
         payload = json.loads(body)
     except ValueError:
         raise RepositoryError("report body is not JSON") from None
-    parsed = Report.from_json(payload)
+    try:
+        raw_entries = parse_report(payload)
+    except ReportError as exc:
+        raise RepositoryError(str(exc)) from None
     place = place_of(request)
     if not state.limiter.allow(place.address, state.monotonic()):
         return json_error(RATE_LIMITED, 429)
-    state.repository.record_report(parsed, place.site or "", place.address, state.wall())
-    return web.json_response({"ok": True, "site": place.site})
+    entries, refused = [], []
+    for raw in raw_entries:
+        try:
+            entry = ReportEntry.from_json(raw)
+        except ReportError as exc:
+            refused.append({"package": raw.get("package") if isinstance(raw, dict) else None, "error": str(exc)})
+            continue
+        if entry.info_hash is not None:
+            if state.repository.identity(entry.info_hash) != (entry.package_id, entry.version):
+                refused.append({"package": entry.package_id, "error": NEVER_PUBLISHED})
+                continue
+        entries.append(entry)
+    if refused and not entries and len(raw_entries) == 1:  # the one-package form: its error, as before
+        raise RepositoryError(refused[0]["error"], 404 if refused[0]["error"] == NEVER_PUBLISHED else 400)
+    for reason in await state.ledger.record(entries, place.site or "", place.address, state.wall()):
+        refused.append({"package": reason.partition(":")[0], "error": reason})
+    accepted = len(raw_entries) - len(refused)
+    return web.json_response({"ok": True, "site": place.site, "accepted": accepted, "refused": refused})
+
+
+NEVER_PUBLISHED = "report names a torrent this repository never published"
+
+
+# ------------------------------------------------------------------------------------- console
+
+
+async def snapshot(state: ServerState, package_id: str | None = None) -> Console:
+    """The console's figures now: the ledger's counters and 28 days, the tracker's live peers."""
+    today = day_of(state.wall())
+    tallies = await state.ledger.tallies(package_id)
+    history = await state.ledger.history(today - 27, today, package_id)
+    live = {}
+    now = state.store.clock()
+    for record in state.repository.packages():
+        if package_id is None or record.package_id == package_id:
+            live[(record.package_id, record.version)] = await state.store.counts(bytes.fromhex(record.info_hash), now)
+    return Console(tallies, history, live, today)
+
+
+def configured_sites(state: ServerState) -> dict[str, dict[str, object]]:
+    return {
+        site.name: {"configured": True, "subnets": list(site.subnets), "locations": [l.name for l in site.locations],
+                    "isolate_locations": site.isolate_locations}  # fmt: skip
+        for site in state.settings.sites
+    }
+
+
+@api
+async def package_sites_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    package_id = _package_id(request.match_info["package"])
+    console = await snapshot(state, package_id)
+    view = package_sites(console, package_id, state.repository.packages(include_retired=True), list(configured_sites(state)))
+    if view is None:
+        return json_error(f"nothing known of package {package_id}", 404)
+    return web.json_response(view)
+
+
+@api
+async def sites_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.json_response(site_list(await snapshot(state), configured_sites(state)))
+
+
+@api
+async def site_detail_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    site = request.match_info["site"]
+    today = day_of(state.wall())
+    view = site_view(
+        await snapshot(state), site, configured_sites(state).get(site), state.repository.packages(include_retired=True),
+        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today,
+    )  # fmt: skip
+    if view is None:
+        return json_error(f"no site {site!r} is configured or has reported", 404)
+    return web.json_response(view)
+
+
+@api
+async def metrics_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = metrics.render(await snapshot(state), await state.store.peer_count())
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 # ---------------------------------------------------------------------------------------- page
 
 
 async def page_rows(state: ServerState) -> list[tuple[PackageRecord, list[SiteRow]]]:
-    totals = state.repository.totals()
+    tallies = await state.ledger.tallies()
     now = state.store.clock()
     result = []
     for record in state.repository.packages():
         counts = await state.store.counts(bytes.fromhex(record.info_hash), now)
-        reported = totals.get(record.info_hash, {})
+        reported = {
+            site: Totals(t.from_peers, t.from_webseed, t.uploaded, t.state(State.COMPLETE), t.agents)
+            for (package, version, site), t in tallies.items()
+            if (package, version) == (record.package_id, record.version)
+        }
         sites = sorted(set(counts) | set(reported))
         rows = [SiteRow(site, counts.get(site, SiteCounts()), reported.get(site, Totals())) for site in sites]
         result.append((record, rows))

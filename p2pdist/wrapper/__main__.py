@@ -8,12 +8,11 @@ generic failure.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from p2pdist.errors import P2pdistError, UsageError, one_line
@@ -42,18 +41,25 @@ returns its exit code unchanged; otherwise exits with the retry code so that SMS
   --version N        require this SourceVersion
   --retry-code N     exit code for "not ready yet" (default 1618)
   --wait SECONDS     wait up to this long while the download progresses (default 0)
+  --unpublished-code N
+                     exit code once the package has not been published for the grace
+                     (default 7705: SMS reports the program failed instead of retrying)
+  --unpublished-grace SECONDS
+                     how long after the agent first hears "not published" the wrapper
+                     still returns the retry code (default 86400)
   --agent ADDR       control API: unix:/path or http://127.0.0.1:PORT (default: the agent's)
   --token-file FILE  control API token (default: the agent's)
   --log FILE         log file (default: $P2PDIST_WRAPPER_LOG, else the machine's log directory)
 
 Options end at '--' or at the first word that does not start with '--'.
-Own exit codes: 7701 bad usage, 7702 no package id, 7703 command not found, 7704 internal error.
+Own exit codes: 7701 bad usage, 7702 no package id, 7703 command not found, 7704 internal error,
+7705 not published.
 """
 
-Opener = Callable[[Invocation], AbstractAsyncContextManager[gate.AgentControl]]
+Opener = Callable[[Invocation], AbstractContextManager[gate.AgentControl]]
 
 
-def _default_opener(invocation: Invocation) -> AbstractAsyncContextManager[gate.AgentControl]:
+def _default_opener(invocation: Invocation) -> AbstractContextManager[gate.AgentControl]:
     return gate.open_control(invocation.agent, invocation.token_file, gate.QUICK_TIMEOUT)
 
 
@@ -81,12 +87,12 @@ class _Logger:
         return code
 
 
-async def _prepare(
+def _prepare(
     opener: Opener, invocation: Invocation, package_id: str, timing: gate.Timing
 ) -> gate.Ready | gate.NotReady:
     try:
-        async with opener(invocation) as control:
-            return await gate.prepare(
+        with opener(invocation) as control:
+            return gate.prepare(
                 control,
                 package_id,
                 pid=os.getpid(),
@@ -98,10 +104,10 @@ async def _prepare(
         return gate.NotReady(f"agent unavailable: {one_line(str(exc)) or type(exc).__name__}")
 
 
-async def _release(opener: Opener, invocation: Invocation, lease: str, timing: gate.Timing) -> str | None:
+def _release(opener: Opener, invocation: Invocation, lease: str, timing: gate.Timing) -> str | None:
     try:
-        async with opener(invocation) as control:
-            return await gate.release(control, lease, timing=timing)
+        with opener(invocation) as control:
+            return gate.release(control, lease, timing=timing)
     except (P2pdistError, OSError) as exc:
         return f"lease not released ({one_line(str(exc))}); the agent ends it when this process exits"
 
@@ -169,10 +175,12 @@ def _run_package(
 ) -> int:
     retry = invocation.retry_code
     try:
-        prepared = asyncio.run(_prepare(opener, invocation, package_id, timing))
+        prepared = _prepare(opener, invocation, package_id, timing)
     except KeyboardInterrupt:
         prepared = gate.NotReady("interrupted before the command started")
     if isinstance(prepared, gate.NotReady):
+        if prepared.unpublished_since is not None:
+            return _unpublished(invocation, command, package_id, prepared, logger)
         _say(f"{package_id} not ready: {prepared.reason}; exit {retry} so that SMS retries")
         return logger.write(
             "retry", retry, package=package_id, program=command.program, reason=prepared.reason, progress=prepared.progress
@@ -194,7 +202,7 @@ def _run_package(
                 outcome, code, reason = "not-found", EXIT_NOT_FOUND, str(exc)
                 _say(reason)
     finally:
-        problem = asyncio.run(_release(opener, invocation, prepared.lease, timing))
+        problem = _release(opener, invocation, prepared.lease, timing)
         if problem:
             _say(problem)
     if problem:
@@ -211,6 +219,24 @@ def _run_dir(package_path: str, subfolder: tuple[str, ...]) -> str:
         return folder
     _say(f"the package has no folder {os.path.join(*subfolder)!r}; running the command in its top folder")
     return package_path
+
+
+def _unpublished(invocation: Invocation, command: Command, package_id: str, prepared: gate.NotReady, logger: _Logger) -> int:
+    """Not published: the retry code during the grace, then the failure code, so SMS stops
+    retrying a program whose package will not come."""
+    assert prepared.unpublished_since is not None
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prepared.unpublished_since))
+    waited = max(0.0, time.time() - prepared.unpublished_since)
+    grace = invocation.unpublished_grace
+    if waited >= grace:
+        code = invocation.unpublished_code
+        reason = f"{prepared.reason}; not published since {since}, past the {grace:g} s grace"
+        _say(f"{package_id} {reason}; exit {code}: SMS reports the program failed")
+        return logger.write("not-published", code, package=package_id, program=command.program, reason=reason)
+    retry = invocation.retry_code
+    reason = f"{prepared.reason}; not published since {since}, exit {invocation.unpublished_code} after the {grace:g} s grace"
+    _say(f"{package_id} {reason}; exit {retry} so that SMS retries meanwhile")
+    return logger.write("retry", retry, package=package_id, program=command.program, reason=reason, progress=prepared.progress)
 
 
 def main() -> int:

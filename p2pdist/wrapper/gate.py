@@ -9,14 +9,16 @@ still checking, damaged, agent down, tracker unreachable -- is a ``NotReady`` wi
 reason, and the wrapper exits with the retry code: SMS tries again later. Every call has a time
 bound and so has the whole conversation (``ANSWER_TIMEOUT`` beyond ``--wait``): whatever the
 agent does, SMS gets its answer within seconds.
+
+The conversation is sequential, so it runs on blocking sockets: no event loop, and no asyncio to
+import at every start (most of a wrapper's start-up, when SMS starts one on every PC at once).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +28,7 @@ T = TypeVar("T")
 
 COMPLETE = "complete"
 CHECKING = "checking"
+NOT_PUBLISHED = "not-published"
 QUICK_TIMEOUT = 5.0  # one control call
 ANSWER_TIMEOUT = 10.0  # the whole conversation, beyond --wait
 POLL_INTERVAL = 1.0
@@ -33,17 +36,20 @@ STALL_TIMEOUT = 60.0
 
 
 class AgentControl(Protocol):
-    """The part of ``p2pdist.agent.control_client.ControlClient`` the wrapper uses."""
+    """The part of ``p2pdist.agent.control_client.BlockingControlClient`` the wrapper uses;
+    ``timeout`` bounds each call and the gate sets it before each one."""
 
-    async def ensure(self, package_id: str, version: int | None = None) -> Any: ...
+    timeout: float
 
-    async def status(self, package_id: str) -> Any: ...
+    def ensure(self, package_id: str, version: int | None = None) -> Any: ...
 
-    async def verify(self, package_id: str) -> Any: ...
+    def status(self, package_id: str) -> Any: ...
 
-    async def acquire(self, package_id: str, pid: int) -> str: ...
+    def verify(self, package_id: str) -> Any: ...
 
-    async def release(self, lease: str) -> Any: ...
+    def acquire(self, package_id: str, pid: int) -> str: ...
+
+    def release(self, lease: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,12 @@ class Ready:
 
 @dataclass(frozen=True)
 class NotReady:
-    """The command cannot run now; ``reason`` is one line for the log, ``progress`` 0..1 when known."""
+    """The command cannot run now; ``reason`` is one line for the log, ``progress`` 0..1 when
+    known; ``unpublished_since`` (epoch seconds) when the package is not published, since when."""
 
     reason: str
     progress: float | None = None
+    unpublished_since: float | None = None
 
 
 class Unanswered(LocalError):
@@ -70,11 +78,22 @@ class Unanswered(LocalError):
         super().__init__(f"{what}: {detail}")
 
 
-async def _call(what: str, call: Awaitable[T], timeout: float) -> T:
+class _OutOfTime(Exception):
+    """The whole conversation's bound passed."""
+
+
+def _call(what: str, control: AgentControl, call: Callable[[], T], timeout: float, end: float | None = None) -> T:
+    """``call()`` within ``timeout`` seconds, and before ``end`` (monotonic) when given."""
+    if end is not None:
+        timeout = min(timeout, end - time.monotonic())
+        if timeout <= 0:
+            raise _OutOfTime
+    from p2pdist.agent.control_client import AgentTimeout
+
+    control.timeout = timeout
     try:
-        async with asyncio.timeout(timeout):
-            return await call
-    except TimeoutError:
+        return call()
+    except (AgentTimeout, TimeoutError):
         raise Unanswered(what, f"no answer from the agent within {timeout:g} s") from None
     except (P2pdistError, OSError) as exc:
         raise Unanswered(what, one_line(str(exc)) or type(exc).__name__) from None
@@ -100,15 +119,31 @@ def describe(status: Any) -> str:
     peers = getattr(status, "peers", None)
     if isinstance(peers, int):
         parts.append(f"{peers} peers")
-    for name in ("error", "tracker_error"):
-        if text := getattr(status, name, None):
-            parts.append(f"{name.replace('_', ' ')}: {one_line(str(text))}")
+    error, kind = getattr(status, "error", None), getattr(status, "error_kind", None)
+    if error:
+        parts.append(f"{kind or 'error'}: {one_line(str(error))}")
+    tracker = getattr(status, "tracker_error", None)
+    if tracker and tracker != error:
+        parts.append(f"tracker error: {one_line(str(tracker))}")
     return ", ".join(parts)
 
 
 def _progress(status: Any) -> float | None:
     value = getattr(status, "progress", None)
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _since(status: Any) -> float:
+    """When the agent first heard "not published" (now, if it does not say: an older agent)."""
+    text = getattr(status, "unpublished_since", None)
+    if isinstance(text, str):
+        from datetime import datetime  # only on this path: the wrapper's start stays light
+
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
 
 
 def _wrong_version(status: Any, version: int | None) -> str | None:
@@ -135,7 +170,7 @@ def _fingerprint(status: Any) -> tuple[object, ...]:
     )
 
 
-async def wait_until_complete(
+def wait_until_complete(
     control: AgentControl,
     package_id: str,
     status: Any,
@@ -144,9 +179,10 @@ async def wait_until_complete(
     timing: Timing,
     clock: Callable[[], float] = time.monotonic,
     verifying: bool = False,
+    end: float | None = None,
 ) -> Any:
     """Poll for up to ``wait`` seconds while the download (or, ``verifying``, the check before
-    the run) progresses; the last status seen.
+    the run) progresses; the last status seen. ``end``: the conversation's bound (monotonic).
 
     Stops early when the package completes, reports an error, or shows no progress for
     ``timing.stall`` seconds: waiting longer would only hold up SMS.
@@ -161,17 +197,17 @@ async def wait_until_complete(
         now = clock()
         if now >= deadline or now - changed >= timing.stall:
             return status
-        await asyncio.sleep(min(timing.poll, deadline - now))
+        time.sleep(min(timing.poll, deadline - now))
         if verifying:
-            status = await _call("verify", control.verify(package_id), timing.quick)
+            status = _call("verify", control, lambda: control.verify(package_id), timing.quick, end)
         else:
-            status = await _call("status", control.status(package_id), timing.quick)
+            status = _call("status", control, lambda: control.status(package_id), timing.quick, end)
         if (seen := _fingerprint(status)) != last:
             last, changed = seen, clock()
     return status
 
 
-async def prepare(
+def prepare(
     control: AgentControl,
     package_id: str,
     *,
@@ -186,50 +222,51 @@ async def prepare(
     """
     clock = time.monotonic
     deadline = clock() + wait
+    end = deadline + timing.answer
     try:
-        async with asyncio.timeout(wait + timing.answer):
-            status = await _call("ensure", control.ensure(package_id, version), timing.quick)
-            if getattr(status, "state", None) != COMPLETE and wait > 0:
-                status = await wait_until_complete(control, package_id, status, wait=wait, timing=timing)
-            if getattr(status, "state", None) != COMPLETE:
-                return NotReady(f"not complete: {describe(status)}", _progress(status))
-            if problem := _wrong_version(status, version):
-                return NotReady(problem, _progress(status))
-            verified = await _call("verify", control.verify(package_id), timing.quick)
-            if getattr(verified, "state", None) == CHECKING and deadline > clock():
-                verified = await wait_until_complete(control, package_id, verified, wait=deadline - clock(), timing=timing, verifying=True)
-            path = getattr(verified, "path", None)
-            if getattr(verified, "state", None) == CHECKING:
-                return NotReady(f"being checked before the run: {describe(verified)}", _progress(verified))
-            if getattr(verified, "state", None) != COMPLETE or not path:
-                return NotReady(f"failed re-verification, the agent repairs it: {describe(verified)}", _progress(verified))
-            if problem := _wrong_version(verified, version):
-                return NotReady(problem, _progress(verified))
-            lease = await _call("lease", control.acquire(package_id, pid), timing.quick)
+        status = _call("ensure", control, lambda: control.ensure(package_id, version), timing.quick, end)
+        if getattr(status, "state", None) != COMPLETE and wait > 0:
+            status = wait_until_complete(control, package_id, status, wait=wait, timing=timing, end=end)
+        if getattr(status, "state", None) != COMPLETE:
+            if getattr(status, "error_kind", None) == NOT_PUBLISHED:
+                return NotReady(f"not published: {describe(status)}", _progress(status), _since(status))
+            return NotReady(f"not complete: {describe(status)}", _progress(status))
+        if problem := _wrong_version(status, version):
+            return NotReady(problem, _progress(status))
+        verified = _call("verify", control, lambda: control.verify(package_id), timing.quick, end)
+        if getattr(verified, "state", None) == CHECKING and deadline > clock():
+            verified = wait_until_complete(control, package_id, verified, wait=deadline - clock(), timing=timing, verifying=True, end=end)
+        path = getattr(verified, "path", None)
+        if getattr(verified, "state", None) == CHECKING:
+            return NotReady(f"being checked before the run: {describe(verified)}", _progress(verified))
+        if getattr(verified, "state", None) != COMPLETE or not path:
+            return NotReady(f"failed re-verification, the agent repairs it: {describe(verified)}", _progress(verified))
+        if problem := _wrong_version(verified, version):
+            return NotReady(problem, _progress(verified))
+        lease = _call("lease", control, lambda: control.acquire(package_id, pid), timing.quick, end)
     except Unanswered as exc:
         return NotReady(str(exc))
-    except TimeoutError:
+    except _OutOfTime:
         return NotReady(f"the agent did not finish answering within {wait + timing.answer:g} s")
     return Ready(str(path), str(lease), verified)
 
 
-async def release(control: AgentControl, lease: str, *, timing: Timing = Timing()) -> str | None:
+def release(control: AgentControl, lease: str, *, timing: Timing = Timing()) -> str | None:
     """Give the lease back; the problem as one line if that failed (the agent also ends it when we exit)."""
     try:
-        await _call("release", control.release(lease), timing.quick)
+        _call("release", control, lambda: control.release(lease), timing.quick)
     except Unanswered as exc:
         return f"lease not released ({exc}); the agent ends it when this process exits"
     return None
 
 
-@contextlib.asynccontextmanager
-async def open_control(address: str | None, token_file: str | None, timeout: float) -> AsyncIterator[AgentControl]:
+@contextlib.contextmanager
+def open_control(address: str | None, token_file: str | None, timeout: float) -> Iterator[AgentControl]:
     """A control-API client for one conversation.
 
     ``timeout`` is the client's own bound per request; the gate puts shorter bounds on the
     calls that must be quick.
     """
-    from p2pdist.agent.control_client import ControlClient
+    from p2pdist.agent.control_client import BlockingControlClient
 
-    async with ControlClient(address, token_file=token_file, timeout=timeout) as client:
-        yield client
+    yield BlockingControlClient(address, token_file=token_file, timeout=timeout)

@@ -26,7 +26,8 @@ _PLAIN = re.compile(r"\A[A-Za-z0-9_.:/\\%+@,-]+\Z")
 
 @dataclass(frozen=True)
 class LogRecord:
-    """What one invocation did; ``outcome``: ran, retry, usage, no-package, not-found, interrupted, internal."""
+    """What one invocation did; ``outcome``: ran, retry, not-published, usage, no-package, not-found,
+    interrupted, internal."""
 
     outcome: str
     exit_code: int

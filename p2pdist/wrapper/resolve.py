@@ -17,17 +17,29 @@ from dataclasses import dataclass
 
 from p2pdist.errors import UsageError
 from p2pdist.metainfo.identity import normalize_package_id
-from p2pdist.wrapper.exitcodes import MAX_CODE, RETRY_DEFAULT, check_retry_code
+from p2pdist.wrapper.exitcodes import (
+    EXIT_NOT_PUBLISHED,
+    MAX_CODE,
+    RETRY_DEFAULT,
+    UNPUBLISHED_GRACE,
+    check_retry_code,
+    check_unpublished_code,
+)
 from p2pdist.wrapper.options import parse_int, parse_seconds, scan_options
 from p2pdist.wrapper.winargs import leading_words, split_words, tail_after_options
 
 USAGE = (
     "usage: p2pdist-wrapper [--pkg ID] [--version N] [--retry-code 1618] [--wait SECONDS] "
+    "[--unpublished-code 7705] [--unpublished-grace SECONDS] "
     "[--agent ADDR] [--token-file FILE] [--log FILE] [--] <command> [args...]"
 )
-WITH_VALUE = frozenset({"--pkg", "--version", "--retry-code", "--wait", "--agent", "--token-file", "--log"})
+WITH_VALUE = frozenset({
+    "--pkg", "--version", "--retry-code", "--wait", "--unpublished-code", "--unpublished-grace", "--agent",
+    "--token-file", "--log",
+})  # fmt: skip
 FLAGS = frozenset({"--help"})
 MAX_WAIT = 86400.0
+MAX_GRACE = 90 * 86400.0
 
 # A DP package folder ("PS100012") or an old client cache folder ("PS100012.3.System").
 _FOLDER_RE = re.compile(r"\A([A-Z0-9]{3}[0-9A-F]{5})(?:\.[0-9]+\..+)?\Z", re.IGNORECASE)
@@ -59,6 +71,8 @@ class Invocation:
     version: int | None = None
     retry_code: int = RETRY_DEFAULT
     wait: float = 0.0
+    unpublished_code: int = EXIT_NOT_PUBLISHED
+    unpublished_grace: float = UNPUBLISHED_GRACE
     agent: str | None = None
     token_file: str | None = None
     log: str | None = None
@@ -91,6 +105,16 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
     wait = 0.0
     if (text := scanned.value("--wait")) is not None:
         wait = parse_seconds("--wait", text, high=MAX_WAIT)
+    unpublished_code = EXIT_NOT_PUBLISHED
+    if (text := scanned.value("--unpublished-code")) is not None:
+        unpublished_code = parse_int("--unpublished-code", text, low=1, high=MAX_CODE)
+    try:
+        unpublished_code = check_unpublished_code(unpublished_code, retry_code)
+    except ValueError as exc:
+        raise UsageError(f"--unpublished-code: {exc}") from None
+    grace = UNPUBLISHED_GRACE
+    if (text := scanned.value("--unpublished-grace")) is not None:
+        grace = parse_seconds("--unpublished-grace", text, high=MAX_GRACE)
     agent = scanned.value("--agent")
     if agent is not None and not (agent.startswith("unix:/") or agent.startswith("http://")):
         raise UsageError(f"--agent wants unix:/path/to/socket or http://127.0.0.1:PORT, not {agent!r}")
@@ -104,6 +128,8 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
         version=version,
         retry_code=retry_code,
         wait=wait,
+        unpublished_code=unpublished_code,
+        unpublished_grace=grace,
         agent=agent,
         token_file=scanned.value("--token-file"),
         log=scanned.value("--log"),

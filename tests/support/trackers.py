@@ -30,8 +30,9 @@ REFUSAL = "unregistered torrent, ask your site admin"
 class ScriptedTracker:
     """An HTTP tracker on 127.0.0.1 doing what ``mode`` says to every announce."""
 
-    def __init__(self, mode: str = ANSWER, peers: Iterable[tuple[str, int]] = ()) -> None:
+    def __init__(self, mode: str = ANSWER, peers: Iterable[tuple[str, int]] = (), interval: int = 1800) -> None:
         self.mode = mode
+        self.interval = interval
         self.peers = list(peers)
         self.requests: list[str] = []  # raw request targets, as sent
         self.seen = threading.Condition()
@@ -53,7 +54,7 @@ class ScriptedTracker:
                     body = bencode.encode({b"failure reason": REFUSAL.encode()})
                 else:
                     compact = b"".join(socket.inet_aton(ip) + port.to_bytes(2, "big") for ip, port in tracker.peers)
-                    body = bencode.encode({b"interval": 1800, b"peers": compact, b"complete": 1, b"incomplete": 1})
+                    body = bencode.encode({b"interval": tracker.interval, b"peers": compact, b"complete": 1, b"incomplete": 1})
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
