@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ntpath
 import tomllib
 
 import pytest
@@ -42,7 +43,9 @@ def test_agent_toml_reads_back_as_written(data: str, cache: str, port: int, cont
     parsed = tomllib.loads(plan.agent_toml(settings, layout))
     assert parsed["repository"] == "http://sms01:6969" and parsed["public_keys"] == [KEY]
     assert parsed["cache_dir"] == cache and parsed["state_dir"] == data
-    assert parsed["log_file"].endswith("\\logs\\agent.log") and parsed["log_file"].startswith(data)
+    log_file = parsed["log_file"]  # <data>\logs\agent.log, however data ends ("C:\\/" is C:\)
+    assert ntpath.basename(log_file) == "agent.log" and ntpath.basename(ntpath.dirname(log_file)) == "logs"
+    assert ntpath.normpath(ntpath.dirname(ntpath.dirname(log_file))) == ntpath.normpath(data)
     assert parsed["engine"] == {"listen_port": port}
     assert ("control" in parsed) == (control is not None)
     if control is not None:

@@ -78,7 +78,7 @@ class Unanswered(LocalError):
         super().__init__(f"{what}: {detail}")
 
 
-class _OutOfTime(Exception):
+class _OutOfTime(LocalError):
     """The whole conversation's bound passed."""
 
 
