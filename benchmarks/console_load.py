@@ -31,7 +31,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,12 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from p2pdist import bencode  # noqa: E402
-from p2pdist.agent.control_client import PackageStatus  # noqa: E402
-from p2pdist.agent.reporting import encode, entry_of  # noqa: E402
-from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo  # noqa: E402
-from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent  # noqa: E402
-from p2pdist.tracker.repository import Repository  # noqa: E402
+from p2pdist import bencode
+from p2pdist.agent.control_client import PackageStatus
+from p2pdist.agent.reporting import encode, entry_of
+from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
+from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
+from p2pdist.tracker.repository import Repository
+from _net import free_port
 
 SERVER_CPU, CLIENT_CPU = 1, 0
 SITES = 40
@@ -59,12 +59,6 @@ PROBLEMS = [
     ("tracker-unreachable", "https://sms-hq:6969/announce unreachable: cannot connect: Connection refused"),
     ("webseed-refused", "http://dp{site:02d}.corp.example/SMSPKG/{pkg}/setup.exe: HTTP 403"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def memory_kib(pid: int) -> dict[str, int]:

@@ -32,15 +32,10 @@ from pathlib import Path
 
 from p2pdist import bencode
 from p2pdist.metainfo import encode_torrent, parse_metainfo
+from _net import free_port, wait_listening
 
 PIECE = 256 * 1024
 RESULTS = Path(__file__).parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scripted_tracker(body: bytes) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -75,18 +70,6 @@ def start_opentracker(root: Path, info_hash: bytes) -> tuple[subprocess.Popen[by
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port)
     return process, f"http://127.0.0.1:{port}/announce"
-
-
-def wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nothing listens on port {port} after {timeout} s")
-            time.sleep(0.05)
 
 
 def run_get(torrent: Path, out: Path, extra: list[str]) -> tuple[float, float]:

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,28 +32,11 @@ from p2pdist.config import toml_value
 from p2pdist.agent.state import AgentState, PackageRow
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
+from _net import free_port, wait_listening
 
 RESULTS = Path(__file__).parent / "results"
 PIECE = 16 * 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_listening(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nothing listens on port {port} after {timeout} s")
-            time.sleep(0.1)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,21 +41,16 @@ from urllib.parse import quote_from_bytes
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from p2pdist import bencode  # noqa: E402
-from p2pdist.config import toml_value  # noqa: E402
-from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo  # noqa: E402
-from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent  # noqa: E402
+from p2pdist import bencode
+from p2pdist.config import toml_value
+from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
+from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
+from _net import free_port
 
 MAX_SECONDS = 240  # hard bound on the whole run
 HOLD_BASE, MEASURE_BASE = "127.77.0.", "127.88.0."
 MEASURE_ADDRESSES = 16
 TOKEN = "bench-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def open_fds(pid: int) -> int:

@@ -30,7 +30,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,12 +42,13 @@ from urllib.parse import quote_from_bytes
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from p2pdist import bencode  # noqa: E402
-from p2pdist.config import toml_value  # noqa: E402
-from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo  # noqa: E402
-from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent  # noqa: E402
-from p2pdist.tracker.announce import parse_scrape_response  # noqa: E402
-from p2pdist.tracker.repository import Repository  # noqa: E402
+from p2pdist import bencode
+from p2pdist.config import toml_value
+from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
+from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
+from p2pdist.tracker.announce import parse_scrape_response
+from p2pdist.tracker.repository import Repository
+from _net import free_port
 
 SERVER_CPU, CLIENT_CPU = 1, 0
 NEW_CONNECTION, KEEP_ALIVE = "new connection per request", "keep-alive"
@@ -93,12 +93,6 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_kib(pid: int) -> int:

@@ -22,10 +22,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from p2pdist.agent.config import AgentSettings, load_agent_settings
 from p2pdist.errors import P2pdistError, one_line
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from p2pdist.metainfo import Metainfo
 
 CHECK_TIMEOUT = 5.0
 MAX_CLOCK_SKEW = 300.0  # seconds; announces and signatures do not care, but logs and expiry do
@@ -167,11 +173,11 @@ def peer_port_check(settings: AgentSettings, found: Findings) -> Check:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
     try:
-        if sys.platform == "win32":
-            probe.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_EXCLUSIVEADDRUSE", 0) or socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: fail on a port another socket holds
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
         probe.bind((host, port))
     except OSError as exc:
-        if found.agent_running and exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1), 10048):
+        if found.agent_running and exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)):
             return Check(name, True, f"in use, by the running agent on {host}")
         return Check(name, False, f"cannot listen on {host}:{port}: {exc.strerror}",
                      "stop the program holding it, or set engine.listen_port in agent.toml")  # fmt: skip
@@ -183,10 +189,9 @@ def peer_port_check(settings: AgentSettings, found: Findings) -> Check:
     return Check(name, True, f"free on {host}")
 
 
-async def repository_checks(http: object, settings: AgentSettings, package: str | None, found: Findings) -> list[Check]:
+async def repository_checks(http: aiohttp.ClientSession, settings: AgentSettings, package: str | None, found: Findings) -> list[Check]:
     import aiohttp
 
-    assert isinstance(http, aiohttp.ClientSession)
     base = settings.repository_url
     checks: list[Check] = []
     try:
@@ -236,7 +241,7 @@ def clock_check(date_header: str | None, now: Callable[[], float] = time.time) -
     return Check("clock", True, text)
 
 
-def trust_check(settings: AgentSettings, found: Findings) -> tuple[Check, object | None]:
+def trust_check(settings: AgentSettings, found: Findings) -> tuple[Check, Metainfo | None]:
     from p2pdist.metainfo import parse_metainfo
     from p2pdist.metainfo.signing import SignatureStatus, verify_signature
 
@@ -253,46 +258,41 @@ def trust_check(settings: AgentSettings, found: Findings) -> tuple[Check, object
     return Check("key", True, f"{found.torrent_what} v{version} is signed by a trusted key"), meta
 
 
-async def tracker_check(http: object, meta: object) -> Check:
+async def tracker_check(http: aiohttp.ClientSession, meta: Metainfo) -> Check:
     import aiohttp
+    import yarl
 
-    from p2pdist import bencode
-    from p2pdist.metainfo import Metainfo
+    from p2pdist.tracker.announce import AnnounceError, TrackerFailure, build_scrape_url, parse_scrape_response
 
-    assert isinstance(http, aiohttp.ClientSession) and isinstance(meta, Metainfo)
     announce = next(iter(meta.tracker_urls), None)
-    if announce is None or "/announce" not in announce:
-        return Check("tracker", False, "the torrent names no announce URL with /announce to scrape")
-    scrape = announce.replace("/announce", "/scrape", 1)
-    query = "info_hash=" + "".join(f"%{byte:02X}" for byte in meta.info_hash)
-    separator = "&" if "?" in scrape else "?"
     try:
-        import yarl
-
-        url = yarl.URL(f"{scrape}{separator}{query}", encoded=True)
-        async with http.get(url, allow_redirects=False) as reply:
+        if announce is None:
+            raise AnnounceError("no announce URL")
+        scrape = build_scrape_url(announce, [meta.info_hash])  # byte-exact, as announces are sent
+    except AnnounceError:
+        return Check("tracker", False, "the torrent names no announce URL with /announce to scrape")
+    try:
+        async with http.get(yarl.URL(scrape, encoded=True), allow_redirects=False) as reply:
             body = await reply.content.read(64 * 1024)
             status = reply.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return Check("tracker", False, f"{announce} unreachable: {one_line(exc) or 'timed out'}", "check the firewall to the site server")
     try:
-        answer = bencode.decode(body)
-    except P2pdistError:
-        answer = None
-    if status != 200 or not isinstance(answer, dict):
-        return Check("tracker", False, f"{scrape} answered HTTP {status} without a bencoded reply")
-    if b"failure reason" in answer:
-        return Check("tracker", False, f"refuses: {one_line(answer[b'failure reason'].decode('utf-8', 'replace'))}")
+        if status != 200:
+            raise AnnounceError(f"HTTP {status}")
+        parse_scrape_response(body)
+    except TrackerFailure as exc:
+        return Check("tracker", False, f"refuses: {one_line(exc.reason)}")
+    except AnnounceError:
+        return Check("tracker", False, f"{scrape.split('?')[0]} answered HTTP {status} without a bencoded reply")
     return Check("tracker", True, f"{announce} answers for this package")
 
 
-async def web_seed_check(http: object, meta: object) -> Check:
+async def web_seed_check(http: aiohttp.ClientSession, meta: Metainfo) -> Check:
     import aiohttp
 
     from p2pdist.agent.webseed import file_urls
-    from p2pdist.metainfo import Metainfo
 
-    assert isinstance(http, aiohttp.ClientSession) and isinstance(meta, Metainfo)
     if not meta.web_seeds:
         return Check("web seed", True, "the torrent names none (peers only)")
     url = file_urls(meta, meta.web_seeds[0])[0]

@@ -30,6 +30,7 @@ class InitResult:
     token: Path
     private_key: Path
     public_key: Path
+    public_hex: str
     fingerprint: str
 
 
@@ -84,20 +85,21 @@ def init_site(folder: Path, *, port: int = 6969) -> InitResult:
         raise OutputError(f"cannot create {folder}: {exc.strerror}") from None
     written: list[Path] = []
     try:
-        _write_secret(token, secrets.token_urlsafe(32) + "\n")
+        _write_new(token, secrets.token_urlsafe(32) + "\n", 0o600)
         written.append(token)
         key = generate_key()
         write_private_key(key, private_key)
         written.append(private_key)
         write_public_key(key.public_key(), public_key)
         written.append(public_key)
-        _write_new(config, site_config_text(folder, port))
+        _write_new(config, site_config_text(folder, port), 0o644)
         written.append(config)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    return InitResult(folder, config, token, private_key, public_key, key_fingerprint(raw_public_key(key.public_key())))
+    raw = raw_public_key(key.public_key())
+    return InitResult(folder, config, token, private_key, public_key, raw.hex(), key_fingerprint(raw))
 
 
 def next_steps(result: InitResult) -> str:
@@ -112,24 +114,15 @@ next:
   2. start the server:   p2pdist server --config {result.config}
   3. make a package:     p2pdist create PKGDIR -o PKG.torrent --pkg PS100001 --version 1 -t http://SERVER:PORT/announce -w DP_URL --sign-key {result.private_key}
   4. publish it:         p2pdist publish PKG.torrent --server http://SERVER:PORT --token-file {result.token}
-  5. agents trust the key: public_keys = ["{result.public_key.read_text().strip()}"] in agent.toml"""
+  5. agents trust the key: public_keys = ["{result.public_hex}"] in agent.toml"""
 
 
-def _write_secret(path: Path, text: str) -> None:
-    """Created with mode 0600 (POSIX) and exclusively: a token is never left world-readable."""
+def _write_new(path: Path, text: str, mode: int) -> None:
+    """Created exclusively, with ``mode`` from the start (POSIX): a token is never left
+    world-readable, not even for a moment, and nothing that exists is overwritten."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except FileExistsError:
-        raise OutputError(f"{path} exists; `server init` never overwrites") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _write_new(path: Path, text: str) -> None:
-    try:
-        with open(path, "x", encoding="utf-8") as handle:
             handle.write(text)
     except FileExistsError:
         raise OutputError(f"{path} exists; `server init` never overwrites") from None
