@@ -26,10 +26,14 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv" || { echo "p2pdist: $python -m venv failed; on Debian: apt-get install python3-venv" >&2; exit 1; }
   fi
 fi
-stamp="$venv/.installed-${extra:-base}"
+# An editable install that is one path in a .pth file (editable_mode=compat), not an import
+# hook: the hook imported pathlib and importlib.util at every interpreter start, 25 ms that
+# every p2pdist command and benchmark in this venv paid and an installed p2pdist does not.
+stamp="$venv/.installed-${extra:-base}-compat"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   echo "p2pdist: installing into $venv (first run only)..." >&2
-  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${extra:+[$extra]}" >"$venv/install.log" 2>&1; then
+  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${extra:+[$extra]}" \
+      --config-settings editable_mode=compat >"$venv/install.log" 2>&1; then
     cat "$venv/install.log" >&2
     echo "p2pdist: pip install failed (log above)" >&2
     exit 1

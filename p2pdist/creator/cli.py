@@ -36,7 +36,6 @@ from p2pdist.creator.build import (
 from p2pdist.creator.output import check_writable, write_atomic
 from p2pdist.creator.scan import scan_path
 from p2pdist.metainfo.paths import check_component
-from p2pdist.creator.share import PackageResult, ShareOptions, build_share, web_seed_for_share
 from p2pdist.errors import InputError, LocalError, MetainfoError, OutputError, RemoteError, SignatureError, UsageError
 from p2pdist.metainfo import Metainfo, PackageIdentity, normalize_package_id, read_metainfo
 
@@ -315,6 +314,8 @@ def _create_share(args: argparse.Namespace) -> int:
         raise UsageError("--pkg is taken from each folder name with --dp")
     if args.name is not None:
         raise UsageError("--name is each PackageID folder's own with --dp")
+    from p2pdist.creator.share import PackageResult, ShareOptions, build_share, web_seed_for_share  # --dp only
+
     options = _base_options(args)
     web_seeds = tuple(web_seed_for_share(check_url(url, WEB_SEED_SCHEMES, "web seed")) for url in args.web_seed)
     outdir = Path(args.output_dir)

@@ -5,6 +5,10 @@ lives in a top-level ``p2pdist`` dictionary outside ``info``, so stock clients l
 unchanged and the info-hash does not depend on who signed it. The agent trusts a torrent only if
 ``verify_signature`` returns VALID for one of its configured keys; everything else is a reason
 to refuse, never a warning.
+
+cryptography's PEM serialization (3 MiB of modules: RSA, DSA, EC, SSH formats) is imported only
+by the functions that read or write PEM; the agent, which verifies with raw keys all day, never
+loads it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from p2pdist import bencode
@@ -59,7 +62,7 @@ def signing_message(
 
 
 def raw_public_key(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 def key_fingerprint(public_key: bytes) -> str:
@@ -105,6 +108,8 @@ def generate_key() -> Ed25519PrivateKey:
 
 def write_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     """PKCS#8 PEM, created with mode 0600 so no other user can read it."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -128,6 +133,8 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise LocalError(f"cannot read signing key {path}: {exc.strerror}") from None
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -141,6 +148,8 @@ def parse_public_key(text: str) -> bytes:
     """A public key as 64 hex digits (what ``p2pdist keygen`` writes) or a PEM block."""
     text = text.strip()
     if text.startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_public_key(text.encode())
         except (ValueError, UnsupportedAlgorithm):
