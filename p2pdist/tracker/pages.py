@@ -1,51 +1,25 @@
-"""The server's one HTML page: what is published and how much WAN the peers saved, per site.
+"""What the status page shows: the console's JSON views, shaped for the templates.
 
-Every value that came from a torrent or a report (names, site names) goes through
-``html.escape``; the page is one self-contained string with inline CSS, so there are no static
-files to serve (and none that could follow a symlink).
+The page reads the same figures as ``/api/...`` (``console``), so a number on the page is the
+number a script gets. This module only adds what people need and scripts do not: each
+version's status among its siblings (current, superseded, retired, not published), the
+segments of a readiness bar, the bars of a 28-day chart, and readable sizes and times. It is
+pure (no I/O, no template engine): ``templating`` renders its output, escaping every value.
 """
 
 from __future__ import annotations
 
-import html
-import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
+from p2pdist.outcomes import FIXES, problem_kind
+from p2pdist.tracker.console import Console, package_sites
 from p2pdist.tracker.repository import PackageRecord
-from p2pdist.tracker.store import SiteCounts
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
-th { background: #eef; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.package td { border-top: 2px solid #888; }
-.muted { color: #888; }
-"""
-
-COLUMNS = (
-    "Name", "PackageID", "Version", "Size", "Published",
-    "Site", "Seeders", "Leechers", "Completed", "From peers", "From web seed", "WAN saved",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Totals:
-    """What a site's PCs reported for a package (the console's ledger)."""
-
-    from_peers: int = 0
-    from_webseed: int = 0
-    uploaded: int = 0
-    completed: int = 0
-    reporters: int = 0
-
-
-@dataclass(frozen=True)
-class SiteRow:
-    site: str
-    counts: SiteCounts
-    totals: Totals
+CURRENT, SUPERSEDED, RETIRED, NOT_PUBLISHED = "current", "superseded", "retired", "not-published"
+STATUS_TEXT = {CURRENT: "current", SUPERSEDED: "superseded", RETIRED: "retired", NOT_PUBLISHED: "not published"}
 
 
 def human_size(size: int) -> str:
@@ -57,68 +31,133 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
+def percent(ratio: float | None) -> str:
+    """A savings ratio as people read it; a dash before any byte moved."""
+    return "–" if ratio is None else f"{100 * ratio:.0f}%"
+
+
 def utc(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def saved(totals: Totals) -> str:
-    moved = totals.from_peers + totals.from_webseed
-    return f"{100 * totals.from_peers / moved:.0f}%" if moved else "-"
+def day(iso: str | None) -> str:
+    """``2026-03-02T08:00:00Z`` -> ``2026-03-02`` (the console's times are ISO 8601, UTC)."""
+    return iso[:10] if iso else "–"
 
 
-def _cell(text: object, numeric: bool = False, name: str = "", rowspan: int = 1) -> str:
-    span = f' rowspan="{rowspan}"' if rowspan > 1 else ""
-    classes = ' class="num"' if numeric else ""
-    data = f' data-col="{name}"' if name else ""
-    return f"<td{span}{classes}{data}>{html.escape(str(text))}</td>"
+def when(iso: str | None) -> str:
+    return f"{iso[:10]} {iso[11:16]}" if iso else "–"
 
 
-def render_index(packages: list[tuple[PackageRecord, list[SiteRow]]], now: float) -> str:
-    """The whole page; ``packages`` are the published ones with their per-site figures."""
-    rows = []
-    for record, sites in packages:
-        span = max(len(sites), 1)
-        head = "".join(
-            _cell(value, numeric, name, span)
-            for name, value, numeric in (
-                ("name", record.name, False),
-                ("package", record.package_id, False),
-                ("version", record.version, True),
-                ("size", human_size(record.total_length), True),
-                ("published", utc(record.published_at), False),
-            )
-        )
-        attrs = f'data-package="{html.escape(record.package_id)}" data-version="{record.version}"'
-        if not sites:
-            rows.append(f'<tr class="package" {attrs}>{head}<td colspan="7" class="muted">no activity yet</td></tr>')
-            continue
-        for index, row in enumerate(sites):
-            cells = "".join(
-                (
-                    _cell(row.site or "(no site)", name="site"),
-                    _cell(row.counts.seeders, True, "seeders"),
-                    _cell(row.counts.leechers, True, "leechers"),
-                    _cell(row.counts.completed, True, "completed"),
-                    _cell(human_size(row.totals.from_peers), True, "from_peers"),
-                    _cell(human_size(row.totals.from_webseed), True, "from_webseed"),
-                    _cell(saved(row.totals), True, "saved"),
-                )
-            )
-            klass = ' class="package"' if index == 0 else ""
-            site_attr = f'data-site="{html.escape(row.site)}"'
-            rows.append(f"<tr{klass} {attrs} {site_attr}>{head if index == 0 else ''}{cells}</tr>")
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "\n".join(rows) or f'<tr><td colspan="{len(COLUMNS)}" class="muted">no packages published</td></tr>'
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>p2pdist site server</title>
-<style>{STYLE}</style></head>
-<body><h1>p2pdist site server</h1>
-<p id="summary">{len(packages)} package version(s) published; page generated {html.escape(utc(now))}.</p>
-<table id="packages"><thead><tr>{header}</tr></thead>
-<tbody>
-{body}
-</tbody></table>
-<p class="muted">Seeders and leechers are live tracker figures; bytes come from agents' reports.
-WAN saved = bytes from peers / all bytes downloaded.</p>
-</body></html>
-"""
+def fix_for(kind: str) -> str:
+    """What an admin can do about a problem kind (``outcomes.FIXES``)."""
+    return FIXES[problem_kind(kind)]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """A readiness bar: of ``agents`` PCs, ``complete``, on their way, and held up by a problem.
+
+    A PC counted under a problem kind is never complete (``console``), so the three parts
+    add up to ``agents``."""
+
+    agents: int
+    complete: int
+    problems: int
+
+    @property
+    def on_the_way(self) -> int:
+        return self.agents - self.complete - self.problems
+
+    @property
+    def label(self) -> str:
+        return f"{self.complete} of {self.agents}"
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Readiness:
+        agents, complete = row["agents"], row["complete"]
+        problems = min(sum(row["errors"].values()), agents - complete)
+        return cls(agents, complete, max(problems, 0))
+
+
+def statuses(versions: Iterable[tuple[int | None, str]]) -> dict[int | None, str]:
+    """Each version's status from the console's (version, published/retired/not-published).
+
+    A published version is superseded when a newer published version of the same PackageID
+    exists, so exactly one (the newest published) is current."""
+    given = list(versions)
+    published = [v for v, status in given if status == "published" and v is not None]
+    newest = max(published, default=None)
+    result: dict[int | None, str] = {}
+    for version, status in given:
+        if status == "retired":
+            result[version] = RETIRED
+        elif status == "published":
+            result[version] = CURRENT if version == newest else SUPERSEDED
+        else:
+            result[version] = NOT_PUBLISHED
+    return result
+
+
+def _version_row(view: dict[str, Any], status: str) -> dict[str, Any]:
+    totals = view["totals"]
+    return {**view, "status": status, "status_text": STATUS_TEXT[status], "readiness": Readiness.of(totals), "totals": totals}
+
+
+def package_page(console: Console, package: str, records: list[PackageRecord], configured: list[str]) -> dict[str, Any] | None:
+    """``/package/<id>``: the package's versions (newest first) with their status, each with
+    one row per site; None if nothing is known of it."""
+    view = package_sites(console, package, records, configured)
+    if view is None:
+        return None
+    status = statuses((v["version"], v["status"]) for v in view["versions"])
+    versions = []
+    for item in view["versions"]:
+        row = _version_row(item, status[item["version"]])
+        # The current version has a row for every site (a site with no report is news); an
+        # older one only where PCs still hold it, and none at all when nobody does.
+        row["sites"] = [
+            {**site, "readiness": Readiness.of(site)}
+            for site in item["sites"]
+            if row["status"] == CURRENT or site["agents"] or site["bytes"]["from_peers"] or site["bytes"]["from_webseed"]
+        ]
+        row["active"] = bool(row["sites"])
+        versions.append(row)
+    name = view["name"] or next((v["name"] for v in view["versions"] if v["name"]), None)
+    return {"package": package, "name": name, "current_version": view["current_version"], "versions": versions}
+
+
+def index_page(console: Console, records: list[PackageRecord], configured: list[str], sites: dict[str, Any]) -> dict[str, Any]:
+    """``/``: every package (PackageID order) with its versions, and every site.
+
+    Packages come from the catalogue (retired ones too) and from what PCs reported (a package
+    they asked for that was never published)."""
+    ids = sorted({r.package_id for r in records} | {p for (p, _, _) in console.rows})
+    packages = [page for page in (package_page(console, p, records, configured) for p in ids) if page is not None]
+    site_rows = [{**row, "readiness": Readiness.of(row)} for row in sites["sites"]]
+    return {"packages": packages, "sites": site_rows, "totals": sites["totals"], "total_readiness": Readiness.of(sites["totals"])}
+
+
+def site_page(view: dict[str, Any], records: list[PackageRecord]) -> dict[str, Any]:
+    """``/site/<site>``: the console's site view with each package version's status and the
+    28-day chart's bars (heights in percent of the busiest day)."""
+    siblings: dict[str, list[tuple[int | None, str]]] = {}
+    for record in records:
+        siblings.setdefault(record.package_id, []).append((record.version, "retired" if record.retired else "published"))
+    packages = []
+    for row in view["packages"]:
+        known = statuses(siblings.get(row["package"], []) + [(row["version"], row["status"])])
+        status = known[row["version"]]
+        packages.append({**row, "status": status, "status_text": STATUS_TEXT[status], "readiness": Readiness.of(row)})
+    busiest = max((d["from_peers"] + d["from_webseed"] for d in view["history"]), default=0)
+    history = [
+        {**d, "peers_height": _height(d["from_peers"], busiest), "webseed_height": _height(d["from_webseed"], busiest)}
+        for d in view["history"]
+    ]
+    kinds = sorted({row["error_kind"] for row in view["stuck"] if row["error_kind"]})
+    return {**view, "packages": packages, "history": history, "busiest": busiest,
+            "fixes": [(kind, fix_for(kind)) for kind in kinds]}  # fmt: skip
+
+
+def _height(amount: int, busiest: int) -> float:
+    return round(100 * amount / busiest, 1) if busiest else 0.0

@@ -143,6 +143,19 @@ class ReportSettings:
 
 
 @dataclass(frozen=True)
+class PageSettings:
+    """The status page (``/``, ``/package/<id>``, ``/site/<site>``)."""
+
+    # Seconds between the page's own reloads (an HTML meta refresh, no script); 0 = never.
+    # Agents report at most every few minutes, so a minute shows every change soon enough.
+    refresh: int = 60
+
+    def __post_init__(self) -> None:
+        if self.refresh != 0 and not 5 <= self.refresh <= 86400:
+            raise ValueError("refresh must be 0 (off) or 5..86400 seconds")
+
+
+@dataclass(frozen=True)
 class StoreSettings:
     backend: str = "memory"  # "memory" or "redis" (several instances share one view)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -168,6 +181,7 @@ class ServerSettings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    page: PageSettings = field(default_factory=PageSettings)
     # The URL agents reach this server at (their ``repository``), e.g. "https://sms-hq:6969":
     # published torrents must announce to <public_url>/announce and nowhere else. "" = the
     # URL each publish request was sent to (scheme and Host); set it behind a proxy.

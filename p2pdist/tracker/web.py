@@ -1,4 +1,4 @@
-"""The site server's aiohttp application: tracker, repository API and the status page.
+"""The site server's aiohttp application: tracker, repository API, console and the status page.
 
 Handlers only parse, call the plain classes (``service.TrackerService`` for the tracker,
 ``repository.Repository``) and render. All state lives in one ``ServerState`` under an
@@ -30,17 +30,17 @@ from p2pdist.httpio import read_capped
 from p2pdist.errors import OutputError, SignatureError
 from p2pdist.metainfo import normalize_package_id
 from p2pdist.outcomes import State
-from p2pdist.tracker import metrics
+from p2pdist.tracker import metrics, templating
 from p2pdist.tracker.console import Console, package_sites, site_list, site_view
 from p2pdist.tracker.ledger import FILE as LEDGER_FILE, Ledger, SqliteLedger, day_of
-from p2pdist.tracker.pages import SiteRow, Totals, render_index
+from p2pdist.tracker.pages import index_page, package_page, site_page, utc
 from p2pdist.tracker.ratelimit import RateLimiter
 from p2pdist.tracker.reports import ReportEntry, ReportError, parse_report
 from p2pdist.tracker.repository import PackageRecord, Repository, RepositoryError
 from p2pdist.tracker.service import RATE_LIMITED, TrackerService
 from p2pdist.tracker.settings import ServerSettings
 from p2pdist.tracker.sites import Place, SiteMap
-from p2pdist.tracker.store import MemoryPeerStore, PeerStore, SiteCounts, StoreError
+from p2pdist.tracker.store import MemoryPeerStore, PeerStore, StoreError
 from p2pdist.tracker.swarm import Tracker
 from p2pdist.tracker.trust import announce_url_of
 
@@ -118,7 +118,10 @@ def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.A
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/announce", announce)
     app.router.add_get("/scrape", scrape)
+    templating.setup(app)
     app.router.add_get("/", index)
+    app.router.add_get("/package/{package}", package_page_view)
+    app.router.add_get("/site/{site}", site_page_view)
     app.router.add_get("/api/packages", list_packages)
     app.router.add_post("/api/packages", publish)
     app.router.add_post("/api/packages/{package}/retire", retire)
@@ -490,27 +493,50 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------------------- page
+# The HTML views read the console's JSON views (pages.py shapes them, templates/ renders them).
 
 
-async def page_rows(state: ServerState) -> list[tuple[PackageRecord, list[SiteRow]]]:
-    tallies = await state.ledger.tallies()
-    now = state.store.clock()
-    result = []
-    for record in state.repository.packages():
-        counts = await state.store.counts(bytes.fromhex(record.info_hash), now)
-        reported = {
-            site: Totals(t.from_peers, t.from_webseed, t.uploaded, t.state(State.COMPLETE), t.agents)
-            for (package, version, site), t in tallies.items()
-            if (package, version) == (record.package_id, record.version)
-        }
-        sites = sorted(set(counts) | set(reported))
-        rows = [SiteRow(site, counts.get(site, SiteCounts()), reported.get(site, Totals())) for site in sites]
-        result.append((record, rows))
-    return result
+def page_context(state: ServerState, **context: object) -> dict[str, object]:
+    return {"refresh": state.settings.page.refresh, "generated": utc(state.wall()), **context}
+
+
+def missing(request: web.Request, message: str) -> web.Response:
+    return templating.render(request, "missing.html", page_context(request.app[STATE], message=message), status=404)
 
 
 @api
 async def index(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    text = render_index(await page_rows(state), state.wall())
-    return web.Response(text=text, content_type="text/html", headers={"X-Content-Type-Options": "nosniff"})
+    console, configured = await snapshot(state), configured_sites(state)
+    records = state.repository.packages(include_retired=True)
+    view = index_page(console, records, list(configured), site_list(console, configured))
+    return templating.render(request, "index.html", page_context(state, **view))
+
+
+@api
+async def package_page_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        package_id = normalize_package_id(request.match_info["package"])
+    except ValueError as exc:
+        return missing(request, str(exc))
+    records = state.repository.packages(include_retired=True)
+    view = package_page(await snapshot(state, package_id), package_id, records, list(configured_sites(state)))
+    if view is None:
+        return missing(request, f"Nothing is known of package {package_id}: it was never published, and no PC asked for it.")
+    return templating.render(request, "package.html", page_context(state, **view))
+
+
+@api
+async def site_page_view(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    site = request.match_info["site"]
+    today = day_of(state.wall())
+    records = state.repository.packages(include_retired=True)
+    view = site_view(
+        await snapshot(state), site, configured_sites(state).get(site), records,
+        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today,
+    )  # fmt: skip
+    if view is None:
+        return missing(request, f"No site {site!r} is configured or has reported.")
+    return templating.render(request, "site.html", page_context(state, **site_page(view, records)))
