@@ -35,6 +35,9 @@ HEAVY = (
     "p2pdist.storage",
     "p2pdist.agent.daemon",
     "p2pdist.agent.torrent",
+    "jinja2",  # the site server's page; nothing on a PC renders one
+    "aiohttp_jinja2",
+    "markupsafe",
 )
 DOWNLOADING = {"package_id": "PS100012", "version": 3, "state": "downloading", "progress": 0.4, "size": 1 << 20, "peers": 1}
 
@@ -133,3 +136,14 @@ def test_status_lists_the_packages_without_heavy_imports(stand_in: Path, tmp_pat
     assert report["code"] == 0
     assert _StandIn.calls == ["GET /v1/packages"]
     assert heavy(report["modules"]) == []
+
+
+def test_the_agent_never_loads_the_page_engine() -> None:
+    """Only the site server renders HTML: the agent's daemon (which imports the tracker's report
+    codec) must not pull in Jinja2."""
+    code = "import json, sys, p2pdist.agent.daemon, p2pdist.agent.status_cli; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules = json.loads(result.stdout.splitlines()[-1])
+    assert "p2pdist.tracker.reports" in modules  # so the tracker package itself was loaded
+    assert [m for m in modules if m.split(".")[0] in ("jinja2", "aiohttp_jinja2", "markupsafe")] == []

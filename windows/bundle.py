@@ -157,13 +157,16 @@ def launchers() -> Path:
     return out
 
 
+PACKAGE_DATA = (".py", ".html", ".css")  # sources, and the site server page's templates (pyproject's package-data)
+
+
 def p2pdist_files() -> dict[str, bytes]:
-    """p2pdist's own sources as they are in git's index (no stray files, no caches)."""
+    """p2pdist's own sources and package data as they are in git's index (no stray files, no caches)."""
     listed = subprocess.run(["git", "ls-files", "-z", "p2pdist"], cwd=ROOT, capture_output=True, check=True).stdout
     files = {}
     for name in sorted(filter(None, listed.decode().split("\0"))):
         path = ROOT / name
-        if path.is_file() and name.endswith(".py"):
+        if path.is_file() and name.endswith(PACKAGE_DATA):
             files[f"lib/{name}"] = path.read_bytes()
     if "lib/p2pdist/__init__.py" not in files:
         raise BuildError("git ls-files lists no p2pdist sources; run from the checkout")
