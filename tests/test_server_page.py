@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote

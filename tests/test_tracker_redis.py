@@ -146,8 +146,9 @@ async def test_redis_down_gives_a_retry_later_failure(tmp_path: Path) -> None:
                 assert r.status == 503
                 with pytest.raises(TrackerFailure, match="temporarily unavailable"):
                     parse_announce_response(await r.read())
-            async with client.get(server.url + "/") as r:
-                assert r.status == 503
+            async with client.get(server.url + "/") as r:  # the page says so, as a page
+                assert r.status == 503 and r.content_type == "text/html"
+                assert "Temporarily unavailable" in await r.text()
     with pytest.raises(StoreError):
         from p2pdist.tracker.redis_store import RedisPeerStore
 

@@ -500,11 +500,30 @@ def page_context(state: ServerState, **context: object) -> dict[str, object]:
     return {"refresh": state.settings.page.refresh, "generated": utc(state.wall()), **context}
 
 
+def problem(request: web.Request, heading: str, message: str, status: int) -> web.Response:
+    context = page_context(request.app[STATE], heading=heading, message=message)
+    return templating.render(request, "problem.html", context, status=status)
+
+
 def missing(request: web.Request, message: str) -> web.Response:
-    return templating.render(request, "missing.html", page_context(request.app[STATE], message=message), status=404)
+    return problem(request, "Not found", message, 404)
 
 
-@api
+def page(handler: Handler) -> Handler:
+    """An HTML view: a store that is down is a page saying so (503), as the API says it in JSON."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            log.warning("%s", exc)
+            return problem(request, "Temporarily unavailable", f"{exc}; try again in a moment.", 503)
+
+    return wrapped
+
+
+@page
 async def index(request: web.Request) -> web.Response:
     state = request.app[STATE]
     console, configured = await snapshot(state), configured_sites(state)
@@ -513,7 +532,7 @@ async def index(request: web.Request) -> web.Response:
     return templating.render(request, "index.html", page_context(state, **view))
 
 
-@api
+@page
 async def package_page_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
@@ -527,7 +546,7 @@ async def package_page_view(request: web.Request) -> web.Response:
     return templating.render(request, "package.html", page_context(state, **view))
 
 
-@api
+@page
 async def site_page_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     site = request.match_info["site"]
