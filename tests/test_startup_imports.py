@@ -34,7 +34,7 @@ HEAVY = (
     "p2pdist.wire",
     "p2pdist.storage",
     "p2pdist.agent.daemon",
-    "p2pdist.agent.torrent",
+    "p2pdist.engine.torrent",
 )
 DOWNLOADING = {"package_id": "PS100012", "version": 3, "state": "downloading", "progress": 0.4, "size": 1 << 20, "peers": 1}
 
