@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from p2pdist.agent.runtime import run
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.runtime import run
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.metainfo import read_metainfo
 from p2pdist.storage.files import FileStorage
 from p2pdist.storage.memory import NullStorage

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2pdist import bencode
-from p2pdist.agent.control_client import PackageStatus
+from p2pdist.control.schema import PackageStatus
 from p2pdist.agent.reporting import encode, entry_of
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent

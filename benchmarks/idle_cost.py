@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from p2pdist import bencode
-from p2pdist.agent.control_client import ControlClient
+from p2pdist.control.client import ControlClient
 from p2pdist.config import toml_value
 from p2pdist.agent.state import AgentState, PackageRow
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo

@@ -68,8 +68,8 @@ def _raise_fd_limit() -> None:
 
 
 async def _child(role: str) -> None:
-    from p2pdist.agent.session import Session
-    from p2pdist.agent.settings import EngineSettings
+    from p2pdist.engine.session import Session
+    from p2pdist.engine.settings import EngineSettings
     from p2pdist.storage.memory import MemoryStorage
 
     session = Session(EngineSettings(listen_host="127.0.0.1", listen_port=0), rng=random.Random(3))

@@ -6,7 +6,7 @@ thread into one number; this one isolates the main thread's work per block (code
 piece assembly, request refill), which is what the engine's design decides. The seed side is
 an in-memory responder that answers every request with the right bytes, so pieces verify. It
 has no socket, so this is the codec-buffer path (a copy per block), not the scatter reads a
-real fast peer gets (agent/direct.py; transfer_speed.py measures those).
+real fast peer gets (engine/direct.py; transfer_speed.py measures those).
 
     .venv/bin/python benchmarks/receive_path.py [--size-mib 256] [--rounds 5] [--chunk-kib 64]
 """
@@ -29,8 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from p2pdist import bencode  # noqa: E402
-from p2pdist.agent.peer import PeerConnection  # noqa: E402
-from p2pdist.agent.torrent import Torrent  # noqa: E402
+from p2pdist.engine.peer import PeerConnection  # noqa: E402
+from p2pdist.engine.torrent import Torrent  # noqa: E402
 from p2pdist.metainfo import encode_torrent, parse_metainfo  # noqa: E402
 from p2pdist.storage.memory import NullStorage  # noqa: E402
 from p2pdist.wire import messages as m  # noqa: E402

@@ -34,8 +34,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from p2pdist.agent.control_client import AgentUnavailable, ControlClient, PackageStatus
-from p2pdist.agent.runtime import run
+from p2pdist.control.client import ControlClient
+
+from p2pdist.control.schema import AgentUnavailable, PackageStatus
+from p2pdist.engine.runtime import run
 from p2pdist.config import toml_value
 from p2pdist.metainfo import signing
 from p2pdist.wrapper.smsim import Result, simulate

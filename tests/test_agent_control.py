@@ -18,7 +18,8 @@ import pytest
 
 from p2pdist.agent.config import ControlSettings
 from p2pdist.agent.control import host_allowed
-from p2pdist.agent.control_client import AgentUnavailable, ControlClient, ControlError, PackageStatus
+from p2pdist.control.client import ControlClient
+from p2pdist.control.schema import AgentUnavailable, ControlError, PackageStatus
 from p2pdist.agent.status_cli import progress_bar, render_table
 from test_agent_helpers import (
     agent_settings,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.storage.files import FileStorage
 from test_agent_helpers import FAST_ENGINE, agent_settings, make_package, publish, read_package, running_agent, seeder, site_server, socket_dir, wait_state
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from p2pdist.agent.doctor import Check, clock_check, retry_code_check, run_checks, unpublished_code_check
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.config import toml_value
 from p2pdist.metainfo.signing import generate_key, raw_public_key
 from test_agent_helpers import PUBLIC_HEX, agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source

@@ -20,12 +20,13 @@ import aiohttp
 
 from p2pdist.agent.config import AgentSettings, CacheSettings, ControlSettings
 from p2pdist.agent.control import ControlServer
-from p2pdist.agent.control_client import ControlClient, PackageStatus
+from p2pdist.control.client import ControlClient
+from p2pdist.control.schema import PackageStatus
 from p2pdist.agent.daemon import Agent
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.torrent import Torrent
-from p2pdist.agent.tracker_client import TrackerClient
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.torrent import Torrent
+from p2pdist.engine.tracker_client import TrackerClient
 from p2pdist.metainfo import Metainfo, PackageIdentity, parse_metainfo
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
 from p2pdist.storage.files import FileStorage

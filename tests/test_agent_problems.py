@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from p2pdist.agent.control_client import PackageStatus
+from p2pdist.control.schema import PackageStatus
 from p2pdist.agent.reporting import Reporter, encode, entry_of
 from p2pdist.outcomes import Problem, State, most_blocking, problem_kind
 from p2pdist.tracker.reports import MAX_ENTRIES, ReportEntry, ReportError, parse_report

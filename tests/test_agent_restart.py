@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from p2pdist.agent.control_client import AgentUnavailable, ControlClient
+from p2pdist.control.client import ControlClient
+
+from p2pdist.control.schema import AgentUnavailable
 from p2pdist.config import toml_value
 from test_agent_helpers import PUBLIC_HEX, make_package, publish, read_package, seeder, server_state, site_server, socket_dir, wait_state
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from p2pdist.agent.control_client import ControlError
+from p2pdist.control.schema import ControlError
 from p2pdist.outcomes import State
 from tests.support.http import serve_app
 from test_agent_helpers import (

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from p2pdist.agent.control_client import AgentUnavailable, _parse_answer
+from p2pdist.control.client import _parse_answer
+
+from p2pdist.control.schema import AgentUnavailable
 
 
 def test_content_length_answer() -> None:

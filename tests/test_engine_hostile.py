@@ -12,8 +12,8 @@ import struct
 
 import pytest
 
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.bitfield import Bitfield
 from p2pdist.storage.memory import MemoryStorage
 from p2pdist.wire import messages as m

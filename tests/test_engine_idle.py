@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.storage.memory import MemoryStorage
 from tests.support.torrents import make_torrent, random_bytes
 from tests.support.trackers import closed_port

@@ -15,9 +15,9 @@ import struct
 
 import pytest
 
-from p2pdist.agent.peer import PeerConnection
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.peer import PeerConnection
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.storage.memory import MemoryStorage
 from p2pdist.wire import messages as m
 from tests.support.torrents import make_torrent, random_bytes
@@ -343,7 +343,7 @@ async def _dialled(settings: EngineSettings, host: str, *, min_port_above: bool 
 async def test_never_dials_ports_below_the_minimum() -> None:
     assert await _dialled(SETTINGS, "127.0.0.1") == 1
     assert await _dialled(SETTINGS, "127.0.0.1", min_port_above=True) == 0
-    from p2pdist.agent.targets import DialPolicy
+    from p2pdist.engine.targets import DialPolicy
 
     assert DialPolicy().refusal(("10.0.0.5", 22)) is not None  # the default: nothing below 1024
     site = DialPolicy(site_networks=["10.1.0.0/16"])

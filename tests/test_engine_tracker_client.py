@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.torrent import Torrent
-from p2pdist.agent.tracker_client import TrackerClient, TrackerRefused, TrackerUnreachable, same_origin_tiers
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.torrent import Torrent
+from p2pdist.engine.tracker_client import TrackerClient, TrackerRefused, TrackerUnreachable, same_origin_tiers
 from p2pdist.storage.memory import MemoryStorage
 from tests.support.torrents import make_torrent, random_bytes
 from p2pdist.aio import stop_tasks

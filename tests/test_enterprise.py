@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.tracker.server import RunningServer, start
 from p2pdist.tracker.settings import SiteSettings
 from p2pdist.tracker.web import build_app

@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.tracker_client import TrackerClient
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.tracker_client import TrackerClient
 from p2pdist.metainfo import Metainfo, encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import sign_torrent
 from p2pdist.storage.memory import MemoryStorage

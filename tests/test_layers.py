@@ -35,9 +35,11 @@ ALLOWED: dict[str, set[str]] = {
     "piece_picker": {"metainfo"},
     "storage": {"metainfo"},
     "tracker": {"metainfo"},
-    "agent": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce", "tracker.reports"},
-    "wrapper": {"metainfo", "agent.control_client"},
-    "winsetup": {"metainfo", "agent.config", "agent.control_client"},  # install.cmd: the agent's default folders
+    "control": set(),
+    "engine": {"metainfo", "wire", "piece_picker", "storage", "tracker.announce"},
+    "agent": {"metainfo", "storage", "engine", "control", "tracker.reports", "tracker.announce"},  # doctor scrapes
+    "wrapper": {"metainfo", "control"},
+    "winsetup": {"metainfo", "control", "agent.config"},  # install.cmd writes the agent's agent.toml
     "cli": {"*"},
     "demo": {"*"},  # the local demo drives every part, like a user would
     "__main__": {"cli"},
@@ -66,15 +68,34 @@ def component(module: str) -> str:
 
 
 def imported_modules(path: Path) -> set[str]:
+    """Every p2pdist module the file imports, relative imports resolved to absolute names."""
     tree = ast.parse(path.read_text(), str(path))
+    package = list(path.relative_to(PACKAGE_ROOT.parent).parent.parts)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
     return {name for name in found if name == "p2pdist" or name.startswith("p2pdist.")}
+
+
+def test_relative_imports_are_resolved(tmp_path: Path) -> None:
+    """A relative import counts like its absolute spelling, so it cannot slip past the table."""
+    module = PACKAGE_ROOT / "wrapper" / "gate.py"
+    absolute = imported_modules(module)
+    source = module.read_text()
+    assert "from p2pdist.control.client import" in source
+    assert "p2pdist.control.client" in absolute
+    probe = PACKAGE_ROOT / "wrapper" / "_layer_probe.py"
+    try:
+        probe.write_text("from ..engine import torrent\nfrom . import gate\n")
+        assert {"p2pdist.engine", "p2pdist.engine.torrent", "p2pdist.wrapper", "p2pdist.wrapper.gate"} <= imported_modules(probe)
+    finally:
+        probe.unlink()
 
 
 def test_every_module_imports_on_its_own() -> None:

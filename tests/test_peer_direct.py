@@ -1,4 +1,4 @@
-"""Scatter reads into piece buffers (agent/direct.py) against scripted seeds on real sockets.
+"""Scatter reads into piece buffers (engine/direct.py) against scripted seeds on real sockets.
 
 The scripted seed answers our requests the way a test wants: in order (every block should land
 in place), out of order, with other messages in between, cut into random write sizes, with a
@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from p2pdist.agent import direct
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.engine import direct
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.storage.memory import MemoryStorage
 from p2pdist.wire import messages as m
 from tests.support.torrents import make_torrent, random_bytes

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from p2pdist.agent.peer import PeerConnection
+from p2pdist.engine.peer import PeerConnection
 from p2pdist.metainfo import Layout
 from p2pdist.wire import messages as m
 from p2pdist.wire.codec import PeerWire, PieceRun

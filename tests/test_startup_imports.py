@@ -34,7 +34,7 @@ HEAVY = (
     "p2pdist.wire",
     "p2pdist.storage",
     "p2pdist.agent.daemon",
-    "p2pdist.agent.torrent",
+    "p2pdist.engine.torrent",
     "jinja2",  # the site server's page; nothing on a PC renders one
     "aiohttp_jinja2",
     "markupsafe",

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.webseed import WebSeed, file_urls
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.webseed import WebSeed, file_urls
 from p2pdist.storage.memory import MemoryStorage
 from p2pdist.wire import messages as m
 from tests.support.http import serve_app

@@ -213,7 +213,7 @@ def test_a_forgotten_request_no_longer_counts_against_the_queue_cap() -> None:
     assert not wire.requests_in
 
 
-# -- the hooks for scatter reads (agent/direct.py) ------------------------------------------
+# -- the hooks for scatter reads (engine/direct.py) ------------------------------------------
 
 
 def _requested(keys: list[tuple[int, int, int]]) -> PeerWire:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pdist.agent.control_client import ControlClient
+from p2pdist.control.client import ControlClient
 from p2pdist.agent.daemon import Agent
 from p2pdist.wrapper.smsim import Result, simulate
 from test_agent_helpers import (
@@ -39,7 +39,8 @@ PKG = "PS100012"
 # argv: control address, exit code, record file, then the installer's own arguments.
 COMMAND = """
 import asyncio, json, os, sys, time
-from p2pdist.agent.control_client import ControlClient, ControlError
+from p2pdist.control.client import ControlClient
+from p2pdist.control.schema import ControlError
 
 async def try_remove():
     try:

@@ -4,7 +4,7 @@ The server here is a stand-in for the agent's control server, written when that 
 built yet: a small aiohttp application implementing the endpoints of docs/control-api.md that
 the wrapper uses (ensure, status, verify, leases). It stays because its knobs put the wrapper in
 situations the real agent cannot be driven into on demand (a hung agent, a lease refused after
-verify, progress in exact steps). The client side is the real ``p2pdist.agent.control_client``;
+verify, progress in exact steps). The client side is the real ``p2pdist.control.client``;
 test_wrapper_agent.py runs the wrapper against the real agent.
 """
 

@@ -24,7 +24,8 @@ from typing import Any
 from benchmarks.branch.harness import DP_PORT, HERE, PACKAGE_ID, Harness, Sampler
 from benchmarks.branch.procs import Proc
 from benchmarks.branch.topology import HQ_ADDRESS, Client
-from p2pdist.agent.control_client import AgentUnavailable, ControlClient, ControlError, PackageStatus
+from p2pdist.control.client import ControlClient
+from p2pdist.control.schema import AgentUnavailable, ControlError, PackageStatus
 from p2pdist.wrapper.smsim import simulate
 from p2pdist.config import toml_value
 

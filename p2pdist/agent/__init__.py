@@ -1,1 +1,4 @@
-"""The agent: the BitTorrent engine (session, torrents, peers) and the daemon around it."""
+"""The agent daemon: package lifecycle, cache and retention, leases, reports, state, control server, service.
+
+It drives the engine (``p2pdist.engine``) for every package of this PC.
+"""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import platformdirs
 
-from p2pdist.agent.control_client import TOKEN_FILE_NAME, default_address, default_state_dir
-from p2pdist.agent.settings import EngineSettings
+from p2pdist.control.schema import TOKEN_FILE_NAME, default_address, default_state_dir
+from p2pdist.engine.settings import EngineSettings
 from p2pdist.config import ConfigError, load_settings
 from p2pdist.metainfo.signing import trusted_keys
 

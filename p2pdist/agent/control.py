@@ -31,7 +31,7 @@ from aiohttp import hdrs, web
 
 from p2pdist.httpio import read_capped
 from p2pdist.agent.config import ControlSettings
-from p2pdist.agent.control_client import SOCKET_HOST
+from p2pdist.control.schema import SOCKET_HOST
 from p2pdist.agent.daemon import Agent, AgentError, BadRequest
 from p2pdist.agent.metrics import CONTENT_TYPE, AgentMetrics
 from p2pdist.atomicfile import write_atomically

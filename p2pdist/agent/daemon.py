@@ -56,16 +56,16 @@ import aiohttp
 from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.agent.cache import CachedPackage, Removal, RetentionLimits, plan_cleanup
 from p2pdist.agent.config import AgentSettings
-from p2pdist.agent.control_client import PackageStatus
+from p2pdist.control.schema import PackageStatus
 from p2pdist.agent.pids import pid_alive
 from p2pdist.agent.pins import Pin, hold
 from p2pdist.agent.reporting import Reporter
-from p2pdist.agent.session import Session
+from p2pdist.engine.session import Session
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, secure_folder
-from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
-from p2pdist.agent.tracker_client import TrackerClient, same_origin_tiers
-from p2pdist.agent.webseed import WebSeed
+from p2pdist.engine.tracker_client import TrackerClient, same_origin_tiers
+from p2pdist.engine.webseed import WebSeed
 from p2pdist.errors import OutputError, P2pdistError, RemoteError, one_line
 from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
 from p2pdist.outcomes import Problem, State, most_blocking

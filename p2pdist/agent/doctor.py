@@ -149,7 +149,8 @@ def token_check(settings: AgentSettings) -> Check:
 
 
 async def agent_check(settings: AgentSettings, found: Findings) -> Check:
-    from p2pdist.agent.control_client import ControlClient, ControlError
+    from p2pdist.control.client import ControlClient
+    from p2pdist.control.schema import ControlError
 
     token_file = None if settings.control.is_unix else settings.token_file
     try:
@@ -291,7 +292,7 @@ async def tracker_check(http: aiohttp.ClientSession, meta: Metainfo) -> Check:
 async def web_seed_check(http: aiohttp.ClientSession, meta: Metainfo) -> Check:
     import aiohttp
 
-    from p2pdist.agent.webseed import file_urls
+    from p2pdist.engine.webseed import file_urls
 
     if not meta.web_seeds:
         return Check("web seed", True, "the torrent names none (peers only)")

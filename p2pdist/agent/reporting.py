@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from p2pdist.aio import stop_tasks
-from p2pdist.agent.control_client import PackageStatus
+from p2pdist.control.schema import PackageStatus
 from p2pdist.outcomes import State, problem_kind
 from p2pdist.tracker.reports import MAX_ENTRIES, ReportEntry
 

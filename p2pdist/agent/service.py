@@ -19,13 +19,13 @@ from pathlib import Path
 from p2pdist.agent.config import AgentSettings, load_agent_settings
 from p2pdist.agent.control import ControlServer
 from p2pdist.agent.daemon import Agent
-from p2pdist.agent.runtime import run
+from p2pdist.engine.runtime import run
 from p2pdist.logfile import LOG_FORMAT, rotating_file_handler
 
 log = logging.getLogger("p2pdist.agent")
 
 def default_config_path() -> Path:
-    from p2pdist.agent.control_client import default_state_dir
+    from p2pdist.control.schema import default_state_dir
 
     if sys.platform == "win32":
         return default_state_dir() / "agent.toml"

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from p2pdist.agent.control_client import BlockingControlClient, ControlClient, PackageStatus
+from p2pdist.control.client import BlockingControlClient, ControlClient
+
+from p2pdist.control.schema import PackageStatus
 from p2pdist.errors import P2pdistError, UsageError, one_line
 
 BAR_WIDTH = 12

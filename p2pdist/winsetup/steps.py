@@ -50,7 +50,7 @@ class Log:
 def machine_layout() -> plan.Layout:
     """This machine's layout, the data folders exactly where the agent and wrapper look by default."""
     from p2pdist.agent.config import default_cache_dir
-    from p2pdist.agent.control_client import default_state_dir
+    from p2pdist.control.schema import default_state_dir
 
     layout = plan.Layout.for_machine(dict(os.environ), cache_dir=str(default_cache_dir()))
     return plan.Layout(layout.install_dir, str(default_state_dir()), layout.cache_dir, layout.windir)

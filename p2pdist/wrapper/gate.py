@@ -36,7 +36,7 @@ STALL_TIMEOUT = 60.0
 
 
 class AgentControl(Protocol):
-    """The part of ``p2pdist.agent.control_client.BlockingControlClient`` the wrapper uses;
+    """The part of ``p2pdist.control.client.BlockingControlClient`` the wrapper uses;
     ``timeout`` bounds each call and the gate sets it before each one."""
 
     timeout: float
@@ -88,7 +88,7 @@ def _call(what: str, control: AgentControl, call: Callable[[], T], timeout: floa
         timeout = min(timeout, end - time.monotonic())
         if timeout <= 0:
             raise _OutOfTime
-    from p2pdist.agent.control_client import AgentTimeout
+    from p2pdist.control.schema import AgentTimeout
 
     control.timeout = timeout
     try:
@@ -267,6 +267,6 @@ def open_control(address: str | None, token_file: str | None, timeout: float) ->
     ``timeout`` is the client's own bound per request; the gate puts shorter bounds on the
     calls that must be quick.
     """
-    from p2pdist.agent.control_client import BlockingControlClient
+    from p2pdist.control.client import BlockingControlClient
 
     yield BlockingControlClient(address, token_file=token_file, timeout=timeout)

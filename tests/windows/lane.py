@@ -26,7 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from p2pdist.agent.control_client import AgentUnavailable, ControlClient, PackageStatus
+from p2pdist.control.client import ControlClient
+
+from p2pdist.control.schema import AgentUnavailable, PackageStatus
 from p2pdist.agent.winstop import request_stop
 from p2pdist.config import toml_value
 from p2pdist.metainfo import signing

@@ -16,7 +16,7 @@ import pytest
 
 from lane import WINE, AgentProcess, Site, read_json, running_agent
 from p2pdist.agent import winacl
-from p2pdist.agent.control_client import ControlError
+from p2pdist.control.schema import ControlError
 from p2pdist.agent.pins import hold
 from p2pdist.wrapper.run import find_program
 

@@ -41,7 +41,7 @@ from p2pdist.metainfo.layout import BLOCK_SIZE
 from p2pdist.wire.codec import PeerWire
 
 if TYPE_CHECKING:
-    from p2pdist.agent.peer import PeerConnection
+    from p2pdist.engine.peer import PeerConnection
 
 SUPPORTED = hasattr(socket.socket, "recvmsg_into") and sys.platform != "win32"
 PLAN_BLOCKS = 128  # up to 2 MiB per read: what arrives in COALESCE_SECONDS at loopback speed

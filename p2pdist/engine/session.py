@@ -22,11 +22,11 @@ import time
 
 from p2pdist import __version__
 from p2pdist.aio import stop_tasks
-from p2pdist.agent.peer import PeerConnection
-from p2pdist.agent.ratelimit import TokenBucket
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.targets import DialPolicy
-from p2pdist.agent.torrent import Address, Torrent
+from p2pdist.engine.peer import PeerConnection
+from p2pdist.engine.ratelimit import TokenBucket
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.targets import DialPolicy
+from p2pdist.engine.torrent import Address, Torrent
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import Metainfo
 from p2pdist.piece_picker.smartban import Strikes
@@ -53,7 +53,9 @@ class _Refused(asyncio.Protocol):
 
 
 class Session:
-    def __init__(self, settings: EngineSettings = EngineSettings(), *, peer_id: bytes | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, settings: EngineSettings = EngineSettings(), *, peer_id: bytes | None = None, rng: random.Random | None = None
+    ) -> None:
         self.settings = settings
         self.peer_id = peer_id or make_peer_id()
         self.rng = rng or random.Random()
@@ -73,13 +75,9 @@ class Session:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                self._inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True
-            )
+            self._server = await loop.create_server(self._inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True)
         except OSError as exc:
-            raise LocalError(
-                f"cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}"
-            ) from None
+            raise LocalError(f"cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
     def _inbound(self) -> asyncio.BaseProtocol:

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Protocol
 
-from p2pdist.agent import direct
+from p2pdist.engine import direct
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError, RemoteError
 from p2pdist.wire.codec import NEED_DATA, PeerWire, PieceRun, RequestRun

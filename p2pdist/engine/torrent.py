@@ -50,10 +50,10 @@ from itertools import compress, groupby, islice, repeat
 from operator import floordiv, itemgetter
 
 from p2pdist.aio import Flag, stop_tasks
-from p2pdist.agent.peer import PeerConnection
-from p2pdist.agent.ratelimit import RateMeter, Throttle, TokenBucket
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.targets import DialPolicy
+from p2pdist.engine.peer import PeerConnection
+from p2pdist.engine.ratelimit import RateMeter, Throttle, TokenBucket
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.targets import DialPolicy
 from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import BLOCK_SIZE, Layout, Metainfo

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from p2pdist import __version__
-from p2pdist.agent.targets import parse_networks
+from p2pdist.engine.targets import parse_networks
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import aiohttp
 from p2pdist.aio import stop_tasks
 from p2pdist.errors import RemoteError
 from p2pdist.httpio import read_capped
-from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.metainfo import Layout, Metainfo
 from p2pdist.outcomes import Problem
 from p2pdist.piece_picker.picker import Block
@@ -234,7 +234,7 @@ class WebSeed:
                 self._failures += 1
                 self.last_error = str(exc) or type(exc).__name__
                 self._set_kind(exc.kind if isinstance(exc, WebSeedError) else Problem.WEBSEED_UNREACHABLE)
-                delay = min(MAX_BACKOFF, 2.0 ** self._failures) * (0.5 + self._rng.random())
+                delay = min(MAX_BACKOFF, 2.0**self._failures) * (0.5 + self._rng.random())
                 log.warning("%s: web seed %s failed (%s); retrying in %.0f s", torrent.info.name, self.url, self.last_error, delay)
                 await asyncio.sleep(delay)
             else:

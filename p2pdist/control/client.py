@@ -3,7 +3,7 @@
 Used by the wrapper, ``p2pdist status`` and scripts. Each call opens its own short-lived HTTP
 connection (a Unix socket on POSIX, 127.0.0.1 with a bearer token on Windows), so a client
 object holds no resources and needs no closing. This module stays light on purpose: the wrapper
-imports it and nothing else of the agent, and SMS may start the wrapper on every PC of a branch
+imports it (and the schema) and nothing else of the agent, and SMS may start the wrapper on every PC of a branch
 at once, so it speaks its few lines of HTTP/1.1 itself instead of importing aiohttp (a quarter
 of a second of CPU per wrapper start on a busy PC): over asyncio streams (``ControlClient``) or
 blocking sockets (``BlockingControlClient``, the wrapper's and ``p2pdist status``'s, which then
@@ -12,104 +12,28 @@ need not import asyncio either). platformdirs is imported only to find the defau
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from p2pdist.errors import LocalError, RemoteError
+from p2pdist.control.schema import (
+    MAX_ANSWER,
+    SOCKET_HOST,
+    AgentTimeout,
+    AgentUnavailable,
+    PackageStatus,
+    decode_answer,
+    default_address,
+    default_token_file,
+    lease_of,
+    package_list,
+)
 
 if TYPE_CHECKING:
     import asyncio
-
-DEFAULT_SOCKET = "/run/p2pdist/agent.sock"
-DEFAULT_PORT = 7881
-# The Host header sent over the Unix socket (there is no host); the agent accepts it there.
-SOCKET_HOST = "p2pdist-agent"
-TOKEN_FILE_NAME = "control.token"
-MAX_ANSWER = 8 * 1024 * 1024  # a package list of thousands of packages fits
-
-
-def default_state_dir() -> Path:
-    """``%ProgramData%\\p2pdist`` on Windows, ``/var/lib/p2pdist`` on Linux."""
-    import platformdirs
-
-    site_state = getattr(platformdirs, "site_state_path", platformdirs.site_data_path)
-    return Path(site_state("p2pdist", appauthor=False))
-
-
-def default_token_file() -> Path:
-    return default_state_dir() / TOKEN_FILE_NAME
-
-
-def default_address() -> str:
-    if sys.platform == "win32":
-        return f"http://127.0.0.1:{DEFAULT_PORT}"
-    return f"unix:{DEFAULT_SOCKET}"
-
-
-class AgentUnavailable(LocalError):
-    """No agent answers at the control address (no socket, refused, timed out, no access)."""
-
-
-class AgentTimeout(AgentUnavailable):
-    """The agent took the connection but did not answer within the client's timeout."""
-
-
-class ControlError(RemoteError):
-    """The agent answered with an error; ``status`` is the HTTP status, ``message`` its reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"agent: {message} (HTTP {status})")
-        self.status = status
-        self.message = message
-
-
-@dataclass(frozen=True)
-class PackageStatus:
-    """One package version as the agent sees it; times are ISO-8601 UTC strings."""
-
-    package_id: str
-    version: int | None = None
-    info_hash: str | None = None
-    name: str = ""
-    state: str = "fetching-torrent"  # fetching-torrent | checking | downloading | complete | error
-    progress: float = 0.0
-    size: int = 0
-    bytes_from_peers: int = 0
-    bytes_from_webseed: int = 0
-    uploaded: int = 0
-    peers: int = 0
-    download_rate: int = 0
-    upload_rate: int = 0
-    path: str | None = None
-    error: str | None = None  # one line: why it stopped, or what keeps it from completing
-    error_kind: str | None = None  # the error's p2pdist.outcomes.Problem (range-unsupported, ...)
-    tracker_error: str | None = None
-    in_use: bool = False  # a program runs from it (a live lease)
-    unpublished_since: str | None = None  # not-published: when the repository first said so
-    last_advertised: str = ""
-    completed_at: str | None = None
-    seed_until: str = ""
-
-    @property
-    def complete(self) -> bool:
-        return self.state == "complete" and self.path is not None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, value: object) -> PackageStatus:
-        """Lenient on extra keys (a newer agent), strict on the one that must be there."""
-        if not isinstance(value, dict) or not isinstance(value.get("package_id"), str):
-            raise ControlError(502, "malformed package status from the agent")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in value.items() if k in names})
 
 
 class _Endpoint:
@@ -195,7 +119,7 @@ class ControlClient(_Endpoint):
         return PackageStatus.from_json(await self._call("GET", f"/v1/packages/{package_id}"))
 
     async def list(self) -> list[PackageStatus]:
-        return _package_list(await self._call("GET", "/v1/packages"))
+        return package_list(await self._call("GET", "/v1/packages"))
 
     async def remove(self, package_id: str) -> None:
         await self._call("DELETE", f"/v1/packages/{package_id}")
@@ -204,7 +128,7 @@ class ControlClient(_Endpoint):
         return PackageStatus.from_json(await self._call("POST", f"/v1/packages/{package_id}/verify"))
 
     async def acquire(self, package_id: str, pid: int) -> str:
-        return _lease(await self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid}))
+        return lease_of(await self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid}))
 
     async def release(self, lease: str) -> None:
         await self._call("DELETE", f"/v1/leases/{lease}")
@@ -215,7 +139,7 @@ class ControlClient(_Endpoint):
     # ------------------------------------------------------------------ transport
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *, text: bool = False) -> Any:
-        return _decode(*await self._exchange(method, path, body), text=text)
+        return decode_answer(*await self._exchange(method, path, body), text=text)
 
     async def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
         """One request on a fresh connection; the answer's status and body."""
@@ -253,19 +177,19 @@ class BlockingControlClient(_Endpoint):
         return PackageStatus.from_json(self._call("GET", f"/v1/packages/{package_id}"))
 
     def list(self) -> list[PackageStatus]:
-        return _package_list(self._call("GET", "/v1/packages"))
+        return package_list(self._call("GET", "/v1/packages"))
 
     def verify(self, package_id: str) -> PackageStatus:
         return PackageStatus.from_json(self._call("POST", f"/v1/packages/{package_id}/verify"))
 
     def acquire(self, package_id: str, pid: int) -> str:
-        return _lease(self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid}))
+        return lease_of(self._call("POST", f"/v1/packages/{package_id}/leases", {"pid": pid}))
 
     def release(self, lease: str) -> None:
         self._call("DELETE", f"/v1/leases/{lease}")
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return _decode(*self._exchange(method, path, body))
+        return decode_answer(*self._exchange(method, path, body))
 
     def _exchange(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, bytes]:
         request = self._request(method, path, body)
@@ -296,34 +220,6 @@ class BlockingControlClient(_Endpoint):
         except OSError as exc:
             raise self._unavailable(exc) from None
         return _parse_answer(b"".join(chunks), self.address)
-
-
-def _decode(status: int, payload: bytes, *, text: bool = False) -> Any:
-    """An answer's body: the error it says as ControlError, else its text or JSON (None if empty)."""
-    if status >= 400:
-        raise ControlError(status, _error_message(payload, status))
-    if text:
-        return payload.decode("utf-8", "replace")
-    if not payload:
-        return None
-    try:
-        return json.loads(payload)
-    except ValueError:
-        raise ControlError(502, "the agent's answer is not JSON") from None
-
-
-def _package_list(answer: Any) -> list[PackageStatus]:
-    items = answer.get("packages") if isinstance(answer, dict) else None
-    if not isinstance(items, list):
-        raise ControlError(502, "malformed package list from the agent")
-    return [PackageStatus.from_json(item) for item in items]
-
-
-def _lease(answer: Any) -> str:
-    lease = answer.get("lease") if isinstance(answer, dict) else None
-    if not isinstance(lease, str):
-        raise ControlError(502, "malformed lease answer from the agent")
-    return lease
 
 
 async def _read_to_end(reader: asyncio.StreamReader, limit: int) -> bytes:
@@ -367,13 +263,3 @@ def _unchunk(body: bytes, where: str) -> bytes:
         start = end + 2
         out.append(body[start : start + size])
         position = start + size + 2
-
-
-def _error_message(payload: bytes, status: int) -> str:
-    try:
-        value = json.loads(payload)
-    except ValueError:
-        value = None
-    if isinstance(value, dict) and isinstance(value.get("error"), str):
-        return value["error"]
-    return payload.decode("utf-8", "replace").strip()[:200] or f"HTTP {status}"

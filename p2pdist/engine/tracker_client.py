@@ -33,7 +33,7 @@ from yarl import URL
 
 from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.httpio import read_capped
-from p2pdist.agent.torrent import Torrent, TorrentState
+from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.errors import RemoteError, one_line
 from p2pdist.outcomes import Problem
 from p2pdist.tracker.announce import (

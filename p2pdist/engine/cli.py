@@ -17,13 +17,13 @@ from pathlib import Path
 
 import aiohttp
 
-from p2pdist.agent.addresses import parse_host_port
+from p2pdist.engine.addresses import parse_host_port
 from p2pdist.aio import stop_tasks, wait_event
-from p2pdist.agent.runtime import run
-from p2pdist.agent.session import Session
-from p2pdist.agent.settings import EngineSettings
-from p2pdist.agent.torrent import Torrent, TorrentState
-from p2pdist.agent.tracker_client import TrackerClient
+from p2pdist.engine.runtime import run
+from p2pdist.engine.session import Session
+from p2pdist.engine.settings import EngineSettings
+from p2pdist.engine.torrent import Torrent, TorrentState
+from p2pdist.engine.tracker_client import TrackerClient
 from p2pdist.errors import InputError, LocalError, OutputError, P2pdistError, UsageError
 from p2pdist.metainfo import Metainfo, read_metainfo
 from p2pdist.storage.base import StorageError
@@ -37,7 +37,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     get.add_argument("torrent", type=Path, help=".torrent file")
     get.add_argument("-o", "--output", type=Path, required=True, help="download folder")
     get.add_argument("--seed-after", type=float, default=0.0, metavar="SECONDS", help="keep seeding this long after completing")
-    get.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS", help="give up after this long, checking and the goodbye to the tracker included (0: never)")
+    get.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="give up after this long, checking and the goodbye to the tracker included (0: never)",
+    )
     _common(get)
     get.set_defaults(handler=_get)
 
@@ -130,7 +136,15 @@ def _seed(args: argparse.Namespace) -> int:
     return run(_swarm(meta, storage, settings, peers, args, download=False))
 
 
-async def _swarm(meta: Metainfo, storage: FileStorage, settings: EngineSettings, peers: list[tuple[str, int]], args: argparse.Namespace, *, download: bool) -> int:
+async def _swarm(
+    meta: Metainfo,
+    storage: FileStorage,
+    settings: EngineSettings,
+    peers: list[tuple[str, int]],
+    args: argparse.Namespace,
+    *,
+    download: bool,
+) -> int:
     loop = asyncio.get_running_loop()
     # get --timeout bounds the whole run: checking old data, the download and the goodbye.
     deadline = loop.time() + args.timeout if download and args.timeout > 0 else None
@@ -151,7 +165,9 @@ async def _swarm(meta: Metainfo, storage: FileStorage, settings: EngineSettings,
                     raise OutputError(str(exc)) from None
                 if not download and not torrent.completed.is_set():
                     missing = meta.info.num_pieces - torrent.have.count
-                    raise InputError(f"{args.directory}: data does not match the torrent ({missing} of {meta.info.num_pieces} pieces missing or wrong)")
+                    raise InputError(
+                        f"{args.directory}: data does not match the torrent ({missing} of {meta.info.num_pieces} pieces missing or wrong)"
+                    )
                 if meta.trackers and not args.no_tracker:
                     connector = aiohttp.TCPConnector(local_addr=(settings.bind_host, 0) if settings.bind_host else None)
                     http = aiohttp.ClientSession(connector=connector)
