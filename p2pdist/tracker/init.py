@@ -59,6 +59,9 @@ port = {port}
 # tls_cert = "/path/cert.pem"   # both or neither; agents then use https://
 # tls_key = "/path/key.pem"
 
+[page]
+refresh = 60   # seconds between the status page's own reloads (no script); 0 = never
+
 # One [[sites]] table per site: PCs only ever meet PCs of their own site.
 # [[sites]]
 # name = "HQ"
