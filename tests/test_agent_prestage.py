@@ -105,6 +105,7 @@ async def test_prestaged_package_is_complete_before_the_program_and_runs_at_once
                     # The same order heard again does nothing more.
                     await check_ins(agent, 3)
                     assert len(agent.prestaged) == 1 and [s.package_id for s in agent.list()] == ["PS100070"]
+                    assert agent.reporter is not None and agent.reporter.orders_tag  # acted on: the lists are not sent again
                     assert agent.packages[status.info_hash].row.last_advertised == since
                     # The advertisement runs: the wrapper finds it complete and starts at once.
                     serving["on"] = False  # the distribution point is gone: nothing could be fetched now

@@ -20,9 +20,10 @@ BRANCH = "127.1.0.5"  # in site Branch (test_tracker_helpers.SITES)
 HQ = "127.0.0.7"
 
 
-async def report_from(address: str, url: str, entries: list[dict] | None = None) -> dict:
+async def report_from(address: str, url: str, entries: list[dict] | None = None, tag: str | None = None) -> dict:
+    body = {"packages": entries or [], **({"orders_tag": tag} if tag else {})}
     async with session_from(address) as http:
-        async with http.post(url + "/api/report", data=json.dumps({"packages": entries or []})) as reply:
+        async with http.post(url + "/api/report", data=json.dumps(body)) as reply:
             assert reply.status == 200, await reply.text()
             return await reply.json()
 
@@ -69,6 +70,10 @@ async def test_prestage_cli_orders_cancels_and_lists(tmp_path: Path, capsys: pyt
         (order,) = answer["prestage"]
         assert (order["package"], order["version"], order["info_hash"]) == ("PS100012", 2, info_hash_of(v2).hex())
         assert order["order"].startswith("PS100012:latest:Branch:") and answer["cancelled"] == []
+        # An agent that holds the lists' tag is sent the tag alone while nothing changes.
+        quiet = await report_from(BRANCH, url, tag=answer["orders_tag"])
+        assert "prestage" not in quiet and quiet["orders_tag"] == answer["orders_tag"]
+        assert (await report_from(BRANCH, url, tag="0" * 16))["prestage"] == answer["prestage"]
         assert (await report_from(HQ, url))["prestage"] == []
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{url}/api/packages/PS100012/sites") as reply:

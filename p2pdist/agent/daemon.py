@@ -494,15 +494,26 @@ class Agent:
 
     def _heard(self, answer: object) -> None:
         """A report answer: act on its pre-staging orders if any is new (in the background)."""
-        orders, cancelled = read_answer(answer)
+        orders, cancelled, tag = read_answer(answer)
+        if orders is None:
+            return  # the lists are unchanged since the tag we sent: nothing to do
         new = [o for o in orders if (o.order_id, o.version) not in self.prestaged]
         gone = [order for order in cancelled if any(key[0] == order for key in self.prestaged)]
-        if (new or gone) and not self._closing and not self._staging.locked():
-            self._spawn(self.prestage(new, gone))  # a round already running: the next check-in brings them again
+        if not new and not gone:
+            self._orders_done(tag)
+        elif not self._closing and not self._staging.locked():
+            self._spawn(self.prestage(new, gone, tag))  # a round already running: the next check-in brings them again
 
-    async def prestage(self, orders: list[StageOrder], cancelled: list[str]) -> None:
-        """Act on pre-staging orders (each once) and on cancellations; one round at a time."""
+    def _orders_done(self, tag: str | None) -> None:
+        if self.reporter is not None:
+            self.reporter.orders_tag = tag
+
+    async def prestage(self, orders: list[StageOrder], cancelled: list[str], tag: str | None = None) -> None:
+        """Act on pre-staging orders (each once) and on cancellations; one round at a time.
+        Once every order is acted on, ``tag`` spares the next check-ins the same lists; an order
+        that could not be fetched keeps it unset, so the next check-in brings it again."""
         async with self._staging:
+            failed = False
             for order_id in cancelled:
                 await self._cancel_order(order_id)
             for order in orders:
@@ -513,6 +524,7 @@ class Agent:
                     status = await self.ensure(order.package_id, order.version, advertised_at=order.since)
                     if status.state == ERROR:
                         log.warning("pre-staging %s v%d: %s (trying again at the next check-in)", order.package_id, order.version, status.error)
+                        failed = True
                         continue
                     log.info("pre-staging %s v%d (order %s)", order.package_id, order.version, order.order_id)
                 row = PrestagedRow(order.order_id, order.version, order.package_id, order.info_hash, order.since, not had)
@@ -520,6 +532,8 @@ class Agent:
                 if self.state is not None:
                     with contextlib.suppress(sqlite3.Error):
                         self.state.note_prestaged(row)
+            if not failed and not self._closing:
+                self._orders_done(tag)
 
     async def _cancel_order(self, order_id: str) -> None:
         rows = [row for key, row in self.prestaged.items() if key[0] == order_id]

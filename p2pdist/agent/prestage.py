@@ -46,10 +46,15 @@ def _order(item: object) -> StageOrder | None:
     return StageOrder(order_id, package_id, version, info_hash, since)
 
 
-def read_answer(payload: Any) -> tuple[list[StageOrder], list[str]]:
-    """(orders, ids of cancelled orders) of a report answer; malformed items are skipped."""
+def read_answer(payload: Any) -> tuple[list[StageOrder] | None, list[str], str | None]:
+    """(orders, ids of cancelled orders, the lists' tag) of a report answer; malformed items are
+    skipped. Orders None: the answer left the lists out, as they still have the tag sent."""
     if not isinstance(payload, dict):
-        return [], []
+        return None, [], None
+    tag = payload.get("orders_tag")
+    tag = tag if isinstance(tag, str) and len(tag) <= 64 else None
+    if "prestage" not in payload and "cancelled" not in payload:
+        return None, [], tag
     raw = payload.get("prestage")
     orders = [o for o in map(_order, raw[:MAX_ORDERS] if isinstance(raw, list) else []) if o is not None]
     gone = payload.get("cancelled")
@@ -57,4 +62,4 @@ def read_answer(payload: Any) -> tuple[list[StageOrder], list[str]]:
         item["order"] for item in (gone[:MAX_ORDERS] if isinstance(gone, list) else [])
         if isinstance(item, dict) and isinstance(item.get("order"), str) and len(item["order"]) <= 200
     ]  # fmt: skip
-    return orders, cancelled
+    return orders, cancelled, tag

@@ -59,8 +59,11 @@ def entry_of(status: PackageStatus) -> ReportEntry:
     )
 
 
-def encode(entries: list[ReportEntry]) -> bytes:
-    return json.dumps({"packages": [e.to_json() for e in entries]}, separators=(",", ":")).encode()
+def encode(entries: list[ReportEntry], orders_tag: str | None = None) -> bytes:
+    body: dict[str, Any] = {"packages": [e.to_json() for e in entries]}
+    if orders_tag:
+        body["orders_tag"] = orders_tag
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class Reporter:
@@ -86,6 +89,9 @@ class Reporter:
         self.timeout = timeout
         self.clock = clock
         self.on_answer = on_answer  # given each answer's JSON (the pre-staging orders)
+        # The tag of the pre-staging orders fully acted on: the server leaves out the lists
+        # while they still have this tag (the agent sets it, ``Agent.prestage``).
+        self.orders_tag: str | None = None
         self._taken: dict[Key, dict[str, Any]] = {}  # what the server last took, per package version
         self._last_full: float | None = None
         self._lock = asyncio.Lock()
@@ -121,7 +127,7 @@ class Reporter:
                 self._last_full = now
 
     async def _send(self, entries: list[ReportEntry]) -> bool:
-        body = encode(entries)
+        body = encode(entries, self.orders_tag)
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             headers = {"Content-Type": "application/json"}

@@ -7,6 +7,8 @@ stored orders into the lists a report answer carries (``answer``, docs/site-serv
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from p2pdist.metainfo import normalize_package_id
@@ -72,10 +74,20 @@ def orders_of(body: dict[str, Any], package_id: str, known_sites: list[str], now
     return [Order(package_id, version, site, at, now) for site in sites]
 
 
-async def answer(store: PrestageStore, repository: Repository, site: str, now: float) -> dict[str, list[dict[str, Any]]]:
-    """The lists a report answer carries for an agent of ``site``: the orders whose time has
-    come, each resolved to a published version (an order of a retired version is left out),
-    and the orders cancelled in the last ``CANCEL_KEEP`` seconds. Both bounded by MAX_ORDERS."""
+async def answer(store: PrestageStore, repository: Repository, site: str, now: float, known: object = None) -> dict[str, Any]:
+    """What a report answer carries for an agent of ``site``: the orders whose time has come,
+    each resolved to a published version (an order of a retired version is left out), and the
+    orders cancelled in the last ``CANCEL_KEEP`` seconds, both bounded by MAX_ORDERS, with their
+    ``orders_tag``. An agent that sends the tag it holds (``known``) gets the tag alone while
+    the lists have not changed: an idle check-in costs a few dozen bytes, not the orders again."""
+    lists = await order_lists(store, repository, site, now)
+    tag = hashlib.sha256(json.dumps(lists, sort_keys=True).encode()).hexdigest()[:16]
+    if known == tag:
+        return {"orders_tag": tag}
+    return {**lists, "orders_tag": tag}
+
+
+async def order_lists(store: PrestageStore, repository: Repository, site: str, now: float) -> dict[str, list[dict[str, Any]]]:
     if not site:
         return {"prestage": [], "cancelled": []}
     orders = []

@@ -442,7 +442,8 @@ async def report(request: web.Request) -> web.Response:
         refused.append({"package": reason.partition(":")[0], "error": reason})
     accepted = len(raw_entries) - len(refused)
     # The answer is how agents learn their site's pre-staging orders (they pull; docs/site-server.md).
-    orders = await prestage_api.answer(state.prestage, state.repository, place.site or "", state.wall())
+    known = payload.get("orders_tag") if isinstance(payload, dict) else None
+    orders = await prestage_api.answer(state.prestage, state.repository, place.site or "", state.wall(), known)
     return web.json_response({"ok": True, "site": place.site, "accepted": accepted, "refused": refused, **orders})
 
 
