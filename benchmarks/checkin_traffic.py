@@ -7,7 +7,8 @@ are minutes apart) runs one simulated hour: a report at each ``report_interval``
 first one full (the hourly ``report_refresh``), the others carrying what changed, here nothing:
 the idle check-ins through which an agent hears its site's pre-staging orders.
 
-Cases (each agent holds 20 complete packages, as in console_load.py):
+Cases (``no-packages``: an agent with nothing cached and no order, so only empty check-ins;
+the others hold 20 complete packages, as in console_load.py):
 
 * ``no-orders``: the site has no order;
 * ``one-order``: one standing order the agent acted on (it sends the orders' tag back, so the
@@ -135,6 +136,7 @@ async def run() -> dict[str, object]:
             url = f"http://127.0.0.1:{await relay.start()}/api/report"
             mine = statuses(hashes)
             results: dict[str, object] = {}
+            results["no-packages"] = await one_hour(url, relay, [], acts=True)
             results["no-orders"] = await one_hour(url, relay, mine, acts=True)
             base = Order(package_id(0), 1, "HQ", time.time() - 60, time.time() - 60)
             await state.prestage.put(base)
