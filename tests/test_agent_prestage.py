@@ -12,9 +12,11 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from hypothesis import given, settings, strategies as st
 
 from p2pdist.agent.control_client import PackageStatus
 from p2pdist.agent.daemon import Agent
+from p2pdist.agent.prestage import MAX_ORDERS, read_answer
 from tests.support.http import serve_app
 from test_agent_helpers import agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
 from test_agent_helpers import ADMIN
@@ -141,3 +143,31 @@ async def test_prestaged_package_is_complete_before_the_program_and_runs_at_once
                     assert (await client.status("PS100070")).last_advertised == after.last_advertised
         finally:
             await runner.cleanup()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=40) | st.dictionaries(st.text(max_size=12), inner, max_size=8),
+    max_leaves=60,
+)
+order_items = st.fixed_dictionaries({
+    "order": st.text(max_size=250), "package": st.sampled_from(["PS100012", "ps1000aa", "nope", ""]),
+    "version": st.integers(-2, 2**32) | st.booleans(), "info_hash": st.sampled_from(["ab" * 20, "AB" * 20, "x"]),
+    "since": st.sampled_from(["2026-12-03T20:00:00Z", "2026-12-03T21:00:00+01:00", "soon"]),
+})  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(["prestage", "cancelled", "orders_tag"]),
+                       json_values | st.lists(order_items | json_values, max_size=50)) | json_values)  # fmt: skip
+@settings(max_examples=150, deadline=None)
+def test_read_answer_takes_only_well_formed_orders_and_is_bounded(answer: object) -> None:
+    orders, cancelled, tag = read_answer(answer)
+    assert len(cancelled) <= MAX_ORDERS and all(isinstance(c, str) for c in cancelled)
+    assert tag is None or isinstance(tag, str)
+    if orders is None:
+        assert not isinstance(answer, dict) or not ({"prestage", "cancelled"} & set(answer))
+        return
+    assert len(orders) <= MAX_ORDERS
+    for order in orders:
+        assert order.package_id in ("PS100012", "PS1000AA") and order.info_hash == "ab" * 20
+        assert 0 <= order.version < 2**31 and order.since == 1796328000.0
