@@ -506,7 +506,8 @@ async def prestage_order(request: web.Request) -> web.Response:
     result = []
     for order in orders:
         result.append({**order.to_json(), "created": await state.prestage.put(order)})
-    log.info("pre-staging %s v%s to %s from %s", package_id, orders[0].version or "current", ", ".join(o.site for o in orders),
+    version = "current" if orders[0].version is None else orders[0].version
+    log.info("pre-staging %s v%s to %s from %s", package_id, version, ", ".join(o.site for o in orders),
              result[0]["at"])  # fmt: skip
     created = any(item["created"] for item in result)
     return web.json_response({"orders": result, "resolves_to": record.version}, status=201 if created else 200)
