@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pdist.errors import OutputError
+from p2pdist.errors import OutputError, RemoteError
 
 FILE = "prestage.sqlite3"
 MAX_ORDERS = 32  # per report answer, and per list in it
@@ -32,8 +32,8 @@ MAX_AHEAD = 366 * 86400.0  # an order's time at most this far ahead
 MAX_STORED = 10_000  # orders and tombstones the server keeps
 
 
-class OrderError(ValueError):
-    """An order the server refuses; the message says why in one line."""
+class OrderError(RemoteError, ValueError):
+    """An order the server refuses (bad input from an admin's request); one line says why."""
 
 
 def parse_time(text: object, now: float) -> float:
