@@ -27,6 +27,7 @@ COMMANDS = {
     "server": "p2pdist.tracker.cli",
     "publish": "p2pdist.tracker.cli",
     "retire": "p2pdist.tracker.cli",
+    "prestage": "p2pdist.tracker.prestage_cli",
     "get": "p2pdist.engine.cli",
     "seed": "p2pdist.engine.cli",
     "status": "p2pdist.agent.status_cli",

@@ -5,6 +5,10 @@ Sites are subnets of 127/8 (each agent binds its own source address, so the serv
 its packets, as in production). The distribution point stands for each site's own DP behind one
 name: it answers Range requests, except to site C's PCs, where it behaves like a web server that
 ignores Range (200 with the whole file), so C's PCs can get nothing and must say why.
+
+Beside that package, one is pre-staged to site A (its agents fetch it when they check in, with
+no program asking), and one is retired after site B took it (PCs that ask for it later hear
+"not published").
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from p2pdist.tracker.settings import SiteSettings
 from p2pdist.tracker.web import build_app
 from tests.support.http import serve_app
 from test_agent_helpers import (
+    ADMIN,
     FAST_ENGINE,
     agent_settings,
     make_package,
@@ -83,12 +88,23 @@ async def sites_of(http: aiohttp.ClientSession, server: str, package: str) -> di
     return {row["site"]: row for row in view["versions"][0]["sites"]}
 
 
+async def admin(method: str, url: str, body: dict) -> dict:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+        async with http.request(method, url, json=body) as reply:
+            assert reply.status in (200, 201), await reply.text()
+            return await reply.json()
+
+
 async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path: Path) -> None:
     async with enterprise(tmp_path) as (site_server, dp):
         server = site_server.url
         package = make_package("PS100050", 1, 600_000, announce=server + "/announce", seed=50, web_seeds=(f"{dp}/SMSPKG/",))
-        write_source(tmp_path / "dp", package)
-        await publish(site_server, package.torrent)
+        staged = make_package("PS100051", 1, 300_000, announce=server + "/announce", seed=51, web_seeds=(f"{dp}/SMSPKG/",))
+        retired = make_package("PS100052", 1, 200_000, announce=server + "/announce", seed=52, web_seeds=(f"{dp}/SMSPKG/",))
+        for each in (package, staged, retired):
+            write_source(tmp_path / "dp", each)
+            await publish(site_server, each.torrent)
+        (order,) = (await admin("POST", f"{server}/api/packages/PS100051/prestage", {"sites": ["A"]}))["orders"]
         with socket_dir() as sockets:
             async with contextlib.AsyncExitStack() as stack:
                 clients = {}
@@ -99,6 +115,13 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                 await asyncio.gather(*(client.ensure("PS100050") for client in clients.values()))
                 gone = await clients[("B", 2)].ensure("PS1000FF")  # a program for a package never published
                 assert (gone.state, gone.error_kind) == ("error", "not-published")
+                # Site B takes PS100052; then it is retired, and PCs that ask for it hear so.
+                await asyncio.gather(*(clients[("B", n)].ensure("PS100052") for n in range(3)))
+                await asyncio.gather(*(wait_state(clients[("B", n)], "PS100052", "complete", timeout=60) for n in range(3)))
+                await admin("POST", f"{server}/api/packages/PS100052/retire", {})
+                for n in range(3):
+                    late = await clients[("A", n)].ensure("PS100052")
+                    assert (late.state, late.error_kind) == ("error", "not-published") and "PS100052" in (late.error or "")
                 ready = [wait_state(c, "PS100050", "complete", timeout=60) for (site, _), c in clients.items() if site != "C"]
                 for status in await asyncio.gather(*ready):
                     assert status.bytes_from_peers + status.bytes_from_webseed == len(package.data)
@@ -113,6 +136,18 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                     raise AssertionError(f"no range error: {status}")
 
                 await asyncio.gather(*(blocked(c) for (site, _), c in clients.items() if site == "C"))
+                # Site A's PCs fetched the pre-staged package on their own (no program asked:
+                # its advertisement is the order's time); the other sites' PCs did not.
+                for (site, n), client in clients.items():
+                    if site == "A":
+                        for _ in range(600):  # until the agent has heard the order (it checks in soon after start)
+                            if "PS100051" in {s.package_id for s in await client.list()}:
+                                break
+                            await asyncio.sleep(0.1)
+                        status = await wait_state(client, "PS100051", "complete", timeout=60)
+                        assert status.last_advertised == order["at"] and not status.in_use
+                    else:
+                        assert "PS100051" not in {s.package_id for s in await client.list()}
                 # Every agent now knows its outcome; the console must have it within one report
                 # interval (the agents report a change of state or problem at once).
                 loop = asyncio.get_running_loop()
@@ -120,8 +155,10 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                 async with aiohttp.ClientSession() as http:
                     while True:
                         rows = await sites_of(http, server, "PS100050")
-                        done = (rows["A"]["complete"], rows["B"]["complete"], rows["C"]["errors"].get("range-unsupported"))
-                        if done == (3, 3, 3):
+                        staged_rows = await sites_of(http, server, "PS100051")
+                        done = (rows["A"]["complete"], rows["B"]["complete"], rows["C"]["errors"].get("range-unsupported"),
+                                staged_rows["A"]["complete"])  # fmt: skip
+                        if done == (3, 3, 3, 3):
                             break
                         assert loop.time() - started < REPORT_INTERVAL, f"console still shows {rows}"
                         await asyncio.sleep(0.2)
@@ -134,12 +171,26 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                         stuck = (await reply.json())["stuck"]
                     assert sorted(s["address"] for s in stuck) == [str(ipaddress.ip_network(SITES["C"])[10 + n]) for n in range(3)]
                     assert all(s["error_kind"] == "range-unsupported" and "ignores range" in s["error"] for s in stuck)
-                    async with http.get(f"{server}/api/sites/A") as reply:
-                        assert (await reply.json())["stuck"] == []
+                    async with http.get(f"{server}/api/sites/A") as reply:  # stuck only on the retired package
+                        stuck = (await reply.json())["stuck"]
+                    assert sorted((s["package"], s["version"], s["error_kind"]) for s in stuck) == [("PS100052", None, "not-published")] * 3
                     async with http.get(f"{server}/api/sites/B") as reply:
                         (unpublished,) = (await reply.json())["stuck"]
                     assert (unpublished["package"], unpublished["version"], unpublished["error_kind"]) == ("PS1000FF", None, "not-published")
                     assert unpublished["address"] == str(ipaddress.ip_network(SITES["B"])[12])
                     refused = await sites_of(http, server, "PS1000FF")
                     assert [(site, row["errors"]) for site, row in refused.items() if row["agents"]] == [("B", {"not-published": 1})]
+                    # Pre-staged to A, complete there before any program ran; not sent elsewhere.
+                    assert {site: (row["prestaged_since"], row["complete"], row["in_use"]) for site, row in staged_rows.items()} == {
+                        "A": (order["at"], 3, 0), "B": (None, 0, 0), "C": (None, 0, 0)}  # fmt: skip
+                    async with http.get(f"{server}/api/sites/A") as reply:
+                        assert (await reply.json())["prestaged"] == [{"package": "PS100051", "version": 1, "since": order["at"]}]
+                    # The retired version says so; A's PCs that asked for it since are "not published".
+                    async with http.get(f"{server}/api/packages/PS100052/sites") as reply:
+                        view = await reply.json()
+                    assert view["current_version"] is None
+                    by_version = {v["version"]: v for v in view["versions"]}
+                    assert by_version[1]["status"] == "retired" and by_version[1]["retired_at"] is not None
+                    assert {row["site"]: row["complete"] for row in by_version[1]["sites"]} == {"A": 0, "B": 3, "C": 0}
+                    assert {row["site"]: row["errors"] for row in by_version[None]["sites"] if row["agents"]} == {"A": {"not-published": 3}}
 

@@ -189,6 +189,16 @@ async def test_two_servers_share_one_redis(tmp_path: Path, redis_url: str) -> No
             async with client.get(first.url + "/api/packages/PS1000EF/sites") as r:
                 hq = next(row for row in (await r.json())["versions"][0]["sites"] if row["site"] == "HQ")
         assert (hq["agents"], hq["downloading"], hq["errors"], hq["seeding"] + hq["leeching"]) == (1, 1, {"range-unsupported": 1}, 3)
+        # A pre-staging order given to one instance reaches the agents reporting to the other.
+        async with session_from() as client:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with client.post(first.url + "/api/packages/PS1000EF/prestage", headers=headers, json={"sites": ["HQ"]}) as r:
+                assert r.status == 201
+        assert not (tmp_path / "prestage.sqlite3").exists()  # kept in Redis, not beside the catalogue
+        async with session_from("127.0.1.5") as client:
+            async with client.post(second.url + "/api/report", json={"packages": []}) as r:
+                (order,) = (await r.json())["prestage"]
+        assert (order["package"], order["version"], order["info_hash"]) == ("PS1000EF", 1, ih.hex())
         async with session_from() as client:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             async with client.post(second.url + "/api/packages/PS1000EF/retire", headers=headers) as r:

@@ -32,6 +32,13 @@ A package the repository does not publish (never, or no longer: retired) is its 
 incomplete one goes on with the sources it has and says ``not-published``). The first refusal
 of each PackageID is remembered across restarts (``unpublished_since``), so the wrapper can
 stop asking SMS to retry once a grace has passed; a torrent fetched for it again forgets it.
+
+Pre-staging: the answer to each report carries the site's pre-staging orders (``prestage``).
+Each order not acted on before is an ensure of that exact version whose advertisement is the
+order's time, so retention counts from the order; a package already cached is left as it is.
+Orders acted on are kept in SQLite, so an order heard again, or after a restart, does nothing
+more. A cancelled order removes the package it fetched, unless a program runs from it or asked
+for it since (then it stays, under the usual retention).
 """
 
 from __future__ import annotations
@@ -59,9 +66,10 @@ from p2pdist.agent.config import AgentSettings
 from p2pdist.control.schema import PackageStatus
 from p2pdist.agent.pids import pid_alive
 from p2pdist.agent.pins import Pin, hold
+from p2pdist.agent.prestage import StageOrder, read_answer
 from p2pdist.agent.reporting import Reporter
 from p2pdist.engine.session import Session
-from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, secure_folder
+from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, PrestagedRow, secure_folder
 from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
 from p2pdist.engine.tracker_client import TrackerClient, same_origin_tiers
@@ -202,6 +210,8 @@ class Agent:
         self._startup = asyncio.Semaphore(settings.startup_concurrency)
         self._closing = False
         self.reporter: Reporter | None = None
+        self.prestaged: dict[tuple[str, int], PrestagedRow] = {}  # orders acted on, by (order, version)
+        self._staging = asyncio.Lock()  # one round of pre-staging orders at a time
         # What the maintenance timer has to visit, so that it visits nothing else: packages in
         # error by retry time (a heap of (ticks, info-hash); stale entries are skipped) and
         # packages whose counters may move (downloading, or with peers). A thousand complete
@@ -229,10 +239,11 @@ class Agent:
         self.http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.settings.engine.client_name})
         self.reporter = Reporter(
             self.http, f"{self.settings.repository_url}/api/report", self.list, refresh=self.settings.report_refresh,
-            debounce=min(self.settings.report_debounce, self.settings.report_interval),
+            debounce=min(self.settings.report_debounce, self.settings.report_interval), on_answer=self._heard,
         )  # fmt: skip
         self.leases = {row.lease: row for row in self.state.leases()}
         self.refusals = self.state.refusals()
+        self.prestaged = {(row.order_id, row.version): row for row in self.state.prestaged()}
         if self.state.quarantined is not None:
             self._rebuild_rows()
         for row in self.state.packages():
@@ -336,18 +347,20 @@ class Agent:
             lock = self._id_locks[package_id] = asyncio.Lock()
         return lock
 
-    async def ensure(self, package_id: str, version: int | None = None) -> PackageStatus:
-        """Make sure the package (latest version unless given) is cached or downloading."""
+    async def ensure(self, package_id: str, version: int | None = None, *, advertised_at: float | None = None) -> PackageStatus:
+        """Make sure the package (latest version unless given) is cached or downloading;
+        ``advertised_at`` (a pre-staging order's time) instead of now as its advertisement."""
         package_id = self._package_id(package_id)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31):
             raise BadRequest("version must be a non-negative integer")
         async with self._id_lock(package_id):
             now = self.clock()
+            stamp = now if advertised_at is None else min(now, advertised_at)
             if version is not None:
                 known = self._find(package_id, version)
                 if known is not None:
                     self.fetches.pop(package_id, None)
-                    self._advertise(known, now)
+                    self._advertise(known, stamp)
                     return self.status_of(known)
             fetch = Fetch(package_id, version, now)
             self.fetches[package_id] = fetch
@@ -391,10 +404,10 @@ class Agent:
             package = self.packages.get(meta.info_hash_hex)
             if package is None:
                 try:
-                    package = self._add(meta, data, now)
+                    package = self._add(meta, data, now, stamp)
                 except OutputError as exc:
                     return self._fetch_failed(fetch, str(exc), Problem.STORAGE)
-            self._advertise(package, now)
+            self._advertise(package, stamp)
             return self.status_of(package)
 
     def _newest_seen(self, package_id: str) -> int | None:
@@ -450,12 +463,12 @@ class Agent:
         if self.reporter is not None and not self._closing:
             self.reporter.soon()
 
-    def _add(self, meta: Metainfo, data: bytes, now: float) -> Package:
+    def _add(self, meta: Metainfo, data: bytes, now: float, advertised: float) -> Package:
         assert self.state is not None and meta.info.package is not None
         key = meta.info_hash_hex
         row = PackageRow(
             key, meta.info.package.package_id, meta.info.package.version, meta.info.name, meta.info.total_length,
-            state=CHECKING, added_at=now, last_advertised=now,
+            state=CHECKING, added_at=now, last_advertised=advertised,
         )  # fmt: skip
         try:
             self.state.save_torrent(key, data)
@@ -476,6 +489,68 @@ class Agent:
             package.retry_at = min(package.retry_at, self.ticks())  # someone needs it now: retry soon
             self._retry_at(package, package.retry_at)
         self._flush(package)
+
+    # ------------------------------------------------------------------------ pre-staging
+
+    def _heard(self, answer: object) -> None:
+        """A report answer: act on its pre-staging orders if any is new (in the background)."""
+        orders, cancelled, tag = read_answer(answer)
+        if orders is None:
+            return  # the lists are unchanged since the tag we sent: nothing to do
+        new = [o for o in orders if (o.order_id, o.version) not in self.prestaged]
+        gone = [order for order in cancelled if any(key[0] == order for key in self.prestaged)]
+        if not new and not gone:
+            self._orders_done(tag)
+        elif not self._closing and not self._staging.locked():
+            self._spawn(self.prestage(new, gone, tag))  # a round already running: the next check-in brings them again
+
+    def _orders_done(self, tag: str | None) -> None:
+        if self.reporter is not None:
+            self.reporter.orders_tag = tag
+
+    async def prestage(self, orders: list[StageOrder], cancelled: list[str], tag: str | None = None) -> None:
+        """Act on pre-staging orders (each once) and on cancellations; one round at a time.
+        Once every order is acted on, ``tag`` spares the next check-ins the same lists; an order
+        that could not be fetched keeps it unset, so the next check-in brings it again."""
+        async with self._staging:
+            failed = False
+            for order_id in cancelled:
+                await self._cancel_order(order_id)
+            for order in orders:
+                if (order.order_id, order.version) in self.prestaged or self._closing:
+                    continue
+                had = order.info_hash in self.packages
+                if not had:
+                    status = await self.ensure(order.package_id, order.version, advertised_at=order.since)
+                    if status.state == ERROR:
+                        log.warning("pre-staging %s v%d: %s (trying again at the next check-in)", order.package_id, order.version, status.error)
+                        failed = True
+                        continue
+                    log.info("pre-staging %s v%d (order %s)", order.package_id, order.version, order.order_id)
+                row = PrestagedRow(order.order_id, order.version, order.package_id, order.info_hash, order.since, not had)
+                self.prestaged[(row.order_id, row.version)] = row
+                if self.state is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.state.note_prestaged(row)
+            if not failed and not self._closing:
+                self._orders_done(tag)
+
+    async def _cancel_order(self, order_id: str) -> None:
+        rows = [row for key, row in self.prestaged.items() if key[0] == order_id]
+        for row in rows:
+            package = self.packages.get(row.info_hash)
+            if row.added and package is not None:
+                async with self._id_lock(row.package_id):
+                    if package.key in self.in_use():
+                        log.info("%s v%d: pre-staging cancelled; kept, a program runs from it", row.package_id, row.version)
+                    elif package.row.last_advertised > row.since:
+                        log.info("%s v%d: pre-staging cancelled; kept, a program asked for it", row.package_id, row.version)
+                    elif not package.removed:
+                        await self._remove(package, "pre-staging cancelled")
+            self.prestaged.pop((row.order_id, row.version), None)
+        if rows and self.state is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.state.forget_prestaged(order_id)
 
     # ------------------------------------------------------------------------ engine
 
@@ -948,7 +1023,9 @@ class Agent:
         settings = self.settings
         start = self.ticks()
         next_flush = start + settings.flush_interval
-        next_report = start + settings.report_interval
+        # The first check-in soon after start (its answer may hold pre-staging orders), then
+        # one every report_interval.
+        next_report = start + min(settings.report_debounce, settings.report_interval)
         next_cleanup = start
         while True:
             due = [next_cleanup]

@@ -11,7 +11,8 @@ these reports (the codec is ``tracker.reports``, shared with the server).
   ``refresh`` all of them (so the server can tell a PC that is still there from one that went
   away); and ``debounce`` seconds after a change of state or problem (a download completes, the
   distribution point turns out to ignore Range), so the console shows it well within one
-  interval. Nothing is sent while nothing changes but the refresh.
+  interval. While nothing changes, an empty report is still sent every ``interval``: that is
+  the agent's check-in, whose answer carries its site's pre-staging orders (``prestage``).
 * **How much**: one POST per ``MAX_ENTRIES`` entries, the JSON without blanks. Entries carry
   totals, not increments, so a report that is sent again counts once.
 """
@@ -25,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from p2pdist.httpio import read_capped
+
 import aiohttp
 
 from p2pdist.aio import stop_tasks
@@ -35,6 +38,7 @@ from p2pdist.tracker.reports import MAX_ENTRIES, ReportEntry
 log = logging.getLogger("p2pdist.agent.reporting")
 
 Key = tuple[str, "int | None"]
+MAX_ANSWER = 256 * 1024  # bytes of a report answer read (32 orders are about 6 KiB)
 
 
 def entry_of(status: PackageStatus) -> ReportEntry:
@@ -55,8 +59,11 @@ def entry_of(status: PackageStatus) -> ReportEntry:
     )
 
 
-def encode(entries: list[ReportEntry]) -> bytes:
-    return json.dumps({"packages": [e.to_json() for e in entries]}, separators=(",", ":")).encode()
+def encode(entries: list[ReportEntry], orders_tag: str | None = None) -> bytes:
+    body: dict[str, Any] = {"packages": [e.to_json() for e in entries]}
+    if orders_tag:
+        body["orders_tag"] = orders_tag
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class Reporter:
@@ -72,6 +79,7 @@ class Reporter:
         debounce: float = 2.0,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        on_answer: Callable[[Any], None] | None = None,
     ) -> None:
         self.http = http
         self.url = url
@@ -80,11 +88,16 @@ class Reporter:
         self.debounce = debounce
         self.timeout = timeout
         self.clock = clock
+        self.on_answer = on_answer  # given each answer's JSON (the pre-staging orders)
+        # The tag of the pre-staging orders fully acted on: the server leaves out the lists
+        # while they still have this tag (the agent sets it, ``Agent.prestage``).
+        self.orders_tag: str | None = None
         self._taken: dict[Key, dict[str, Any]] = {}  # what the server last took, per package version
         self._last_full: float | None = None
         self._lock = asyncio.Lock()
         self._soon: asyncio.Task[None] | None = None
         self.sent_bytes = 0  # request bodies sent, for the traffic figures
+        self.received_bytes = 0  # answer bodies read
         self.reports = 0  # POSTs answered
 
     def soon(self) -> None:
@@ -108,13 +121,13 @@ class Reporter:
                 del self._taken[gone]
             due = [e for key, e in entries.items() if full or self._taken.get(key) != e.to_json()]
             complete = True
-            for start in range(0, len(due), MAX_ENTRIES):
+            for start in range(0, max(1, len(due)), MAX_ENTRIES):  # nothing due: an empty check-in
                 complete = await self._send(due[start : start + MAX_ENTRIES]) and complete
             if full and complete:
                 self._last_full = now
 
     async def _send(self, entries: list[ReportEntry]) -> bool:
-        body = encode(entries)
+        body = encode(entries, self.orders_tag)
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             headers = {"Content-Type": "application/json"}
@@ -123,11 +136,18 @@ class Reporter:
                 if reply.status != 200:
                     log.debug("report refused: HTTP %d", reply.status)
                     return False
-                await reply.read()
+                answer = await read_capped(reply.content, MAX_ANSWER)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             log.debug("report failed: %s", exc)
             return False
         self.reports += 1
+        if answer is not None:
+            self.received_bytes += len(answer)
+            if self.on_answer is not None:
+                try:
+                    self.on_answer(json.loads(answer))
+                except ValueError:
+                    log.debug("report answer is not JSON")
         # Entries the server refused one by one (a package it never published) are not sent
         # again until they change or the next refresh: resending them would change nothing.
         for entry in entries:

@@ -57,6 +57,15 @@ CREATE TABLE IF NOT EXISTS refusals (
     package_id TEXT PRIMARY KEY,
     since REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS prestaged (
+    order_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    package_id TEXT NOT NULL,
+    info_hash TEXT NOT NULL,
+    since REAL NOT NULL,
+    added INTEGER NOT NULL,
+    PRIMARY KEY (order_id, version)
+);
 CREATE TABLE IF NOT EXISTS leases (
     lease TEXT PRIMARY KEY,
     info_hash TEXT NOT NULL,
@@ -69,6 +78,21 @@ COLUMNS = (
     "info_hash, package_id, version, name, size, state, error, bytes_from_peers, bytes_from_webseed, "
     "uploaded, added_at, last_advertised, completed_at"
 )
+
+
+MAX_PRESTAGED = 1000  # pre-staging orders remembered; the oldest are forgotten first
+
+
+@dataclass(frozen=True)
+class PrestagedRow:
+    """An order acted on: ``added`` when this agent fetched the package for it (else it had it)."""
+
+    order_id: str
+    version: int
+    package_id: str
+    info_hash: str
+    since: float
+    added: bool
 
 
 @dataclass
@@ -295,6 +319,23 @@ class AgentState:
 
     def forget_refusal(self, package_id: str) -> None:
         self.db.execute("DELETE FROM refusals WHERE package_id = ?", (package_id,))
+
+    # ---------------------------------------------------------------------- pre-staging
+
+    def prestaged(self) -> list[PrestagedRow]:
+        """The pre-staging orders this agent acted on (at most ``MAX_PRESTAGED``, newest kept)."""
+        return [PrestagedRow(*row) for row in self.db.execute(
+            "SELECT order_id, version, package_id, info_hash, since, added FROM prestaged")]  # fmt: skip
+
+    def note_prestaged(self, row: PrestagedRow) -> None:
+        self.db.execute("INSERT OR REPLACE INTO prestaged VALUES (?,?,?,?,?,?)",
+                        (row.order_id, row.version, row.package_id, row.info_hash, row.since, int(row.added)))  # fmt: skip
+        self.db.execute(
+            "DELETE FROM prestaged WHERE rowid NOT IN (SELECT rowid FROM prestaged ORDER BY since DESC LIMIT ?)", (MAX_PRESTAGED,)
+        )
+
+    def forget_prestaged(self, order_id: str) -> None:
+        self.db.execute("DELETE FROM prestaged WHERE order_id = ?", (order_id,))
 
     # ---------------------------------------------------------------------- leases
 

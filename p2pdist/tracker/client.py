@@ -1,4 +1,4 @@
-"""Admin side of the repository API: publish and retire over HTTP with the admin token."""
+"""Admin side of the repository API: publish, retire and pre-stage over HTTP with the admin token."""
 
 from __future__ import annotations
 
@@ -68,3 +68,21 @@ async def retire(server: str, package_id: str, version: int | None, token: str) 
     url = f"{server.rstrip('/')}/api/packages/{package_id}/retire"
     body = {} if version is None else {"version": version}
     return await _call("POST", url, token, json=body)
+
+
+async def prestage(server: str, package_id: str, sites: list[str], version: int | None, at: str | None, token: str) -> dict[str, Any]:
+    url = f"{server.rstrip('/')}/api/packages/{package_id}/prestage"
+    body: dict[str, Any] = {"sites": sites, **({"version": version} if version is not None else {}), **({"at": at} if at else {})}
+    return await _call("POST", url, token, json=body)
+
+
+async def cancel_prestage(server: str, package_id: str, sites: list[str] | None, version: int | None, token: str) -> dict[str, Any]:
+    url = f"{server.rstrip('/')}/api/packages/{package_id}/prestage"
+    body: dict[str, Any] = {**({"sites": sites} if sites else {}), **({"version": version} if version is not None else {})}
+    return await _call("DELETE", url, token, json=body)
+
+
+async def prestage_orders(server: str, package_id: str | None, token: str) -> dict[str, Any]:
+    base = server.rstrip("/")
+    url = f"{base}/api/packages/{package_id}/prestage" if package_id else f"{base}/api/prestage"
+    return await _call("GET", url, token)

@@ -10,6 +10,10 @@ of the 40 PCs that reported it have it". Summed over packages (a site's totals) 
 PC once per package. Savings are the share of the bytes the PCs downloaded that came from
 their peers instead of the distribution point over the WAN, as BranchCache and Delivery
 Optimization count them: ``from_peers / (from_peers + from_webseed)``.
+
+Pre-staging (``prestage``) shows as ``prestaged_since`` on each site row of a package version
+(when the standing order for that site took effect, null when there is none) and as the list
+``prestaged`` of a version and of a site.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from p2pdist.tracker.repository import PackageRecord
 from p2pdist.tracker.store import SiteCounts
 
 WINDOWS = (7, 28)
+Prestaged = Mapping[tuple[str, int], Mapping[str, float]]  # (package, version) -> site -> since
 Bytes = tuple[int, int, int]  # from peers, from the web seed, uploaded
 
 
@@ -147,9 +152,12 @@ def _record_json(record: PackageRecord | None, package: str, version: int) -> di
     }
 
 
-def package_sites(console: Console, package: str, records: list[PackageRecord], configured: list[str]) -> dict[str, Any] | None:
+def package_sites(
+    console: Console, package: str, records: list[PackageRecord], configured: list[str], prestaged: Prestaged | None = None
+) -> dict[str, Any] | None:
     """``GET /api/packages/<PackageID>/sites``: every version (newest first), one row per site
     (each configured site, and any other site that reported); None if nothing is known."""
+    prestaged = prestaged or {}
     by_version = {r.version: r for r in records if r.package_id == package}
     versions = sorted(set(by_version) | console.versions_of(package), reverse=True)
     if not versions:
@@ -157,10 +165,12 @@ def package_sites(console: Console, package: str, records: list[PackageRecord], 
     result = []
     for version in versions:
         per_site = console.sites_of(package, version)
-        names = sorted(set(per_site) | set(configured))
-        rows = [{"site": name, **per_site.get(name, Figures()).to_json()} for name in names]
+        orders = prestaged.get((package, version), {})
+        names = sorted(set(per_site) | set(configured) | set(orders))
+        rows = [{"site": name, **per_site.get(name, Figures()).to_json(), "prestaged_since": iso(orders.get(name))} for name in names]
         result.append({**_record_json(by_version.get(version), package, version),
-                       "totals": _total(per_site.values()).to_json(), "sites": rows})  # fmt: skip
+                       "totals": _total(per_site.values()).to_json(), "sites": rows,
+                       "prestaged": [{"site": name, "since": iso(since)} for name, since in sorted(orders.items())]})  # fmt: skip
     current = next((r for r in sorted(by_version.values(), key=lambda r: -r.version) if not r.retired), None)
     return {"package": package, "name": current.name if current else None,
             "current_version": current.version if current else None, "versions": result}  # fmt: skip
@@ -188,14 +198,19 @@ def site_view(
     stuck: list[AgentRow],
     history: Iterable[DayBytes],
     today: int,
+    prestaged: Prestaged | None = None,
 ) -> dict[str, Any] | None:
-    """``GET /api/sites/<site>``: one row per package version, the stuck PCs, 28 days of bytes."""
+    """``GET /api/sites/<site>``: one row per package version (those pre-staged here too), the
+    stuck PCs, 28 days of bytes."""
     per_package = console.at_site(site)
     if config is None and not per_package:
         return None
+    here = {key: sites[site] for key, sites in (prestaged or {}).items() if site in sites}
+    for key in here:
+        per_package.setdefault(key, Figures())
     by_key = {(r.package_id, r.version): r for r in records}
     packages = [
-        {**_record_json(by_key.get(key), *key), **figures.to_json()}
+        {**_record_json(by_key.get(key), *key), **figures.to_json(), "prestaged_since": iso(here.get(key))}
         for key, figures in sorted(per_package.items(), key=lambda item: (item[0][0], -item[0][1]))
     ]
     days: dict[int, list[int]] = {day: [0, 0, 0] for day in range(today - 27, today + 1)}
@@ -216,4 +231,5 @@ def site_view(
             for r in stuck
         ],  # fmt: skip
         "history": [{"day": iso_day(day), **_bytes(*amounts)} for day, amounts in days.items()],
+        "prestaged": [{"package": p, "version": v, "since": iso(since)} for (p, v), since in sorted(here.items())],
     }

@@ -34,6 +34,8 @@ from p2pdist.tracker import metrics, templating
 from p2pdist.tracker.console import Console, package_sites, site_list, site_view
 from p2pdist.tracker.ledger import FILE as LEDGER_FILE, Ledger, SqliteLedger, day_of
 from p2pdist.tracker.pages import index_page, package_page, site_page, utc
+from p2pdist.tracker import prestage_api
+from p2pdist.tracker.prestage import FILE as PRESTAGE_FILE, OrderError, PrestageStore, SqlitePrestage
 from p2pdist.tracker.ratelimit import RateLimiter
 from p2pdist.tracker.reports import ReportEntry, ReportError, parse_report
 from p2pdist.tracker.repository import PackageRecord, Repository, RepositoryError
@@ -60,6 +62,7 @@ class ServerState:
     limiter: RateLimiter
     service: TrackerService
     ledger: Ledger
+    prestage: PrestageStore
     token: str
     # Timestamps stored across restarts or shown to people read the wall clock; durations
     # (sweep schedule, rate limits) the monotonic one; peer stamps the store's clock.
@@ -91,6 +94,16 @@ def make_ledger(settings: ServerSettings, store: PeerStore) -> Ledger:
     return SqliteLedger(settings.data_dir / LEDGER_FILE, **limits)  # type: ignore[arg-type]
 
 
+def make_prestage(settings: ServerSettings, store: PeerStore) -> PrestageStore:
+    """The pre-staging orders beside the peers: in Redis where they are, else SQLite in data_dir."""
+    client = getattr(store, "client", None)
+    if settings.store.backend == "redis" and client is not None:
+        from p2pdist.tracker.redis_prestage import RedisPrestage
+
+        return RedisPrestage(client, settings.store.key_prefix + "prestage:")
+    return SqlitePrestage(settings.data_dir / PRESTAGE_FILE)
+
+
 def build_state(settings: ServerSettings, store: PeerStore | None = None) -> ServerState:
     sites = SiteMap(settings.sites, settings.default_site, settings.proxies)
     repository = Repository(settings.data_dir, settings.trusted_keys())
@@ -107,7 +120,8 @@ def build_state(settings: ServerSettings, store: PeerStore | None = None) -> Ser
     limits = settings.limits
     limiter = RateLimiter(limits.announce_rate, limits.announce_burst, limits.max_tracked_addresses)
     service = TrackerService(tracker, sites, limiter, time.monotonic, store.clock)
-    return ServerState(settings, sites, repository, store, tracker, limiter, service, make_ledger(settings, store), settings.token())
+    return ServerState(settings, sites, repository, store, tracker, limiter, service, make_ledger(settings, store),
+                       make_prestage(settings, store), settings.token())  # fmt: skip
 
 
 def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.Application:
@@ -126,6 +140,10 @@ def build_app(settings: ServerSettings, store: PeerStore | None = None) -> web.A
     app.router.add_post("/api/packages", publish)
     app.router.add_post("/api/packages/{package}/retire", retire)
     app.router.add_post("/api/report", report)
+    app.router.add_get("/api/prestage", prestage_list)
+    app.router.add_post("/api/packages/{package}/prestage", prestage_order)
+    app.router.add_delete("/api/packages/{package}/prestage", prestage_cancel)
+    app.router.add_get("/api/packages/{package}/prestage", prestage_list)
     app.router.add_get("/api/packages/{package}/sites", package_sites_view)
     app.router.add_get("/api/sites", sites_view)
     app.router.add_get("/api/sites/{site}", site_detail_view)
@@ -146,6 +164,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await state.ledger.close()
+        await state.prestage.close()
         await state.store.close()
         state.repository.close()
 
@@ -181,6 +200,7 @@ async def housekeeping(state: ServerState) -> None:
                 next_sweep = tick + settings.sweep_interval
                 removed = await state.store.sweep(state.store.clock())
                 aged = await state.ledger.sweep(state.wall())
+                await state.prestage.sweep(state.wall())
                 state.sweeps += 1
                 if removed:
                     log.info("expired %d peers", removed)
@@ -424,10 +444,101 @@ async def report(request: web.Request) -> web.Response:
     for reason in await state.ledger.record(entries, place.site or "", place.address, state.wall()):
         refused.append({"package": reason.partition(":")[0], "error": reason})
     accepted = len(raw_entries) - len(refused)
-    return web.json_response({"ok": True, "site": place.site, "accepted": accepted, "refused": refused})
+    # The answer is how agents learn their site's pre-staging orders (they pull; docs/site-server.md).
+    known = payload.get("orders_tag") if isinstance(payload, dict) else None
+    orders = await prestage_api.answer(state.prestage, state.repository, place.site or "", state.wall(), known)
+    return web.json_response({"ok": True, "site": place.site, "accepted": accepted, "refused": refused, **orders})
 
 
 NEVER_PUBLISHED = "report names a torrent this repository never published"
+
+
+# ---------------------------------------------------------------------------------- prestage
+
+
+def known_sites(state: ServerState) -> list[str]:
+    names = [site.name for site in state.settings.sites]
+    if state.settings.default_site and state.settings.default_site not in names:
+        names.append(state.settings.default_site)
+    return names
+
+
+async def json_body(request: web.Request, *, required: bool) -> dict[str, object]:
+    body = await read_bounded(request, 16384)
+    if not body.strip():
+        if required:
+            raise RepositoryError('body must be JSON like {"sites": ["Lyon"], "at": "2026-12-03T20:00:00Z"}')
+        return {}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise RepositoryError("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise RepositoryError("body must be a JSON object")
+    return payload
+
+
+def prestage_errors(handler: Handler) -> Handler:
+    """An order's error as a 400 (404 for an unknown package), after the admin check."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        require_admin(request)
+        try:
+            return await handler(request)
+        except OrderError as exc:
+            return json_error(str(exc), 400)
+        except LookupError as exc:
+            return json_error(str(exc), 404)
+
+    return wrapped
+
+
+@api
+@prestage_errors
+async def prestage_order(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    package_id = prestage_api.package_id_of(request.match_info["package"])
+    body = await json_body(request, required=True)
+    now = state.wall()
+    orders = prestage_api.orders_of(body, package_id, known_sites(state), now)
+    record = prestage_api.check_package(state.repository, package_id, orders[0].version)
+    if body.get("at") is None:  # "now" again: an order already standing keeps its time
+        standing = {(o.version, o.site): o for o in await state.prestage.orders(package_id)}
+        orders = [standing.get((o.version, o.site), o) for o in orders]
+    result = []
+    for order in orders:
+        result.append({**order.to_json(), "created": await state.prestage.put(order)})
+    version = "current" if orders[0].version is None else orders[0].version
+    log.info("pre-staging %s v%s to %s from %s", package_id, version, ", ".join(o.site for o in orders),
+             result[0]["at"])  # fmt: skip
+    created = any(item["created"] for item in result)
+    return web.json_response({"orders": result, "resolves_to": record.version}, status=201 if created else 200)
+
+
+@api
+@prestage_errors
+async def prestage_cancel(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    package_id = prestage_api.package_id_of(request.match_info["package"])
+    body = await json_body(request, required=False)
+    version = prestage_api.version_of(body.get("version", request.query.get("version")))
+    sites = prestage_api.sites_of(body.get("sites", request.query.getall("site", None)), known_sites(state), required=False)
+    cancelled = await state.prestage.cancel(package_id, version, sites, state.wall())
+    if not cancelled:
+        where = f" to {', '.join(sites)}" if sites else ""
+        raise LookupError(f"no pre-staging order for {package_id}{f' v{version}' if version is not None else ''}{where}")
+    log.info("cancelled pre-staging of %s to %s", package_id, ", ".join(o.site for o in cancelled))
+    return web.json_response({"cancelled": [o.to_json() for o in cancelled]})
+
+
+@api
+@prestage_errors
+async def prestage_list(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    text = request.match_info.get("package")
+    package_id = prestage_api.package_id_of(text) if text is not None else None
+    return web.json_response({"orders": [o.to_json() for o in await state.prestage.orders(package_id)]})
 
 
 # ------------------------------------------------------------------------------------- console
@@ -459,7 +570,9 @@ async def package_sites_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     package_id = _package_id(request.match_info["package"])
     console = await snapshot(state, package_id)
-    view = package_sites(console, package_id, state.repository.packages(include_retired=True), list(configured_sites(state)))
+    records = state.repository.packages(include_retired=True)
+    prestaged = prestage_api.by_version(await state.prestage.orders(package_id), records)
+    view = package_sites(console, package_id, records, list(configured_sites(state)), prestaged)
     if view is None:
         return json_error(f"nothing known of package {package_id}", 404)
     return web.json_response(view)
@@ -476,9 +589,11 @@ async def site_detail_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     site = request.match_info["site"]
     today = day_of(state.wall())
+    records = state.repository.packages(include_retired=True)
+    prestaged = prestage_api.by_version(await state.prestage.orders(site=site), records)
     view = site_view(
-        await snapshot(state), site, configured_sites(state).get(site), state.repository.packages(include_retired=True),
-        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today,
+        await snapshot(state), site, configured_sites(state).get(site), records,
+        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today, prestaged,
     )  # fmt: skip
     if view is None:
         return json_error(f"no site {site!r} is configured or has reported", 404)
