@@ -380,3 +380,19 @@ async def test_views_in_headless_chromium_at_two_widths(tmp_path: Path) -> None:
     for name in VIEWS:  # nothing is wider than a phone's screen
         narrow = seen[(name, 400)]
         assert narrow["viewport"] == 400 and narrow["scroll"] <= 400, (name, narrow["scroll"])
+
+
+async def test_pre_staged_sites_are_marked_on_the_package_and_site_views(tmp_path: Path) -> None:
+    async with running(settings_for(tmp_path)) as server:
+        await rollout(server)
+        async with session_from() as admin:
+            async with admin.post(f"{server.url}/api/packages/PS100012/prestage", json={"version": 3, "sites": ["Lyon"]},
+                                  headers={"Authorization": f"Bearer {TOKEN}"}) as reply:  # fmt: skip
+                assert reply.status == 201, await reply.text()
+        _, _, package_html = await get(server, "/package/PS100012")
+        _, _, lyon_html = await get(server, "/site/Lyon")
+        _, _, hq_html = await get(server, "/site/HQ")
+    sites = {r["site"]: r["cells"] for r in Rows(package_html).rows if "site" in r}
+    assert sites["Lyon"]["site"] == "Lyon pre-staged" and sites["HQ"]["site"] == "HQ"
+    assert Rows(lyon_html).find(package="PS100012", version="3")["status"] == "current pre-staged"
+    assert "pre-staged" not in Rows(hq_html).find(package="PS100012", version="3")["status"]

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from p2pdist.outcomes import FIXES, problem_kind
-from p2pdist.tracker.console import Console, package_sites
+from p2pdist.tracker.console import Console, Prestaged, package_sites
 from p2pdist.tracker.repository import PackageRecord
 
 CURRENT, SUPERSEDED, RETIRED, NOT_PUBLISHED = "current", "superseded", "retired", "not-published"
@@ -104,10 +104,12 @@ def _version_row(view: dict[str, Any], status: str) -> dict[str, Any]:
     return {**view, "status": status, "status_text": STATUS_TEXT[status], "readiness": Readiness.of(totals), "totals": totals}
 
 
-def package_page(console: Console, package: str, records: list[PackageRecord], configured: list[str]) -> dict[str, Any] | None:
+def package_page(
+    console: Console, package: str, records: list[PackageRecord], configured: list[str], prestaged: Prestaged | None = None
+) -> dict[str, Any] | None:
     """``/package/<id>``: the package's versions (newest first) with their status, each with
-    one row per site; None if nothing is known of it."""
-    view = package_sites(console, package, records, configured)
+    one row per site (pre-staged sites marked); None if nothing is known of it."""
+    view = package_sites(console, package, records, configured, prestaged)
     if view is None:
         return None
     status = statuses((v["version"], v["status"]) for v in view["versions"])
@@ -119,7 +121,7 @@ def package_page(console: Console, package: str, records: list[PackageRecord], c
         row["sites"] = [
             {**site, "readiness": Readiness.of(site)}
             for site in item["sites"]
-            if row["status"] == CURRENT or site["agents"] or site["bytes"]["from_peers"] or site["bytes"]["from_webseed"]
+            if row["status"] == CURRENT or site["agents"] or site["prestaged_since"] or site["bytes"]["from_peers"] or site["bytes"]["from_webseed"]
         ]
         row["active"] = bool(row["sites"])
         versions.append(row)

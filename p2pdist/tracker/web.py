@@ -655,7 +655,8 @@ async def package_page_view(request: web.Request) -> web.Response:
     except ValueError as exc:
         return missing(request, str(exc))
     records = state.repository.packages(include_retired=True)
-    view = package_page(await snapshot(state, package_id), package_id, records, list(configured_sites(state)))
+    prestaged = prestage_api.by_version(await state.prestage.orders(package_id), records)
+    view = package_page(await snapshot(state, package_id), package_id, records, list(configured_sites(state)), prestaged)
     if view is None:
         return missing(request, f"Nothing is known of package {package_id}: it was never published, and no PC asked for it.")
     return templating.render(request, "package.html", page_context(state, **view))
@@ -667,9 +668,10 @@ async def site_page_view(request: web.Request) -> web.Response:
     site = request.match_info["site"]
     today = day_of(state.wall())
     records = state.repository.packages(include_retired=True)
+    prestaged = prestage_api.by_version(await state.prestage.orders(site=site), records)
     view = site_view(
         await snapshot(state), site, configured_sites(state).get(site), records,
-        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today,
+        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today, prestaged,
     )  # fmt: skip
     if view is None:
         return missing(request, f"No site {site!r} is configured or has reported.")
