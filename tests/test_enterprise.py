@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -185,6 +186,18 @@ async def test_per_site_readiness_and_the_range_error_at_the_right_site(tmp_path
                         "A": (order["at"], 3, 0), "B": (None, 0, 0), "C": (None, 0, 0)}  # fmt: skip
                     async with http.get(f"{server}/api/sites/A") as reply:
                         assert (await reply.json())["prestaged"] == [{"package": "PS100051", "version": 1, "since": order["at"]}]
+                    # The page for people shows the same: readiness per site, the range error at C,
+                    # the pre-staged mark at A only.
+                    page_rows = {}
+                    for pkg in ("PS100050", "PS100051"):
+                        async with http.get(f"{server}/package/{pkg}") as reply:
+                            assert reply.status == 200
+                            page_rows[pkg] = dict(re.findall(r'<tr data-site="([^"]+)">(.*?)</tr>', await reply.text(), re.S))
+                    assert "3 of 3" in page_rows["PS100050"]["A"] and "3 of 3" in page_rows["PS100050"]["B"]
+                    assert "0 of 3" in page_rows["PS100050"]["C"] and "range-unsupported" in page_rows["PS100050"]["C"]
+                    assert "range-unsupported" not in page_rows["PS100050"]["A"] + page_rows["PS100050"]["B"]
+                    assert "pre-staged" in page_rows["PS100051"]["A"] and "3 of 3" in page_rows["PS100051"]["A"]
+                    assert "pre-staged" not in page_rows["PS100051"]["B"] + page_rows["PS100051"]["C"]
                     # The retired version says so; A's PCs that asked for it since are "not published".
                     async with http.get(f"{server}/api/packages/PS100052/sites") as reply:
                         view = await reply.json()
