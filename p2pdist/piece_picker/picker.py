@@ -84,7 +84,7 @@ class Block(NamedTuple):
     twice per 16 KiB received, and a tuple does all three in C.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(); the wire's name for the field wins
     begin: int
     length: int
 
@@ -763,8 +763,8 @@ class PiecePicker:
                     continue
                 assert who and len(set(who)) == len(who)
                 requested[piece.blocks[number]] = set(who)
-        for block, who in requested.items():
-            for peer in who:
+        for block, asked in requested.items():
+            for peer in asked:
                 assert peer in self._peers, f"{block} is asked of {peer!r}, who is gone"
         for index in range(self._n):
             have = self._state[index] == _HAVE

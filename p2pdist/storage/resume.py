@@ -125,9 +125,11 @@ def decode_resume(raw: bytes | None, info: Info, fingerprint: bytes) -> ResumeDa
             return None
         states = []
         for item in files_raw:
-            if not (isinstance(item, list) and len(item) == 4 and all(isinstance(v, int) for v in item)):
+            if not isinstance(item, list) or len(item) != 4:
                 return None
             size, mtime, ctime, inode = item
+            if not (isinstance(size, int) and isinstance(mtime, int) and isinstance(ctime, int) and isinstance(inode, int)):
+                return None
             if size < -1 or mtime < 0 or ctime < 0 or inode < 0:
                 return None
             states.append(FileState(size, mtime, ctime, inode))
