@@ -122,7 +122,7 @@ def _text(value: object, where: str) -> str:
 
 def _url(value: object, where: str) -> str:
     url = _text(value, where)
-    if len(value) > MAX_URL_BYTES:  # type: ignore[arg-type]
+    if len(url.encode()) > MAX_URL_BYTES:  # the bytes _text decoded
         raise MetainfoError(f"{where} longer than {MAX_URL_BYTES} bytes")
     if any(ord(ch) < 33 for ch in url):
         raise MetainfoError(f"{where} contains spaces or control characters")
@@ -344,4 +344,5 @@ def reencode(meta: Metainfo, **changes: object) -> bytes:
         "signature": meta.signature,
     }
     fields.update(changes)
-    return encode_torrent(meta.raw_info, **fields)  # type: ignore[arg-type]
+    # The callers pass encode_torrent's own keywords; a wrong one is a TypeError right here.
+    return encode_torrent(meta.raw_info, **fields)  # type: ignore[arg-type]  # values typed object

@@ -301,7 +301,7 @@ class PiecePicker:
             return RECEIVED
         piece = self._pieces.get(block.index)
         number = self._block_number(piece, block) if piece is not None else None
-        return FREE if number is None else piece.state[number]  # type: ignore[union-attr]
+        return FREE if piece is None or number is None else piece.state[number]
 
     # -- peers ----------------------------------------------------------------------------
 
@@ -656,7 +656,8 @@ class PiecePicker:
         blocks = piece.blocks
         if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number][2] != length:
             return None
-        requesters: tuple[Hashable, ...] = piece.requesters[number]  # type: ignore[assignment]
+        # A REQUESTED block has requesters (the ledger's invariant); no check on this hot path.
+        requesters: tuple[Hashable, ...] = piece.requesters[number]  # type: ignore[assignment]  # never None here
         piece.requesters[number] = None
         piece.state[number] = RECEIVED
         piece.received += 1

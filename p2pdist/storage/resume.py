@@ -133,15 +133,16 @@ def decode_resume(raw: bytes | None, info: Info, fingerprint: bytes) -> ResumeDa
             if size < -1 or mtime < 0 or ctime < 0 or inode < 0:
                 return None
             states.append(FileState(size, mtime, ctime, inode))
-        if not isinstance(unsettled_raw, list) or not all(
-            isinstance(v, int) and 0 <= v < files_count for v in unsettled_raw
-        ):
+        if not isinstance(unsettled_raw, list):
+            return None
+        unsettled = [v for v in unsettled_raw if isinstance(v, int) and 0 <= v < files_count]
+        if len(unsettled) != len(unsettled_raw):
             return None
     except P2pdistError:
         return None
     root = top[b"root"]
     assert isinstance(root, bytes)
-    return ResumeData(fingerprint, root, pieces, tuple(states), clock, frozenset(unsettled_raw))  # type: ignore[arg-type]
+    return ResumeData(fingerprint, root, pieces, tuple(states), clock, frozenset(unsettled))
 
 
 def data_files(info: Info) -> list[int]:

@@ -252,7 +252,7 @@ class PeerWire:
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Take ``data`` in; call ``next_event`` until NEED_DATA between calls.
 
         What does not fit the fixed-size buffer waits in a queue (the caller's own bytes, not
