@@ -3,8 +3,10 @@
 ``PeerWire`` holds one connection's protocol state and nothing else: no socket, no clock, no
 torrent logic. Feed it with ``receive_data`` (or, from an ``asyncio.BufferedProtocol``, with
 ``get_buffer``/``buffer_updated`` so bytes land in its buffer without a copy), then call
-``next_event`` until it returns ``NEED_DATA``. Encode what you send through ``send`` so the
-codec knows our side of the state (choking, requests in flight).
+``next_event`` until it returns ``NEED_DATA``. Each event is typed (``Event``): the peer's
+handshake, a message dataclass of ``messages`` made by the decoder its ``MessageId`` selects,
+or a run of pieces or requests. Encode what you send through ``send`` (a ``messages.Message``)
+so the codec knows our side of the state (choking, requests in flight).
 
 Every limit below has its reason next to it; a peer that breaks one gets a ``ProtocolError``,
 which ends that connection and nothing else: the phase becomes CLOSED, buffered input is
