@@ -54,7 +54,7 @@ sys.exit(0)
 '''
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("demo", help="run a whole site on this machine: server, DP, three agents, SMS")
     parser.add_argument("--size-mib", type=int, default=32, help="size of the sample package (default 32)")
     parser.add_argument("--agents", type=int, default=3, choices=range(1, 10), metavar="N", help="PCs in the branch (1-9, default 3)")

@@ -23,6 +23,7 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.errors import LocalError, ProtocolError
 from p2pdist.metainfo import Layout, encode_torrent, parse_metainfo
 from p2pdist.wire import messages as m
+from p2pdist.wire import codec
 from p2pdist.wire.codec import NEED_DATA, PeerWire, WireLimits
 from p2pdist.wire.state import EXTENSION_ONLY, FAST_ONLY, TRANSITIONS, Phase
 
@@ -317,6 +318,11 @@ EXPECTED_ID = {
 def test_every_message_type_has_a_strategy() -> None:
     assert set(MESSAGES) == set(m.Message.__args__)  # type: ignore[attr-defined]
     assert set(MESSAGES) | {m.Handshake} == {kind for _, kind in TRANSITIONS}
+
+
+def test_every_message_id_but_piece_has_a_decoder() -> None:
+    # Piece messages are read inline on the hot path; every other id goes through the table.
+    assert set(codec._DECODERS) == {int(kind) for kind in m.MessageId} - {int(m.MessageId.PIECE)}
 
 
 def opened_wire(*, fast: bool = True, extensions: bool = True, reserved: bytes | None = None, limits: WireLimits = WireLimits()) -> PeerWire:

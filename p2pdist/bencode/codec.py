@@ -64,8 +64,8 @@ class _Decoder:
                 raise self.fail(f"nesting deeper than {self.limits.max_depth}", pos)
             try:
                 if lead == 0x6C:
-                    return self.list(pos, depth + 1)
-                return self.dict(pos, depth + 1)
+                    return self.list_value(pos, depth + 1)
+                return self.dict_value(pos, depth + 1)
             except RecursionError:
                 # Only reachable with a max_depth raised past what the interpreter's stack holds.
                 raise self.fail("nesting too deep for the interpreter's stack", pos) from None
@@ -112,7 +112,7 @@ class _Decoder:
             raise self.fail(f"truncated string: {length} bytes announced", pos)
         return data[start:end], end
 
-    def list(self, pos: int, depth: int) -> tuple[list[Value], int]:
+    def list_value(self, pos: int, depth: int) -> tuple[list[Value], int]:
         data = self.data
         items: list[Value] = []
         pos += 1
@@ -124,7 +124,7 @@ class _Decoder:
             item, pos = self.value(pos, depth)
             items.append(item)
 
-    def dict(self, pos: int, depth: int) -> tuple[dict[bytes, Value], int]:
+    def dict_value(self, pos: int, depth: int) -> tuple[dict[bytes, Value], int]:
         result, end, _ = self.dict_spans(pos, depth)
         return result, end
 

@@ -60,14 +60,14 @@ examples:
 """
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_create(subparsers)
     _add_show(subparsers)
     _add_keygen(subparsers)
     _add_sign(subparsers)
 
 
-def _add_create(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_create(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "create",
         help="make a torrent from a file, a package folder or a whole DP share",
@@ -105,7 +105,7 @@ def _add_create(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     parser.set_defaults(handler=run_create)
 
 
-def _add_show(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_show(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("show", help="describe a torrent", description="Describe a torrent file.")
     parser.add_argument("torrent", metavar="FILE.torrent")
     parser.add_argument("--key", metavar="PUBKEYFILE", help="verify the signature with this public key (exit 6 unless valid)")
@@ -113,7 +113,7 @@ def _add_show(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     parser.set_defaults(handler=run_show)
 
 
-def _add_keygen(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_keygen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "keygen",
         help="make an Ed25519 signing key pair",
@@ -123,7 +123,7 @@ def _add_keygen(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     parser.set_defaults(handler=run_keygen)
 
 
-def _add_sign(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_sign(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("sign", help="sign an existing torrent", description="Sign a torrent that has a package identity.")
     parser.add_argument("torrent", metavar="FILE.torrent")
     parser.add_argument("--sign-key", required=True, metavar="KEY")

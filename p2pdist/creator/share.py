@@ -171,7 +171,7 @@ def build_package(
     content = {"folder": package.folder.name, "files": source.fingerprint(), "info": _info_key(options)}
     outer = _torrent_key(options)
     same_content = entry is not None and entry.get("content") == content
-    if same_content and entry.get("torrent") == outer and torrent_path.is_file():
+    if same_content and entry is not None and entry.get("torrent") == outer and torrent_path.is_file():
         return PackageResult(package.package_id, "unchanged", entry.get("version"), entry.get("info_hash"), torrent_path, notes=source.notes)
     previous = _previous_version(entry, torrent_path)
     if same_content and previous is not None:

@@ -29,19 +29,21 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-if TYPE_CHECKING:
-    from p2pdist.metainfo.identity import PackageIdentity, looks_like_package_id, normalize_package_id
-    from p2pdist.metainfo.layout import BLOCK_SIZE, FileSpan, Layout
-    from p2pdist.metainfo.model import (
-        FileEntry,
-        Info,
-        Metainfo,
-        Signature,
-        encode_torrent,
-        parse_metainfo,
-        read_metainfo,
-        reencode,
-    )
+if TYPE_CHECKING:  # "X as X": an explicit re-export for type checkers
+    from p2pdist.metainfo.identity import PackageIdentity as PackageIdentity
+    from p2pdist.metainfo.identity import looks_like_package_id as looks_like_package_id
+    from p2pdist.metainfo.identity import normalize_package_id as normalize_package_id
+    from p2pdist.metainfo.layout import BLOCK_SIZE as BLOCK_SIZE
+    from p2pdist.metainfo.layout import FileSpan as FileSpan
+    from p2pdist.metainfo.layout import Layout as Layout
+    from p2pdist.metainfo.model import FileEntry as FileEntry
+    from p2pdist.metainfo.model import Info as Info
+    from p2pdist.metainfo.model import Metainfo as Metainfo
+    from p2pdist.metainfo.model import Signature as Signature
+    from p2pdist.metainfo.model import encode_torrent as encode_torrent
+    from p2pdist.metainfo.model import parse_metainfo as parse_metainfo
+    from p2pdist.metainfo.model import read_metainfo as read_metainfo
+    from p2pdist.metainfo.model import reencode as reencode
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ multi-file torrent, so storage joins them under one root and nothing else.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -121,7 +122,7 @@ def _text(value: object, where: str) -> str:
 
 def _url(value: object, where: str) -> str:
     url = _text(value, where)
-    if len(value) > MAX_URL_BYTES:  # type: ignore[arg-type]
+    if len(url.encode()) > MAX_URL_BYTES:  # the bytes _text decoded
         raise MetainfoError(f"{where} longer than {MAX_URL_BYTES} bytes")
     if any(ord(ch) < 33 for ch in url):
         raise MetainfoError(f"{where} contains spaces or control characters")
@@ -136,14 +137,14 @@ def _int(value: object, where: str, minimum: int = 0) -> int:
     return value
 
 
-def _path_of(entry: dict[bytes, object], where: str) -> tuple[str, ...]:
+def _path_of(entry: Mapping[bytes, object], where: str) -> tuple[str, ...]:
     raw = entry.get(b"path.utf-8", entry.get(b"path"))
     if not isinstance(raw, list):
         raise MetainfoError(f"{where}.path is not a list")
     return tuple(_text(part, f"{where}.path") for part in raw)
 
 
-def _attributes(entry: dict[bytes, object], where: str) -> bytes:
+def _attributes(entry: Mapping[bytes, object], where: str) -> bytes:
     """A file's BEP 47 ``attr`` letters; a symlink is refused, never read as a plain file.
 
     Storage writes every entry as a regular file, so a link entry would become a file with the
@@ -158,7 +159,7 @@ def _attributes(entry: dict[bytes, object], where: str) -> bytes:
     return attr
 
 
-def _parse_files(info: dict[bytes, object], name: str) -> tuple[tuple[FileEntry, ...], bool]:
+def _parse_files(info: Mapping[bytes, object], name: str) -> tuple[tuple[FileEntry, ...], bool]:
     if b"length" in info and b"files" in info:
         raise MetainfoError("info has both 'length' and 'files'")
     if b"length" in info:
@@ -189,7 +190,7 @@ def _parse_files(info: dict[bytes, object], name: str) -> tuple[tuple[FileEntry,
     return tuple(files), True
 
 
-def parse_info(raw_info: bytes, info: dict[bytes, object]) -> Info:
+def parse_info(raw_info: bytes, info: Mapping[bytes, object]) -> Info:
     """Validate a decoded info dictionary (``raw_info`` only for error context)."""
     name = _text(info.get(b"name.utf-8", info.get(b"name")), "info.name")
     check_component(name, "info.name")
@@ -221,7 +222,7 @@ def parse_info(raw_info: bytes, info: dict[bytes, object]) -> Info:
     return Info(name, piece_length, pieces, files, multi_file, private_value == 1, package, total)
 
 
-def _parse_trackers(top: dict[bytes, object]) -> tuple[tuple[str, ...], ...]:
+def _parse_trackers(top: Mapping[bytes, object]) -> tuple[tuple[str, ...], ...]:
     tiers: list[tuple[str, ...]] = []
     announce_list = top.get(b"announce-list")
     if announce_list is not None:
@@ -240,7 +241,7 @@ def _parse_trackers(top: dict[bytes, object]) -> tuple[tuple[str, ...], ...]:
     return tuple(tiers)
 
 
-def _parse_web_seeds(top: dict[bytes, object]) -> tuple[str, ...]:
+def _parse_web_seeds(top: Mapping[bytes, object]) -> tuple[str, ...]:
     raw = top.get(b"url-list")
     if raw is None:
         return ()
@@ -252,7 +253,7 @@ def _parse_web_seeds(top: dict[bytes, object]) -> tuple[str, ...]:
     return tuple(_url(url, "url-list") for url in items if url != b"")
 
 
-def _parse_signature(top: dict[bytes, object]) -> Signature | None:
+def _parse_signature(top: Mapping[bytes, object]) -> Signature | None:
     block = top.get(b"p2pdist")
     if block is None:
         return None
@@ -343,4 +344,5 @@ def reencode(meta: Metainfo, **changes: object) -> bytes:
         "signature": meta.signature,
     }
     fields.update(changes)
-    return encode_torrent(meta.raw_info, **fields)  # type: ignore[arg-type]
+    # The callers pass encode_torrent's own keywords; a wrong one is a TypeError right here.
+    return encode_torrent(meta.raw_info, **fields)  # type: ignore[arg-type]  # values typed object

@@ -84,7 +84,7 @@ class Block(NamedTuple):
     twice per 16 KiB received, and a tuple does all three in C.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(); the wire's name for the field wins
     begin: int
     length: int
 
@@ -301,7 +301,7 @@ class PiecePicker:
             return RECEIVED
         piece = self._pieces.get(block.index)
         number = self._block_number(piece, block) if piece is not None else None
-        return FREE if number is None else piece.state[number]  # type: ignore[union-attr]
+        return FREE if piece is None or number is None else piece.state[number]
 
     # -- peers ----------------------------------------------------------------------------
 
@@ -656,7 +656,8 @@ class PiecePicker:
         blocks = piece.blocks
         if begin % BLOCK_SIZE or not 0 <= number < len(blocks) or piece.state[number] != REQUESTED or blocks[number][2] != length:
             return None
-        requesters: tuple[Hashable, ...] = piece.requesters[number]  # type: ignore[assignment]
+        # A REQUESTED block has requesters (the ledger's invariant); no check on this hot path.
+        requesters: tuple[Hashable, ...] = piece.requesters[number]  # type: ignore[assignment]  # never None here
         piece.requesters[number] = None
         piece.state[number] = RECEIVED
         piece.received += 1
@@ -763,8 +764,8 @@ class PiecePicker:
                     continue
                 assert who and len(set(who)) == len(who)
                 requested[piece.blocks[number]] = set(who)
-        for block, who in requested.items():
-            for peer in who:
+        for block, asked in requested.items():
+            for peer in asked:
                 assert peer in self._peers, f"{block} is asked of {peer!r}, who is gone"
         for index in range(self._n):
             have = self._state[index] == _HAVE

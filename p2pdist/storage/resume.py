@@ -125,21 +125,24 @@ def decode_resume(raw: bytes | None, info: Info, fingerprint: bytes) -> ResumeDa
             return None
         states = []
         for item in files_raw:
-            if not (isinstance(item, list) and len(item) == 4 and all(isinstance(v, int) for v in item)):
+            if not isinstance(item, list) or len(item) != 4:
                 return None
             size, mtime, ctime, inode = item
+            if not (isinstance(size, int) and isinstance(mtime, int) and isinstance(ctime, int) and isinstance(inode, int)):
+                return None
             if size < -1 or mtime < 0 or ctime < 0 or inode < 0:
                 return None
             states.append(FileState(size, mtime, ctime, inode))
-        if not isinstance(unsettled_raw, list) or not all(
-            isinstance(v, int) and 0 <= v < files_count for v in unsettled_raw
-        ):
+        if not isinstance(unsettled_raw, list):
+            return None
+        unsettled = [v for v in unsettled_raw if isinstance(v, int) and 0 <= v < files_count]
+        if len(unsettled) != len(unsettled_raw):
             return None
     except P2pdistError:
         return None
     root = top[b"root"]
     assert isinstance(root, bytes)
-    return ResumeData(fingerprint, root, pieces, tuple(states), clock, frozenset(unsettled_raw))  # type: ignore[arg-type]
+    return ResumeData(fingerprint, root, pieces, tuple(states), clock, frozenset(unsettled))
 
 
 def data_files(info: Info) -> list[int]:

@@ -325,7 +325,8 @@ def encode_announce_response(response: AnnounceResponse, compact: bool = True) -
 
 
 def _encode_compact(response: AnnounceResponse) -> bytes:
-    v4, v6 = [], []
+    v4: list[bytes] = []
+    v6: list[bytes] = []
     for ip, port in response.peers:
         is_v6, packed = _compact_peer(ip, port)
         (v6 if is_v6 else v4).append(packed)
@@ -376,7 +377,7 @@ def encode_failure(reason: str, retry_in: int | None = None, kind: str | None = 
     return bencode.encode(body)
 
 
-def _decode_dict(body: bytes) -> dict[bytes, object]:
+def _decode_dict(body: bytes) -> Mapping[bytes, object]:
     if len(body) > MAX_RESPONSE_BYTES:
         raise AnnounceError(f"tracker response larger than {MAX_RESPONSE_BYTES} bytes")
     try:
@@ -399,7 +400,7 @@ def _decode_dict(body: bytes) -> dict[bytes, object]:
     return value
 
 
-def _count(value: dict[bytes, object], key: bytes, default: int | None = 0) -> int | None:
+def _count(value: Mapping[bytes, object], key: bytes, default: int | None = 0) -> int | None:
     item = value.get(key)
     if item is None:
         return default
@@ -442,7 +443,7 @@ def _site_networks(value: object) -> tuple[str, ...]:
     networks = []
     for item in value:
         try:
-            networks.append(str(ipaddress.ip_network(item.decode("ascii"), strict=False)))  # type: ignore[union-attr]
+            networks.append(str(ipaddress.ip_network(item.decode("ascii"), strict=False)))
         except (AttributeError, UnicodeDecodeError, ValueError):
             raise AnnounceError("site networks holds something that is not a network") from None
     return tuple(networks)

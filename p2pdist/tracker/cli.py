@@ -23,7 +23,7 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
     server.set_defaults(handler=run_server)
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     server = subparsers.add_parser("server", help="run the site server (tracker + repository + page); `server init DIR` sets one up")
     add_server_arguments(server)
     server_commands = server.add_subparsers(dest="server_command", metavar="init")

@@ -232,7 +232,9 @@ class FrontProtocol(asyncio.Protocol):
         self.source = peer[0] if isinstance(peer, tuple) else ""
         front = self.front
         if not front.admit(self.source):
-            transport.abort()  # over the per-address cap: the descriptor goes back now
+            # Over the per-address cap: the descriptor goes back now. (A stream server's transport
+            # has abort(); the protocol interface types it as the BaseTransport.)
+            transport.abort()  # type: ignore[attr-defined]
             return
         self.counted = True
         self.transport = transport  # type: ignore[assignment]
@@ -271,7 +273,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.handler is not None:
-            return self.handler.eof_received()  # type: ignore[no-any-return]
+            return self.handler.eof_received()
         return False  # the client is done sending: close once the replies are written
 
     def data_received(self, data: bytes) -> None:
@@ -357,9 +359,9 @@ class FrontSite(web.BaseSite):
         await super().start()
         loop = asyncio.get_running_loop()
         # A TLS handshake happens before connection_made: bound it like a request head.
-        handshake = {"ssl_handshake_timeout": self._front.head_timeout} if self._ssl_context else {}
+        handshake_timeout = self._front.head_timeout if self._ssl_context else None
         self._server = await loop.create_server(
-            self._front, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, **handshake
+            self._front, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, ssl_handshake_timeout=handshake_timeout
         )
         self._front.start()
 

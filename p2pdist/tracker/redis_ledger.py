@@ -221,7 +221,7 @@ class RedisLedger:
             async with self.client.pipeline(transaction=False) as pipe:
                 for day in days:
                     pipe.hgetall(self._key(f"h:{day}"))
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return await pipe.execute()
 
         result = []
         for day, table in zip(days, await self._call(read())):
@@ -258,7 +258,7 @@ class RedisLedger:
                     break
             return sorted(found, key=lambda row: -row.updated_at)[:limit]
 
-        return await self._call(read())  # type: ignore[no-any-return]
+        return await self._call(read())
 
     async def sweep(self, now: float) -> int:
         changed = 0

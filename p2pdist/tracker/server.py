@@ -98,7 +98,8 @@ async def start(app: web.Application, listen: ListenSettings, host: str | None =
     except OSError as exc:
         await runner.cleanup()
         raise InputError(f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}") from None
-    sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]  # noqa: SLF001
+    # A started site's server is the loop's Server, which has sockets; aiohttp types it AbstractServer.
+    sockets = site._server.sockets if site._server else ()  # type: ignore[attr-defined]  # noqa: SLF001
     bound = sockets[0].getsockname()[1] if sockets else port
     return RunningServer(runner, site, bound, "https" if context else "http", host)
 

@@ -427,7 +427,8 @@ async def report(request: web.Request) -> web.Response:
     place = place_of(request)
     if not state.limiter.allow(place.address, state.monotonic()):
         return json_error(RATE_LIMITED, 429)
-    entries, refused = [], []
+    entries: list[ReportEntry] = []
+    refused: list[dict[str, str | None]] = []
     for raw in raw_entries:
         try:
             entry = ReportEntry.from_json(raw)
@@ -440,7 +441,8 @@ async def report(request: web.Request) -> web.Response:
                 continue
         entries.append(entry)
     if refused and not entries and len(raw_entries) == 1:  # the one-package form: its error, as before
-        raise RepositoryError(refused[0]["error"], 404 if refused[0]["error"] == NEVER_PUBLISHED else 400)
+        error = str(refused[0]["error"])
+        raise RepositoryError(error, 404 if error == NEVER_PUBLISHED else 400)
     for reason in await state.ledger.record(entries, place.site or "", place.address, state.wall()):
         refused.append({"package": reason.partition(":")[0], "error": reason})
     accepted = len(raw_entries) - len(refused)

@@ -101,13 +101,26 @@ class Config:
     display_name: str
 
 
-def _api() -> ctypes.WinDLL:
+# Each Windows API call below sits behind a sys.platform test, which also tells a type
+# checker on another platform that the Windows half of ctypes is not there.
+_NOT_WINDOWS = "the Service Control Manager exists only on Windows"
+
+
+def _api() -> ctypes.CDLL:
     if sys.platform != "win32":
-        raise OSError("the Service Control Manager exists only on Windows")
+        raise OSError(_NOT_WINDOWS)
     return ctypes.WinDLL("advapi32", use_last_error=True)
 
 
+def _last_error() -> int:
+    if sys.platform != "win32":
+        raise OSError(_NOT_WINDOWS)
+    return ctypes.get_last_error()
+
+
 def _check(ok: object, what: str) -> None:
+    if sys.platform != "win32":
+        raise OSError(_NOT_WINDOWS)
     if not ok:
         error = ctypes.get_last_error()
         raise ctypes.WinError(error, f"{what}: {ctypes.FormatError(error).strip()}")
@@ -136,7 +149,7 @@ class Manager:
     def _open(self, name: str) -> int | None:
         handle = self.api.OpenServiceW(self.handle, name, SERVICE_ALL_ACCESS)
         if not handle:
-            if ctypes.get_last_error() == ERROR_SERVICE_DOES_NOT_EXIST:
+            if _last_error() == ERROR_SERVICE_DOES_NOT_EXIST:
                 return None
             _check(handle, f"OpenService {name}")
         return handle
@@ -153,9 +166,10 @@ class Manager:
         handle = self._open(name)
         if handle is None:
             api = self.api
-            api.CreateServiceW.argtypes = [wintypes.HANDLE, wintypes.LPCWSTR, wintypes.LPCWSTR] + [wintypes.DWORD] * 4 + [
+            api.CreateServiceW.argtypes = [
+                wintypes.HANDLE, wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.DWORD, wintypes.DWORD, wintypes.DWORD, wintypes.DWORD,
                 wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.LPVOID, wintypes.LPCWSTR, wintypes.LPCWSTR, wintypes.LPCWSTR,
-            ]
+            ]  # fmt: skip
             handle = api.CreateServiceW(
                 self.handle, name, display, SERVICE_ALL_ACCESS, SERVICE_WIN32_OWN_PROCESS, SERVICE_AUTO_START,
                 SERVICE_ERROR_NORMAL, binary, None, None, None, None, None,
@@ -256,7 +270,7 @@ class Manager:
         handle = self._require(name)
         try:
             self.api.StartServiceW.argtypes = [wintypes.HANDLE, wintypes.DWORD, wintypes.LPVOID]
-            if not self.api.StartServiceW(handle, 0, None) and ctypes.get_last_error() != ERROR_SERVICE_ALREADY_RUNNING:
+            if not self.api.StartServiceW(handle, 0, None) and _last_error() != ERROR_SERVICE_ALREADY_RUNNING:
                 _check(False, f"StartService {name}")
         finally:
             self.api.CloseServiceHandle(handle)
@@ -268,7 +282,7 @@ class Manager:
             value = SERVICE_STATUS()
             self.api.ControlService.argtypes = [wintypes.HANDLE, wintypes.DWORD, ctypes.POINTER(SERVICE_STATUS)]
             if not self.api.ControlService(handle, SERVICE_CONTROL_STOP, ctypes.byref(value)):
-                if ctypes.get_last_error() not in (ERROR_SERVICE_NOT_ACTIVE, 1061):  # 1061: cannot accept control now
+                if _last_error() not in (ERROR_SERVICE_NOT_ACTIVE, 1061):  # 1061: cannot accept control now
                     _check(False, f"stop {name}")
         finally:
             self.api.CloseServiceHandle(handle)
@@ -291,7 +305,7 @@ class Manager:
             return False
         try:
             self.api.DeleteService.argtypes = [wintypes.HANDLE]
-            if not self.api.DeleteService(handle) and ctypes.get_last_error() != ERROR_SERVICE_MARKED_FOR_DELETE:
+            if not self.api.DeleteService(handle) and _last_error() != ERROR_SERVICE_MARKED_FOR_DELETE:
                 _check(False, f"DeleteService {name}")
         finally:
             self.api.CloseServiceHandle(handle)

@@ -56,7 +56,12 @@ def machine_layout() -> plan.Layout:
     return plan.Layout(layout.install_dir, str(default_state_dir()), layout.cache_dir, layout.windir)
 
 
+_NOT_WINDOWS = "a Windows setup step"
+
+
 def is_admin() -> bool:
+    if sys.platform != "win32":  # also tells a type checker elsewhere that the Windows API is absent
+        raise OSError(_NOT_WINDOWS)
     return bool(ctypes.windll.shell32.IsUserAnAdmin())
 
 
@@ -96,6 +101,8 @@ def _place(source: Path, target: Path) -> None:
 
 
 def _delete_at_reboot(path: Path) -> None:
+    if sys.platform != "win32":  # also tells a type checker elsewhere that the Windows API is absent
+        raise OSError(_NOT_WINDOWS)
     ctypes.windll.kernel32.MoveFileExW(str(path), None, MOVEFILE_DELAY_UNTIL_REBOOT)
 
 
@@ -161,6 +168,8 @@ def remove_tree(path: Path, log: Callable[[str], None]) -> None:
 
 def write_registry(layout: plan.Layout, version: str, log: Log) -> None:
     """HKLM\\SOFTWARE\\p2pdist (64-bit view): where the %windir% copy of the wrapper finds python."""
+    if sys.platform != "win32":  # also tells a type checker elsewhere that the Windows API is absent
+        raise OSError(_NOT_WINDOWS)
     import winreg
 
     with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, plan.REGISTRY_KEY, 0, winreg.KEY_WRITE | KEY_WOW64_64KEY) as key:
@@ -171,6 +180,8 @@ def write_registry(layout: plan.Layout, version: str, log: Log) -> None:
 
 
 def delete_registry(log: Log) -> None:
+    if sys.platform != "win32":  # also tells a type checker elsewhere that the Windows API is absent
+        raise OSError(_NOT_WINDOWS)
     import winreg
 
     try:

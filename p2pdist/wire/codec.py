@@ -3,8 +3,10 @@
 ``PeerWire`` holds one connection's protocol state and nothing else: no socket, no clock, no
 torrent logic. Feed it with ``receive_data`` (or, from an ``asyncio.BufferedProtocol``, with
 ``get_buffer``/``buffer_updated`` so bytes land in its buffer without a copy), then call
-``next_event`` until it returns ``NEED_DATA``. Encode what you send through ``send`` so the
-codec knows our side of the state (choking, requests in flight).
+``next_event`` until it returns ``NEED_DATA``. Each event is typed (``Event``): the peer's
+handshake, a message dataclass of ``messages`` made by the decoder its ``MessageId`` selects,
+or a run of pieces or requests. Encode what you send through ``send`` (a ``messages.Message``)
+so the codec knows our side of the state (choking, requests in flight).
 
 Every limit below has its reason next to it; a peer that breaks one gets a ``ProtocolError``,
 which ends that connection and nothing else: the phase becomes CLOSED, buffered input is
@@ -16,14 +18,15 @@ records nothing.
 
 from __future__ import annotations
 
+import enum
 import functools
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import groupby, repeat
 from operator import add, itemgetter
-from typing import Final
+from typing import Final, TypeVar, Union
 
 from p2pdist import bencode
 from p2pdist.bitfield import Bitfield
@@ -35,19 +38,28 @@ from p2pdist.wire.state import EXTENSION_ONLY, FAST_ONLY, TRANSITIONS, Phase
 BlockKey = tuple[int, int, int]  # (index, begin, length)
 
 
-class _NeedData:
+class NeedData(enum.Enum):
+    """``next_event``'s "no complete message yet": a one-member enum, so ``is NEED_DATA``
+    narrows an event's type for a type checker."""
+
+    NEED_DATA = "need data"
+
     def __repr__(self) -> str:
         return "NEED_DATA"
 
 
-NEED_DATA: Final = _NeedData()
+NEED_DATA: Final = NeedData.NEED_DATA
 
 _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 _U32x3 = struct.Struct(">III")
+_U16 = struct.Struct(">H")
 _PIECE_HEADER = struct.Struct(">IBII")
 _REQUEST = struct.Struct(">IBIII")
-_NAMES = {int(kind): kind.name.lower() for kind in m.MessageId}  # for error messages, without an Enum call per message
+# The two ids the hot path compares a buffer byte with, as exact ints: a comparison with an
+# IntEnum member costs an attribute lookup and misses the interpreter's int fast path.
+_PIECE_ID: Final = int(m.MessageId.PIECE)
+_REQUEST_ID: Final = int(m.MessageId.REQUEST)
 _HANDSHAKE_LIMITS = bencode.Limits(max_depth=4, max_tokens=512, max_string=4096, max_int_digits=12)
 _DESCRIBE = (m.BitfieldMessage, m.HaveAll, m.HaveNone)
 # Messages we may send before our bitfield without closing the window for it (as state.py
@@ -57,7 +69,7 @@ _UNBOUND_BUFFER = 4096  # receive buffer before bind(): a handshake and what fol
 _SENDABLE = frozenset(kind for phase, kind in TRANSITIONS if phase is not Phase.AWAIT_HANDSHAKE)
 
 
-class PieceRun(list):  # type: ignore[type-arg]
+class PieceRun(list[tuple[int, int, memoryview]]):
     """Consecutive piece messages as ``(index, begin, data)`` tuples (``runs`` mode).
 
     Each data is a memoryview into the codec's receive buffer, valid only until the next call
@@ -68,10 +80,15 @@ class PieceRun(list):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-class RequestRun(list):  # type: ignore[type-arg]
+class RequestRun(list[BlockKey]):
     """Consecutive request messages as ``(index, begin, length)`` keys (``runs`` mode)."""
 
     __slots__ = ()
+
+
+# What ``next_event`` returns: the peer's handshake, one message, or (``runs`` mode) a run.
+Event = Union[m.Handshake, m.Message, PieceRun, RequestRun]
+_M = TypeVar("_M", bound=m.Message)
 
 
 @dataclass(frozen=True)
@@ -237,7 +254,7 @@ class PeerWire:
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Take ``data`` in; call ``next_event`` until NEED_DATA between calls.
 
         What does not fit the fixed-size buffer waits in a queue (the caller's own bytes, not
@@ -293,7 +310,7 @@ class PeerWire:
         (length,) = _U32.unpack_from(self._buf, self._start)
         return max(0, 4 + length - available) if length <= self.max_message else 0
 
-    def next_event(self) -> object:
+    def next_event(self) -> Event | NeedData:
         """The next complete message, ``NEED_DATA``, or ProtocolError (the connection is over)."""
         if self.phase is Phase.RUNNING and not self._overflow:  # the steady state, one call deep
             try:
@@ -305,6 +322,7 @@ class PeerWire:
             raise ProtocolError("connection already failed")
         try:
             while True:
+                event: Event | NeedData
                 if self.phase is Phase.AWAIT_HANDSHAKE:
                     event = self._read_handshake()
                 elif self._layout is None:
@@ -317,7 +335,7 @@ class PeerWire:
             self._fail()
             raise
 
-    def _read_handshake(self) -> object:
+    def _read_handshake(self) -> m.Handshake | NeedData:
         if self._end - self._start < m.HANDSHAKE_LEN:
             buf = self._buf[self._start : self._end]
             if buf and (buf[0] != len(m.PROTOCOL) or not m.PROTOCOL.startswith(bytes(buf[1 : 1 + len(m.PROTOCOL)]))):
@@ -339,7 +357,7 @@ class PeerWire:
         self.phase = Phase.AWAIT_FIRST
         return handshake
 
-    def _read_message(self) -> object:
+    def _read_message(self) -> m.Message | PieceRun | RequestRun | NeedData:
         available = self._end - self._start
         if available < 4:
             return NEED_DATA
@@ -356,14 +374,14 @@ class PeerWire:
         kind = buf[start + 4]
         body = start + 5
         size = length - 1
-        if kind == 7:  # piece: the hot path, kept first and inline
+        if kind == _PIECE_ID:  # the hot path, kept first and inline
             if self.phase is not Phase.RUNNING:
                 self.phase = Phase.RUNNING
             if self.runs:
                 return self._read_piece_run(start, length)
             index, begin = self._take_piece(start, length)
             return m.Piece(index, begin, bytes(self._view[start + 13 : start + 4 + length]))
-        if kind == 6 and self.runs and length == 13 and self.phase is Phase.RUNNING:
+        if kind == _REQUEST_ID and self.runs and length == 13 and self.phase is Phase.RUNNING:
             return self._read_request_run(start)
         return self._advance(self._decode(kind, body, size))
 
@@ -373,12 +391,12 @@ class PeerWire:
         buf, end = self._buf, self._end
         run = RequestRun()
         while True:
-            key = _U32x3.unpack_from(buf, start + 5)
-            self._check_block(*key, "request")
+            key: BlockKey = _U32x3.unpack_from(buf, start + 5)
+            self._check_block(key[0], key[1], key[2], "request")
             self._record_request(key)
             run.append(key)
             start += 17
-            if end - start < 17 or buf[start + 4] != 6 or _U32.unpack_from(buf, start)[0] != 13:
+            if end - start < 17 or buf[start + 4] != _REQUEST_ID or _U32.unpack_from(buf, start)[0] != 13:
                 return run
             self._start = start + 17
 
@@ -420,7 +438,7 @@ class PeerWire:
             if end - start < 14:  # not even a one-byte block: nothing more for this loop
                 return run
             length, kind, index, begin = unpack(buf, start)
-            if kind != 7 or length < 10 or length > max_message or end - start < 4 + length:
+            if kind != _PIECE_ID or length < 10 or length > max_message or end - start < 4 + length:
                 return run  # anything else, including a bad length, goes the general way
             self._start = start + 4 + length
 
@@ -498,7 +516,7 @@ class PeerWire:
         if self.phase is not Phase.RUNNING or self._overflow or available < 13:
             return None
         length, kind, index, begin = _PIECE_HEADER.unpack_from(self._buf, self._start)
-        if kind != 7 or not 10 <= length <= self.max_message or available >= 4 + length:
+        if kind != _PIECE_ID or not 10 <= length <= self.max_message or available >= 4 + length:
             return None
         key = (index, begin, length - 9)
         if key not in self.requests_out:
@@ -510,7 +528,7 @@ class PeerWire:
         self.place(key)
         self._start = self._end = 0
 
-    def _advance(self, event: object) -> object:
+    def _advance(self, event: _M) -> _M:
         next_phase = TRANSITIONS.get((self.phase, type(event)))
         if next_phase is None:
             raise ProtocolError(f"{type(event).__name__} not allowed in phase '{self.phase.value}'")
@@ -537,80 +555,118 @@ class PeerWire:
         if begin + length > piece_size:
             raise ProtocolError(f"{name} past the end of piece {index}")
 
-    def _decode(self, kind: int, body: int, size: int) -> object:
-        buf = self._buf
-        if kind <= 3:
-            self._fixed(size, 0, _NAMES[kind])
-            if kind == 0:
-                self.peer_choking = True
-                if not self.fast:
-                    # Without BEP 6 a choke silently drops our requests; pieces already on the
-                    # wire may still arrive, so remember them as cancelled.
-                    for key in self.requests_out:
-                        self._remember_cancelled(key)
-                    self.requests_out.clear()
-                return m.Choke()
-            if kind == 1:
-                self.peer_choking = False
-                return m.Unchoke()
-            self.peer_interested = kind == 2
-            return m.Interested() if kind == 2 else m.NotInterested()
-        if kind in (4, 0x0D, 0x11):  # have, suggest, allowed_fast
-            self._fixed(size, 4, _NAMES[kind])
-            (index,) = _U32.unpack_from(buf, body)
-            self._check_index(index, _NAMES[kind])
-            if kind == 4:
-                return m.Have(index)
-            if kind == 0x0D:
-                return m.Suggest(index)
-            if not self.fast:
-                return m.AllowedFast(index)  # refused by _advance; do not grow the set first
-            if index not in self.allowed_fast_in and len(self.allowed_fast_in) >= self.limits.max_allowed_fast:
-                raise ProtocolError(f"more than {self.limits.max_allowed_fast} allowed_fast pieces")
-            self.allowed_fast_in.add(index)
-            return m.AllowedFast(index)
-        if kind == 5:
-            try:
-                field = Bitfield.from_bytes(bytes(buf[body : body + size]), self._num_pieces)
-            except RemoteError as exc:
-                raise ProtocolError(str(exc)) from None
-            return m.BitfieldMessage(field)
-        if kind in (6, 8, 0x10):  # request, cancel, reject
-            name = _NAMES[kind]
-            self._fixed(size, 12, name)
-            index, begin, length = _U32x3.unpack_from(buf, body)
-            self._check_block(index, begin, length, name)
-            key = (index, begin, length)
-            if kind == 6:
-                self._record_request(key)
-                return m.Request(index, begin, length)
-            if kind == 8:
-                self.requests_in.pop(key, None)  # a cancel that crossed our piece is harmless
-                return m.Cancel(index, begin, length)
-            if key in self.requests_out:
-                del self.requests_out[key]
-            elif key in self._cancelled:
-                del self._cancelled[key]
-            elif self.fast:
-                raise ProtocolError(f"reject for a block never requested: piece {index} offset {begin}")
-            return m.Reject(index, begin, length)
-        if kind == 9:
-            self._fixed(size, 2, "port")
-            return m.Port(struct.unpack_from(">H", buf, body)[0])
-        if kind in (0x0E, 0x0F):
-            self._fixed(size, 0, _NAMES[kind])
-            return m.HaveAll() if kind == 0x0E else m.HaveNone()
-        if kind == 20:
-            if size < 1:
-                raise ProtocolError("extension message without an id")
-            if size - 1 > self.limits.max_extension_payload:
-                raise ProtocolError("extension message too large")
-            ext_id = buf[body]
-            payload = bytes(buf[body + 1 : body + size])
-            if ext_id == 0:
-                return self._extension_handshake(payload)
-            return m.Extended(ext_id, payload)
-        raise ProtocolError(f"unknown message id {kind}")
+    def _decode(self, kind: int, body: int, size: int) -> m.Message:
+        """The message with id ``kind`` whose payload is ``size`` bytes at ``body``."""
+        decoder = _DECODERS.get(kind)
+        if decoder is None:
+            raise ProtocolError(f"unknown message id {kind}")
+        return decoder(self, body, size)
+
+    def _decode_choke(self, body: int, size: int) -> m.Choke:
+        self._fixed(size, 0, "choke")
+        self.peer_choking = True
+        if not self.fast:
+            # Without BEP 6 a choke silently drops our requests; pieces already on the wire
+            # may still arrive, so remember them as cancelled.
+            for key in self.requests_out:
+                self._remember_cancelled(key)
+            self.requests_out.clear()
+        return m.Choke()
+
+    def _decode_unchoke(self, body: int, size: int) -> m.Unchoke:
+        self._fixed(size, 0, "unchoke")
+        self.peer_choking = False
+        return m.Unchoke()
+
+    def _decode_interested(self, body: int, size: int) -> m.Interested:
+        self._fixed(size, 0, "interested")
+        self.peer_interested = True
+        return m.Interested()
+
+    def _decode_not_interested(self, body: int, size: int) -> m.NotInterested:
+        self._fixed(size, 0, "not_interested")
+        self.peer_interested = False
+        return m.NotInterested()
+
+    def _piece_index(self, body: int, size: int, name: str) -> int:
+        """The payload of have, suggest and allowed_fast: one piece index in range."""
+        self._fixed(size, 4, name)
+        index: int = _U32.unpack_from(self._buf, body)[0]
+        self._check_index(index, name)
+        return index
+
+    def _decode_have(self, body: int, size: int) -> m.Have:
+        return m.Have(self._piece_index(body, size, "have"))
+
+    def _decode_suggest(self, body: int, size: int) -> m.Suggest:
+        return m.Suggest(self._piece_index(body, size, "suggest"))
+
+    def _decode_allowed_fast(self, body: int, size: int) -> m.AllowedFast:
+        index = self._piece_index(body, size, "allowed_fast")
+        if not self.fast:
+            return m.AllowedFast(index)  # refused by _advance; do not grow the set first
+        if index not in self.allowed_fast_in and len(self.allowed_fast_in) >= self.limits.max_allowed_fast:
+            raise ProtocolError(f"more than {self.limits.max_allowed_fast} allowed_fast pieces")
+        self.allowed_fast_in.add(index)
+        return m.AllowedFast(index)
+
+    def _decode_bitfield(self, body: int, size: int) -> m.BitfieldMessage:
+        try:
+            field = Bitfield.from_bytes(bytes(self._buf[body : body + size]), self._num_pieces)
+        except RemoteError as exc:
+            raise ProtocolError(str(exc)) from None
+        return m.BitfieldMessage(field)
+
+    def _block(self, body: int, size: int, name: str) -> BlockKey:
+        """The payload of request, cancel and reject: a block of the torrent."""
+        self._fixed(size, 12, name)
+        index, begin, length = _U32x3.unpack_from(self._buf, body)
+        self._check_block(index, begin, length, name)
+        return index, begin, length
+
+    def _decode_request(self, body: int, size: int) -> m.Request:
+        key = self._block(body, size, "request")
+        self._record_request(key)
+        return m.Request(*key)
+
+    def _decode_cancel(self, body: int, size: int) -> m.Cancel:
+        key = self._block(body, size, "cancel")
+        self.requests_in.pop(key, None)  # a cancel that crossed our piece is harmless
+        return m.Cancel(*key)
+
+    def _decode_reject(self, body: int, size: int) -> m.Reject:
+        key = self._block(body, size, "reject")
+        if key in self.requests_out:
+            del self.requests_out[key]
+        elif key in self._cancelled:
+            del self._cancelled[key]
+        elif self.fast:
+            raise ProtocolError(f"reject for a block never requested: piece {key[0]} offset {key[1]}")
+        return m.Reject(*key)
+
+    def _decode_port(self, body: int, size: int) -> m.Port:
+        self._fixed(size, 2, "port")
+        port: int = _U16.unpack_from(self._buf, body)[0]
+        return m.Port(port)
+
+    def _decode_have_all(self, body: int, size: int) -> m.HaveAll:
+        self._fixed(size, 0, "have_all")
+        return m.HaveAll()
+
+    def _decode_have_none(self, body: int, size: int) -> m.HaveNone:
+        self._fixed(size, 0, "have_none")
+        return m.HaveNone()
+
+    def _decode_extended(self, body: int, size: int) -> m.Extended | m.ExtendedHandshake:
+        if size < 1:
+            raise ProtocolError("extension message without an id")
+        if size - 1 > self.limits.max_extension_payload:
+            raise ProtocolError("extension message too large")
+        ext_id = self._buf[body]
+        payload = bytes(self._buf[body + 1 : body + size])
+        if ext_id == 0:
+            return self._extension_handshake(payload)
+        return m.Extended(ext_id, payload)
 
     def _record_request(self, key: BlockKey) -> None:
         """Owe the peer this block, within the queue cap (the caller checked its bounds)."""
@@ -640,13 +696,18 @@ class PeerWire:
         if not isinstance(body, dict):
             raise ProtocolError("extension handshake is not a dictionary")
         table = body.get(b"m", {})
-        if not isinstance(table, dict) or not all(isinstance(v, int) and 0 <= v < 256 for v in table.values()):
+        if not isinstance(table, dict):
             raise ProtocolError("extension handshake 'm' is not a map of names to ids")
+        extensions: dict[str, int] = {}
+        for name, number in table.items():
+            if not isinstance(number, int) or not 0 <= number < 256:
+                raise ProtocolError("extension handshake 'm' is not a map of names to ids")
+            extensions[name.decode("utf-8", "replace")] = number
         client = body.get(b"v")
         port = body.get(b"p")
         reqq = body.get(b"reqq")
         handshake = m.ExtendedHandshake(
-            extensions={k.decode("utf-8", "replace"): int(v) for k, v in table.items()},  # type: ignore[misc]
+            extensions=extensions,
             client=client.decode("utf-8", "replace") if isinstance(client, bytes) else None,
             listen_port=port if isinstance(port, int) and 0 < port < 65536 else None,
             reqq=reqq if isinstance(reqq, int) and 0 < reqq < 1_000_000 else None,
@@ -678,7 +739,7 @@ class PeerWire:
             )
         )
 
-    def send(self, message: object) -> bytes:
+    def send(self, message: m.Message) -> bytes:
         """Encode ``message`` and record what it changes on our side of the connection.
 
         Misuse (a message the negotiation or our own state forbids) is a ``LocalError`` raised
@@ -690,32 +751,33 @@ class PeerWire:
         self._check_send(message)
         if kind in _DESCRIBE or kind not in _KEEPS_WINDOW:
             self._described = True
-        if kind is m.Choke:
+        # Exact types (the messages are final); isinstance tells a type checker the fields.
+        if isinstance(message, m.Choke):
             self.am_choking = True
             self._choked_requests = 0
             if not self.fast:
                 self.requests_in.clear()  # BEP 3: a choke discards the peer's requests
-        elif kind is m.Unchoke:
+        elif isinstance(message, m.Unchoke):
             self.am_choking = False
-        elif kind is m.Interested:
+        elif isinstance(message, m.Interested):
             self.am_interested = True
-        elif kind is m.NotInterested:
+        elif isinstance(message, m.NotInterested):
             self.am_interested = False
-        elif kind is m.Request:
-            self.requests_out[(message.index, message.begin, message.length)] = None  # type: ignore[attr-defined]
-        elif kind is m.Cancel:
-            key = (message.index, message.begin, message.length)  # type: ignore[attr-defined]
+        elif isinstance(message, m.Request):
+            self.requests_out[(message.index, message.begin, message.length)] = None
+        elif isinstance(message, m.Cancel):
+            key = (message.index, message.begin, message.length)
             if self.requests_out.pop(key, 0) is None:
                 self._remember_cancelled(key)
-        elif kind is m.Piece:
-            del self.requests_in[(message.index, message.begin, len(message.data))]  # type: ignore[attr-defined]
-        elif kind is m.Reject:
-            self.requests_in.pop((message.index, message.begin, message.length), None)  # type: ignore[attr-defined]
-        elif kind is m.AllowedFast:
-            self.allowed_fast_out.add(message.index)  # type: ignore[attr-defined]
-        return message.encode()  # type: ignore[attr-defined]
+        elif isinstance(message, m.Piece):
+            del self.requests_in[(message.index, message.begin, len(message.data))]
+        elif isinstance(message, m.Reject):
+            self.requests_in.pop((message.index, message.begin, message.length), None)
+        elif isinstance(message, m.AllowedFast):
+            self.allowed_fast_out.add(message.index)
+        return message.encode()
 
-    def _check_send(self, message: object) -> None:
+    def _check_send(self, message: m.Message) -> None:
         kind = type(message)
         if kind not in _SENDABLE:
             raise LocalError(f"{kind.__name__} is not a peer wire message (handshakes have their own methods)")
@@ -728,22 +790,22 @@ class PeerWire:
         fields = [getattr(message, name) for name in ("index", "begin", "length") if hasattr(message, name)]
         if not all(0 <= value < 1 << 32 for value in fields):
             raise LocalError(f"{kind.__name__} fields {fields} do not fit the wire's 32-bit integers")
-        if kind is m.Port and not 0 <= message.port < 1 << 16:  # type: ignore[attr-defined]
-            raise LocalError(f"port {message.port} does not fit 16 bits")  # type: ignore[attr-defined]
+        if isinstance(message, m.Port) and not 0 <= message.port < 1 << 16:
+            raise LocalError(f"port {message.port} does not fit 16 bits")
         bound = self._layout is not None
-        if kind is m.BitfieldMessage and bound and len(message.bitfield) != self._num_pieces:  # type: ignore[attr-defined]
-            raise LocalError(f"bitfield of {len(message.bitfield)} bits for {self._num_pieces} pieces")  # type: ignore[attr-defined]
-        if kind in (m.Have, m.Suggest, m.AllowedFast) and bound and message.index >= self._num_pieces:  # type: ignore[attr-defined]
-            raise LocalError(f"{kind.__name__} for piece {message.index} of {self._num_pieces}")  # type: ignore[attr-defined]
-        if kind is m.Request:
-            if self.peer_choking and message.index not in self.allowed_fast_in:  # type: ignore[attr-defined]
+        if isinstance(message, m.BitfieldMessage) and bound and len(message.bitfield) != self._num_pieces:
+            raise LocalError(f"bitfield of {len(message.bitfield)} bits for {self._num_pieces} pieces")
+        if isinstance(message, (m.Have, m.Suggest, m.AllowedFast)) and bound and message.index >= self._num_pieces:
+            raise LocalError(f"{kind.__name__} for piece {message.index} of {self._num_pieces}")
+        if isinstance(message, m.Request):
+            if self.peer_choking and message.index not in self.allowed_fast_in:
                 raise LocalError("request while choked by the peer")
             if bound:
                 try:
-                    self._check_block(message.index, message.begin, message.length, "request")  # type: ignore[attr-defined]
+                    self._check_block(message.index, message.begin, message.length, "request")
                 except ProtocolError as exc:
                     raise LocalError(str(exc)) from None
-        if kind is m.Piece and (message.index, message.begin, len(message.data)) not in self.requests_in:  # type: ignore[attr-defined]
+        if isinstance(message, m.Piece) and (message.index, message.begin, len(message.data)) not in self.requests_in:
             raise LocalError("sending a piece the peer did not request")
 
     def send_requests(self, blocks: Iterable[tuple[int, int, int]]) -> bytes:
@@ -825,3 +887,27 @@ class PeerWire:
         if out:
             self._described = True
         return out
+
+
+# Message id -> its decoder: each checks the payload, records what the message changes and
+# returns the typed message (KeepAlive and piece have no entry: ``_read_message`` reads them).
+_Decoder = Callable[[PeerWire, int, int], m.Message]
+_DECODER_OF: dict[m.MessageId, _Decoder] = {
+    m.MessageId.CHOKE: PeerWire._decode_choke,
+    m.MessageId.UNCHOKE: PeerWire._decode_unchoke,
+    m.MessageId.INTERESTED: PeerWire._decode_interested,
+    m.MessageId.NOT_INTERESTED: PeerWire._decode_not_interested,
+    m.MessageId.HAVE: PeerWire._decode_have,
+    m.MessageId.BITFIELD: PeerWire._decode_bitfield,
+    m.MessageId.REQUEST: PeerWire._decode_request,
+    m.MessageId.CANCEL: PeerWire._decode_cancel,
+    m.MessageId.PORT: PeerWire._decode_port,
+    m.MessageId.SUGGEST: PeerWire._decode_suggest,
+    m.MessageId.HAVE_ALL: PeerWire._decode_have_all,
+    m.MessageId.HAVE_NONE: PeerWire._decode_have_none,
+    m.MessageId.REJECT: PeerWire._decode_reject,
+    m.MessageId.ALLOWED_FAST: PeerWire._decode_allowed_fast,
+    m.MessageId.EXTENDED: PeerWire._decode_extended,
+}
+# Keyed by plain ints, so a buffer byte finds its entry without an IntEnum comparison.
+_DECODERS: Final[dict[int, _Decoder]] = {int(kind): decoder for kind, decoder in _DECODER_OF.items()}

@@ -39,7 +39,7 @@ def decode_payload(payload: bytes, num_pieces: int) -> int:
     """The piece index a claim names; ProtocolError for anything else."""
     if len(payload) != _INDEX.size:
         raise ProtocolError(f"{NAME} message of {len(payload)} bytes, expected {_INDEX.size}")
-    (index,) = _INDEX.unpack(payload)
+    index: int = _INDEX.unpack(payload)[0]
     if index >= num_pieces:
         raise ProtocolError(f"{NAME} for piece {index}, torrent has {num_pieces}")
     return index

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
@@ -219,7 +220,7 @@ class ExtendedHandshake:
     client: str | None = None
     listen_port: int | None = None
     reqq: int | None = None
-    extra: dict[bytes, object] = field(default_factory=dict, compare=False)
+    extra: Mapping[bytes, object] = field(default_factory=dict, compare=False)
 
     def encode(self) -> bytes:
         body: dict[bytes, object] = {b"m": {k.encode(): v for k, v in self.extensions.items()}}
@@ -233,6 +234,8 @@ class ExtendedHandshake:
         return _HEADER.pack(2 + len(payload), MessageId.EXTENDED) + b"\x00" + payload
 
 
+# Every message after the handshakes: what ``PeerWire.send`` takes and ``next_event`` decodes
+# (by ``MessageId``; the keep-alive has none).
 Message = Union[
     KeepAlive,
     Choke,
