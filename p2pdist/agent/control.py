@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from p2pdist.httpio import read_capped
 from p2pdist.agent.config import ControlSettings
@@ -79,7 +80,7 @@ def _loopback_literal(name: str) -> bool:
         return False
 
 
-def make_guard(*, unix: bool) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_guard(*, unix: bool) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not host_allowed(request.headers.get(hdrs.HOST), unix=unix):
@@ -279,7 +280,7 @@ class ControlServer:
                     await site.start()
                 except OSError as exc:
                     raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-                bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]  # noqa: SLF001
+                bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[attr-defined]  # noqa: SLF001  aiohttp types _server as AbstractServer; it is an asyncio.Server
                 shown = f"[{host}]" if ":" in host else host
                 self.address = f"http://{shown}:{bound}"
         except BaseException:

@@ -48,7 +48,7 @@ SMS_POLICY_QUERY = (
 )
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     doctor = subparsers.add_parser("doctor", help="check what this PC needs to get packages, one line per check")
     doctor.add_argument("--config", type=Path, default=None, help="agent.toml (default: the platform's config path)")
     doctor.add_argument("--package", metavar="PACKAGEID", help="check this package's torrent, tracker and web seed")

@@ -71,5 +71,5 @@ class AgentMetrics:
 
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=False)
-            self._registry.register(AgentCollector(self.agent))  # type: ignore[arg-type]
+            self._registry.register(AgentCollector(self.agent))
         return generate_latest(self._registry)

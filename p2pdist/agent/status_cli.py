@@ -26,7 +26,7 @@ CLEAR = "\x1b[H\x1b[2J"  # home, clear screen: every terminal p2pdist runs in (W
 COLUMNS = ("PACKAGE", "VER", "STATE", "PROBLEM", "PROGRESS", "SIZE", "DOWN/s", "UP/s", "PEERS", "FROM PEERS", "FROM WEBSEED", "SEED UNTIL")
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser("status", help="show the packages the local agent holds")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--agent", metavar="ADDR", default=None, help="control address: unix:/path or http://127.0.0.1:PORT")

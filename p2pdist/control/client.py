@@ -251,7 +251,8 @@ def _parse_answer(raw: bytes, where: str) -> tuple[int, bytes]:
 
 
 def _unchunk(body: bytes, where: str) -> bytes:
-    out, position = [], 0
+    out: list[bytes] = []
+    position = 0
     while True:
         end = body.find(b"\r\n", position)
         try:

@@ -32,7 +32,7 @@ from p2pdist.storage.files import FileStorage
 EXIT_INCOMPLETE = 1
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     get = subparsers.add_parser("get", help="download a torrent and exit when it is complete and verified")
     get.add_argument("torrent", type=Path, help=".torrent file")
     get.add_argument("-o", "--output", type=Path, required=True, help="download folder")
@@ -209,7 +209,7 @@ def _progress_line(torrent: Torrent | None) -> str:
     return f"{done * 100 // max(1, torrent.info.total_length)}% verified, {len(torrent.peers)} peers"
 
 
-def _progress(meta: Metainfo, *, quiet: bool):  # type: ignore[no-untyped-def]
+def _progress(meta: Metainfo, *, quiet: bool):
     if quiet or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -217,7 +217,7 @@ def _progress(meta: Metainfo, *, quiet: bool):  # type: ignore[no-untyped-def]
     return tqdm(total=meta.info.total_length, unit="B", unit_scale=True, unit_divisor=1024, desc=meta.info.name[:30], file=sys.stderr)
 
 
-async def _wait_complete(torrent: Torrent, bar) -> None:  # type: ignore[no-untyped-def]
+async def _wait_complete(torrent: Torrent, bar) -> None:
     """Until every piece is verified and the files carry their final names."""
     shown = 0
     while not torrent.completed.is_set():

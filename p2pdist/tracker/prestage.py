@@ -158,7 +158,8 @@ class SqlitePrestage:
         return True
 
     async def cancel(self, package_id: str, version: int | None, sites: list[str] | None, now: float) -> list[Order]:
-        query, params = "SELECT * FROM orders WHERE package_id = ?", [package_id]
+        query = "SELECT * FROM orders WHERE package_id = ?"
+        params: list[object] = [package_id]
         if version is not None:
             query, params = query + " AND version = ?", [*params, version]
         found = [replace(_order(row), cancelled_at=now) for row in self.db.execute(query, params)]
@@ -176,7 +177,8 @@ class SqlitePrestage:
         return sorted(found, key=lambda o: (o.package_id, _stored(o.version), o.site))
 
     async def orders(self, package_id: str | None = None, site: str | None = None) -> list[Order]:
-        query, params = "SELECT * FROM orders WHERE 1", []
+        query = "SELECT * FROM orders WHERE 1"
+        params: list[object] = []
         if package_id is not None:
             query, params = query + " AND package_id = ?", [*params, package_id]
         if site is not None:

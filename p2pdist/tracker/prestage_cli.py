@@ -17,7 +17,7 @@ from p2pdist.errors import UsageError
 from p2pdist.metainfo import normalize_package_id
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     command = subparsers.add_parser(
         "prestage",
         help="have the agents of some sites fetch a package ahead of its advertisement",
