@@ -39,22 +39,22 @@ from typing import Any
 import aiohttp
 
 from p2pdist.aio import stop_tasks
-from p2pdist.agent import fetching, leases, maintenance, prestage, retention, running, statuses, verify
+from p2pdist.agent import fetching, maintenance, prestage, retention, running, verify
 from p2pdist.agent.cache import Removal, RetentionLimits
 from p2pdist.agent.config import AgentSettings
 from p2pdist.agent.errors import AgentError, BadRequest, Conflict, UnknownPackage
-from p2pdist.agent.packages import STATES, Fetch, Package
-from p2pdist.control.schema import PackageStatus
+from p2pdist.agent.leases import Leases
+from p2pdist.agent.packages import STATES, Fetch, Package, current_package, find_package, flush, parse_package_id, selected_package
 from p2pdist.agent.pins import Pin
 from p2pdist.agent.prestage import StageOrder
 from p2pdist.agent.reporting import Reporter
-from p2pdist.engine.session import Session
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, PrestagedRow, secure_folder
-from p2pdist.engine.torrent import Torrent
+from p2pdist.agent.statuses import fetch_status, package_status
 from p2pdist.agent.torrent_source import TorrentRefused, check_torrent
+from p2pdist.control.schema import PackageStatus
+from p2pdist.engine.session import Session
 from p2pdist.errors import P2pdistError
-from p2pdist.metainfo import Metainfo, normalize_package_id, parse_metainfo
-from p2pdist.outcomes import Problem
+from p2pdist.metainfo import parse_metainfo
 from p2pdist.storage.base import StorageError
 
 # Where callers found them before the agent's jobs had modules of their own.
@@ -64,7 +64,12 @@ log = logging.getLogger("p2pdist.agent")
 
 
 class Agent:
-    """The daemon's core; the control server and the CLI drive it through its public methods."""
+    """The daemon's core; the control server and the CLI drive it through its public methods.
+
+    The agent's modules drive it too, through what it shares with them: ``spawn`` (a task the
+    agent stops on close), ``id_lock`` (one request per PackageID at a time), ``report_soon``,
+    ``closing``, ``status_of`` and ``fetch_status``.
+    """
 
     def __init__(
         self, settings: AgentSettings, *, clock: Callable[[], float] = time.time, ticks: Callable[[], float] = time.monotonic
@@ -79,25 +84,18 @@ class Agent:
         self.session = Session(settings.engine)
         self.packages: dict[str, Package] = {}
         self.fetches: dict[str, Fetch] = {}
-        self.leases: dict[str, LeaseRow] = {}
-        self.pins: dict[str, Pin] = {}  # lease -> the package's files held open (Windows)
+        self._leases = Leases(clock)
         self.refusals: dict[str, float] = {}  # PackageID -> first "not published" (wall clock)
         self.state: AgentState | None = None
         self.http: aiohttp.ClientSession | None = None
         self._id_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._startup = asyncio.Semaphore(settings.startup_concurrency)
-        self._closing = False
+        self.startup_slots = asyncio.Semaphore(settings.startup_concurrency)  # packages starting at once
+        self.closing = False
         self.reporter: Reporter | None = None
         self.prestaged: dict[tuple[str, int], PrestagedRow] = {}  # orders acted on, by (order, version)
-        self._staging = asyncio.Lock()  # one round of pre-staging orders at a time
-        # What the maintenance timer has to visit, so that it visits nothing else: packages in
-        # error by retry time (a heap of (ticks, info-hash); stale entries are skipped) and
-        # packages whose counters may move (downloading, or with peers). A thousand complete
-        # packages nobody asks for cost no work but the report every report_interval.
-        self._retries: list[tuple[float, str]] = []
-        self._active: set[str] = set()
-        self._due = asyncio.Event()  # something was added to the above: the timer looks again
+        self.staging = asyncio.Lock()  # one round of pre-staging orders at a time
+        self.schedule = maintenance.Schedule()  # what the maintenance timer has to visit
         self.limits = RetentionLimits(
             settings.cache.min_seed_seconds, settings.cache.keep_seconds, settings.cache.max_bytes
         )
@@ -118,16 +116,17 @@ class Agent:
         self.http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.settings.engine.client_name})
         self.reporter = Reporter(
             self.http, f"{self.settings.repository_url}/api/report", self.list, refresh=self.settings.report_refresh,
-            debounce=min(self.settings.report_debounce, self.settings.report_interval), on_answer=self._heard,
+            debounce=min(self.settings.report_debounce, self.settings.report_interval),
+            on_answer=lambda answer: prestage.heard(self, answer),
         )  # fmt: skip
-        self.leases = {row.lease: row for row in self.state.leases()}
+        self._leases.load(self.state)
         self.refusals = self.state.refusals()
         self.prestaged = {(row.order_id, row.version): row for row in self.state.prestaged()}
         if self.state.quarantined is not None:
             self._rebuild_rows()
         for row in self.state.packages():
             self._restore(row)
-        self._spawn(self._maintenance())
+        self.spawn(maintenance.run(self))
         log.info(
             "agent started: %d packages, peer port %d, cache %s", len(self.packages), self.session.port, self.settings.cache_dir
         )
@@ -173,19 +172,19 @@ class Agent:
             return
         package = Package(row, meta, progress=1.0 if row.completed_at else 0.0)
         self.packages[row.info_hash] = package
-        self._spawn(self._start(package, startup=True))
+        self.spawn(running.start(self, package, startup=True))
 
     async def close(self) -> None:
         """Stop gracefully: ``stopped`` to the tracker, resume data and counters saved."""
-        if self._closing:
+        if self.closing:
             return
-        self._closing = True
+        self.closing = True
         await stop_tasks(self._tasks, owner="agent")
         if self.reporter is not None:
             # While the packages still run, so the last report says what they are, not "checking".
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
-                    await self._report_all()
+                    await maintenance.report(self)
             await self.reporter.close()
         packages = list(self.packages.values())
         await stop_tasks([task for package in packages for task in package.tasks], owner="agent")
@@ -195,19 +194,27 @@ class Agent:
         stops = [p.tracker.stop(timeout=3.0) for p in packages if p.tracker is not None and p.torrent is not None]
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
-        for pin in self.pins.values():
-            pin.close()
-        self.pins.clear()
+        self._leases.close()
         await self.session.close()
         for package in packages:
-            self._flush(package)
+            flush(self.state, package)
         if self.http is not None:
             await self.http.close()
         if self.state is not None:
             self.state.close()
         log.info("agent stopped")
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    @property
+    def leases(self) -> dict[str, LeaseRow]:
+        """The live leases by id (``leases.Leases``)."""
+        return self._leases.rows
+
+    @property
+    def pins(self) -> dict[str, Pin]:
+        """Lease -> the package's files held open (Windows)."""
+        return self._leases.pins
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -218,54 +225,22 @@ class Agent:
         if not task.cancelled() and task.exception() is not None:
             log.error("agent task failed", exc_info=task.exception())
 
-    # ------------------------------------------------------------------------ ensure
-
-    def _id_lock(self, package_id: str) -> asyncio.Lock:
+    def id_lock(self, package_id: str) -> asyncio.Lock:
         lock = self._id_locks.get(package_id)
         if lock is None:
             lock = self._id_locks[package_id] = asyncio.Lock()
         return lock
 
+    def report_soon(self) -> None:
+        if self.reporter is not None and not self.closing:
+            self.reporter.soon()
+
+    # ------------------------------------------------------------------------ requests
+
     async def ensure(self, package_id: str, version: int | None = None, *, advertised_at: float | None = None) -> PackageStatus:
         """Make sure the package (latest version unless given) is cached or downloading;
         ``advertised_at`` (a pre-staging order's time) instead of now as its advertisement."""
         return await fetching.ensure(self, package_id, version, advertised_at=advertised_at)
-
-    def _newest_seen(self, package_id: str) -> int | None:
-        return fetching.newest_seen(self, package_id)
-
-    def _package_id(self, text: str) -> str:
-        try:
-            return normalize_package_id(text)
-        except (ValueError, AttributeError) as exc:
-            raise BadRequest(str(exc)) from None
-
-    def _not_published(self, fetch: Fetch, message: str, now: float) -> PackageStatus:
-        return fetching.not_published(self, fetch, message, now)
-
-    def _published_again(self, package_id: str) -> None:
-        fetching.published_again(self, package_id)
-
-    def _fetch_failed(self, fetch: Fetch, message: str, kind: Problem) -> PackageStatus:
-        return fetching.fetch_failed(self, fetch, message, kind)
-
-    def _report_soon(self) -> None:
-        if self.reporter is not None and not self._closing:
-            self.reporter.soon()
-
-    def _add(self, meta: Metainfo, data: bytes, now: float, advertised: float) -> Package:
-        return fetching.add(self, meta, data, now, advertised)
-
-    def _advertise(self, package: Package, now: float) -> None:
-        fetching.advertise(self, package, now)
-
-    # ------------------------------------------------------------------------ pre-staging
-
-    def _heard(self, answer: object) -> None:
-        prestage.heard(self, answer)
-
-    def _orders_done(self, tag: str | None) -> None:
-        prestage.orders_done(self, tag)
 
     async def prestage(self, orders: list[StageOrder], cancelled: list[str], tag: str | None = None) -> None:
         """Act on pre-staging orders (each once) and on cancellations; one round at a time.
@@ -273,62 +248,13 @@ class Agent:
         that could not be fetched keeps it unset, so the next check-in brings it again."""
         await prestage.prestage(self, orders, cancelled, tag)
 
-    async def _cancel_order(self, order_id: str) -> None:
-        await prestage.cancel_order(self, order_id)
-
-    # ------------------------------------------------------------------------ engine
-
-    async def _start(self, package: Package, *, startup: bool = False) -> None:
-        await running.start(self, package, startup=startup)
-
-    async def _start_locked(self, package: Package) -> None:
-        await running.start_locked(self, package)
-
-    async def _stop_locked(self, package: Package, *, announce: bool) -> None:
-        await running.stop_locked(self, package, announce=announce)
-
-    def _on_torrent_event(self, package: Package, torrent: Torrent, event: str) -> None:
-        running.on_torrent_event(self, package, torrent, event)
-
-    @staticmethod
-    def _torrent_problem(torrent: Torrent) -> Problem:
-        return running.torrent_problem(torrent)
-
-    def _completed(self, package: Package) -> None:
-        running.completed(self, package)
-
-    def _failed(self, package: Package, message: str, kind: Problem) -> None:
-        running.failed(self, package, message, kind)
-
-    def _free_bytes(self) -> int:
-        return running.free_bytes(self)
-
-    def _worth_retrying(self, package: Package, now: float) -> bool:
-        return running.worth_retrying(self, package, now)
-
-    async def _retry(self, package: Package) -> None:
-        await running.retry(self, package)
-
-    # ------------------------------------------------------------------------ removal
-
     async def remove(self, package_id: str) -> None:
         """Remove every cached version of a package; Conflict if one is in use."""
         await retention.remove(self, package_id)
 
-    async def _remove(self, package: Package, reason: str) -> None:
-        await retention.remove_package(self, package, reason)
-
-    async def _delete_folder(self, folder: Path) -> None:
-        await retention.delete_folder(self, folder)
-
     async def cleanup(self, now: float | None = None) -> list[Removal]:
         """Apply the retention policy once; returns what was removed."""
         return await retention.cleanup(self, now)
-
-    async def _sweep_orphans(self, in_use: set[str]) -> None:
-        await retention.sweep_orphans(self, in_use)
-
-    # ------------------------------------------------------------------------ verify
 
     async def verify(self, package_id: str) -> PackageStatus:
         """Check the package before a run; the answer comes within ``verify_answer`` seconds.
@@ -341,88 +267,52 @@ class Agent:
         """
         return await verify.verify(self, package_id)
 
-    async def _note_checked(self, package: Package, torrent: Torrent) -> None:
-        await verify.note_checked(self, package, torrent)
-
-    async def _verify(self, package: Package) -> None:
-        await verify.recheck(self, package)
-
     # ------------------------------------------------------------------------ leases
 
     def acquire(self, package_id: str, pid: int, version: int | None = None) -> str:
         """Protect the package from removal while process ``pid`` runs; Conflict unless complete."""
-        return leases.acquire(self, package_id, pid, version)
-
-    def _pin(self, package: Package) -> Pin:
-        return leases.pin(self, package)
+        package_id = parse_package_id(package_id)
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise BadRequest("pid must be a positive integer")
+        package = find_package(self.packages, package_id, version) if version is not None else selected_package(self.packages, package_id)
+        if package is None:
+            raise UnknownPackage(f"{package_id} v{version} is not in the cache")
+        return self._leases.acquire(package, pid)
 
     def release(self, lease: str) -> None:
-        leases.release(self, lease)
-
-    def _unpin(self, lease: str) -> None:
-        leases.unpin(self, lease)
+        self._leases.release(lease)
 
     def in_use(self) -> set[str]:
         """Info-hashes with a live lease; void leases (process gone) are dropped on the way."""
-        return leases.in_use(self)
+        return self._leases.in_use()
 
     # ------------------------------------------------------------------------ status
 
-    def _find(self, package_id: str, version: int | None) -> Package | None:
-        """A cached version of ``package_id``: that version, or the newest when None."""
-        versions = [p for p in self.packages.values() if p.row.package_id == package_id and not p.removed]
-        if version is not None:
-            versions = [p for p in versions if p.row.version == version]
-        return max(versions, key=lambda p: (p.row.version, p.row.last_advertised), default=None)
-
-    def _current(self, package_id: str) -> Package | None:
-        """The version most recently asked for (what status and leases refer to)."""
-        versions = [p for p in self.packages.values() if p.row.package_id == package_id and not p.removed]
-        return max(versions, key=lambda p: (p.row.last_advertised, p.row.version), default=None)
-
-    def _selected_package(self, package_id: str) -> Package:
-        package = self._current(package_id)
+    def status(self, package_id: str) -> PackageStatus:
+        package_id = parse_package_id(package_id)
+        package = current_package(self.packages, package_id)
+        fetch = self.fetches.get(package_id)
+        if fetch is not None and (package is None or fetch.at >= package.row.last_advertised):
+            return self.fetch_status(fetch)
         if package is None:
             raise UnknownPackage(f"{package_id} is not in the cache")
-        return package
-
-    def status(self, package_id: str) -> PackageStatus:
-        return statuses.status(self, package_id)
+        return self.status_of(package)
 
     def list(self) -> list[PackageStatus]:
-        return statuses.list_all(self)
+        in_use = self.in_use()
+        found = [self.status_of(p, in_use) for p in self.packages.values()]
+        found += [self.fetch_status(f) for f in self.fetches.values()]
+        return sorted(found, key=lambda s: (s.package_id, s.version if s.version is not None else -1))
 
     def status_of(self, package: Package, in_use: set[str] | None = None) -> PackageStatus:
-        return statuses.status_of(self, package, in_use)
+        return package_status(
+            package, path=self.package_path(package), in_use=package.key in (self.in_use() if in_use is None else in_use),
+            unpublished_since=self.refusals.get(package.row.package_id), min_seed=self.limits.min_seed,
+            retry_interval=self.settings.retry_interval,
+        )  # fmt: skip
 
-    def _problem(self, package: Package, state: str) -> tuple[Problem, str] | None:
-        return statuses.problem(self, package, state)
-
-    def _fetch_status(self, fetch: Fetch) -> PackageStatus:
-        return statuses.fetch_status(self, fetch)
+    def fetch_status(self, fetch: Fetch) -> PackageStatus:
+        return fetch_status(fetch, unpublished_since=self.refusals.get(fetch.package_id), min_seed=self.limits.min_seed)
 
     def package_path(self, package: Package) -> Path:
         return self.settings.cache_dir / package.key / package.meta.info.name
-
-    # ------------------------------------------------------------------------ periodic work
-
-    def _activate(self, package: Package) -> None:
-        maintenance.activate(self, package)
-
-    def _retry_at(self, package: Package, when: float) -> None:
-        maintenance.retry_at(self, package, when)
-
-    async def _maintenance(self) -> None:
-        await maintenance.run(self)
-
-    def _retry_due(self, now: float) -> None:
-        maintenance.retry_due(self, now)
-
-    def _flush_active(self) -> None:
-        maintenance.flush_active(self)
-
-    def _flush(self, package: Package) -> None:
-        maintenance.flush(self, package)
-
-    async def _report_all(self) -> None:
-        await maintenance.report_all(self)

@@ -14,8 +14,9 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
+from p2pdist.agent import running
 from p2pdist.agent.errors import BadRequest
-from p2pdist.agent.packages import CHECKING, ERROR, Fetch, Package
+from p2pdist.agent.packages import CHECKING, ERROR, Fetch, Package, find_package, flush, parse_package_id
 from p2pdist.agent.state import PackageRow
 from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
 from p2pdist.control.schema import PackageStatus
@@ -30,19 +31,19 @@ log = logging.getLogger("p2pdist.agent")
 
 
 async def ensure(agent: Agent, package_id: str, version: int | None = None, *, advertised_at: float | None = None) -> PackageStatus:
-    """Make sure the package (latest version unless given) is cached or downloading;
-    ``advertised_at`` (a pre-staging order's time) instead of now as its advertisement."""
-    package_id = agent._package_id(package_id)
+    """``Agent.ensure``: the cached version asked for, else the repository's torrent, checked
+    (no rollback to an older version than seen before), stored and started."""
+    package_id = parse_package_id(package_id)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31):
         raise BadRequest("version must be a non-negative integer")
-    async with agent._id_lock(package_id):
+    async with agent.id_lock(package_id):
         now = agent.clock()
         stamp = now if advertised_at is None else min(now, advertised_at)
         if version is not None:
-            known = agent._find(package_id, version)
+            known = find_package(agent.packages, package_id, version)
             if known is not None:
                 agent.fetches.pop(package_id, None)
-                agent._advertise(known, stamp)
+                _advertise(agent, known, stamp)
                 return agent.status_of(known)
         fetch = Fetch(package_id, version, now)
         agent.fetches[package_id] = fetch
@@ -53,47 +54,47 @@ async def ensure(agent: Agent, package_id: str, version: int | None = None, *, a
                 limit=agent.settings.max_torrent_bytes, timeout=agent.settings.fetch_timeout,
             )  # fmt: skip
         except RepositoryUnavailable as exc:
-            known = agent._find(package_id, version)
+            known = find_package(agent.packages, package_id, version)
             if known is None:
-                return agent._fetch_failed(fetch, str(exc), exc.kind)
+                return _fetch_failed(agent, fetch, str(exc), exc.kind)
             log.warning("%s: %s; using the cached version %d", package_id, exc, known.row.version)
             agent.fetches.pop(package_id, None)
-            agent._advertise(known, now)
+            _advertise(agent, known, now)
             return agent.status_of(known)
         except TorrentRefused as exc:
             if exc.kind is Problem.NOT_PUBLISHED:
-                return agent._not_published(fetch, str(exc), now)
-            return agent._fetch_failed(fetch, str(exc), exc.kind)
-        agent._published_again(package_id)
+                return _not_published(agent, fetch, str(exc), now)
+            return _fetch_failed(agent, fetch, str(exc), exc.kind)
+        _published_again(agent, package_id)
         try:
             meta = check_torrent(data, agent.keys, package_id, version)
         except TorrentRefused as exc:
-            return agent._fetch_failed(fetch, f"torrent refused: {exc}", exc.kind)
+            return _fetch_failed(agent, fetch, f"torrent refused: {exc}", exc.kind)
         offered = meta.info.package.version if meta.info.package is not None else 0
-        newest = agent._newest_seen(package_id)
+        newest = _newest_seen(agent, package_id)
         if version is None and newest is not None and offered < newest:
             # A stale mirror, a proxy or a tampered repository must not roll a PC back to
             # an old signed version; a program that asks for one by number still gets it.
             message = f"the repository's latest is version {offered}, older than version {newest} seen before: refusing a rollback"
-            known = agent._find(package_id, newest)
+            known = find_package(agent.packages, package_id, newest)
             if known is None:
-                return agent._fetch_failed(fetch, f"{message} (a program may ask for version {offered} by number)", Problem.TORRENT_REFUSED)
+                return _fetch_failed(agent, fetch, f"{message} (a program may ask for version {offered} by number)", Problem.TORRENT_REFUSED)
             log.warning("%s: %s; using the cached version %d", package_id, message, newest)
             agent.fetches.pop(package_id, None)
-            agent._advertise(known, now)
+            _advertise(agent, known, now)
             return agent.status_of(known)
         agent.fetches.pop(package_id, None)
         package = agent.packages.get(meta.info_hash_hex)
         if package is None:
             try:
-                package = agent._add(meta, data, now, stamp)
+                package = _add(agent, meta, data, now, stamp)
             except OutputError as exc:
-                return agent._fetch_failed(fetch, str(exc), Problem.STORAGE)
-        agent._advertise(package, stamp)
+                return _fetch_failed(agent, fetch, str(exc), Problem.STORAGE)
+        _advertise(agent, package, stamp)
         return agent.status_of(package)
 
 
-def newest_seen(agent: Agent, package_id: str) -> int | None:
+def _newest_seen(agent: Agent, package_id: str) -> int | None:
     """The newest version of ``package_id`` this agent ever took (kept after its removal)."""
     assert agent.state is not None
     cached = [p.row.version for p in agent.packages.values() if p.row.package_id == package_id]
@@ -101,7 +102,7 @@ def newest_seen(agent: Agent, package_id: str) -> int | None:
     return max([*cached, *([seen] if seen is not None else [])], default=None)
 
 
-def not_published(agent: Agent, fetch: Fetch, message: str, now: float) -> PackageStatus:
+def _not_published(agent: Agent, fetch: Fetch, message: str, now: float) -> PackageStatus:
     """The repository has no torrent for the request: remember since when, and use a
     cached copy if there is one (a retired package a program still runs from)."""
     package_id = fetch.package_id
@@ -110,19 +111,19 @@ def not_published(agent: Agent, fetch: Fetch, message: str, now: float) -> Packa
         if agent.state is not None:
             with contextlib.suppress(sqlite3.Error):  # a full disk must not turn this into a fault
                 agent.state.note_refusal(package_id, now)
-    known = agent._find(package_id, fetch.version)
+    known = find_package(agent.packages, package_id, fetch.version)
     if known is None:
-        return agent._fetch_failed(fetch, message, Problem.NOT_PUBLISHED)
+        return _fetch_failed(agent, fetch, message, Problem.NOT_PUBLISHED)
     agent.fetches.pop(package_id, None)
     if not known.unpublished:
         known.unpublished = True
         log.warning("%s: not published any more (%s); using the cached version %d", package_id, message, known.row.version)
-        agent._report_soon()
-    agent._advertise(known, now)
+        agent.report_soon()
+    _advertise(agent, known, now)
     return agent.status_of(known)
 
 
-def published_again(agent: Agent, package_id: str) -> None:
+def _published_again(agent: Agent, package_id: str) -> None:
     if agent.refusals.pop(package_id, None) is not None and agent.state is not None:
         with contextlib.suppress(sqlite3.Error):
             agent.state.forget_refusal(package_id)
@@ -131,16 +132,16 @@ def published_again(agent: Agent, package_id: str) -> None:
             package.unpublished = False
 
 
-def fetch_failed(agent: Agent, fetch: Fetch, message: str, kind: Problem) -> PackageStatus:
+def _fetch_failed(agent: Agent, fetch: Fetch, message: str, kind: Problem) -> PackageStatus:
     changed = (fetch.state, fetch.kind) != (ERROR, kind)
     fetch.state, fetch.error, fetch.kind = ERROR, one_line(message), kind
     log.warning("%s: %s", fetch.package_id, fetch.error)
     if changed:
-        agent._report_soon()
-    return agent._fetch_status(fetch)
+        agent.report_soon()
+    return agent.fetch_status(fetch)
 
 
-def add(agent: Agent, meta: Metainfo, data: bytes, now: float, advertised: float) -> Package:
+def _add(agent: Agent, meta: Metainfo, data: bytes, now: float, advertised: float) -> Package:
     assert agent.state is not None and meta.info.package is not None
     key = meta.info_hash_hex
     row = PackageRow(
@@ -157,13 +158,13 @@ def add(agent: Agent, meta: Metainfo, data: bytes, now: float, advertised: float
     package = Package(row, meta)
     agent.packages[key] = package
     log.info("%s: added %s (%d bytes, %s)", meta.info.package, meta.info.name, meta.info.total_length, key)
-    agent._spawn(agent._start(package))
+    agent.spawn(running.start(agent, package))
     return package
 
 
-def advertise(agent: Agent, package: Package, now: float) -> None:
+def _advertise(agent: Agent, package: Package, now: float) -> None:
     package.row.last_advertised = max(package.row.last_advertised, now)
     if package.state == ERROR and package.retry_at is not None:
         package.retry_at = min(package.retry_at, agent.ticks())  # someone needs it now: retry soon
-        agent._retry_at(package, package.retry_at)
-    agent._flush(package)
+        agent.schedule.retry_at(package.key, package.retry_at)
+    flush(agent.state, package)

@@ -2,21 +2,26 @@
 
 A ``Package`` is one torrent, i.e. one (PackageID, version): its SQLite row, its checked
 torrent and, while it runs, its engine parts (torrent, tracker client, web seeds). Its state
-is derived from the engine's, so it never disagrees with what runs.
+is derived from the engine's, so it never disagrees with what runs. Here too: which cached
+version a request means, and writing a package's row back to SQLite (``flush``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from p2pdist.agent.state import PackageRow
+from p2pdist.agent.errors import BadRequest, UnknownPackage
+from p2pdist.agent.state import AgentState, PackageRow
 from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.engine.tracker_client import TrackerClient
 from p2pdist.engine.webseed import WebSeed
-from p2pdist.metainfo import Metainfo
+from p2pdist.metainfo import Metainfo, normalize_package_id
 from p2pdist.outcomes import Problem, State
+
+log = logging.getLogger("p2pdist.agent")
 
 FETCHING = State.FETCHING.value
 CHECKING = State.CHECKING.value
@@ -99,3 +104,59 @@ class Package:
             webseed += self.torrent.bytes_from_webseed
         return peers, webseed, uploaded
 
+
+def parse_package_id(text: str) -> str:
+    """A request's PackageID, normalized; BadRequest if it is not one."""
+    try:
+        return normalize_package_id(text)
+    except (ValueError, AttributeError) as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def find_package(packages: dict[str, Package], package_id: str, version: int | None) -> Package | None:
+    """A cached version of ``package_id``: that version, or the newest when None."""
+    versions = [p for p in packages.values() if p.row.package_id == package_id and not p.removed]
+    if version is not None:
+        versions = [p for p in versions if p.row.version == version]
+    return max(versions, key=lambda p: (p.row.version, p.row.last_advertised), default=None)
+
+
+def current_package(packages: dict[str, Package], package_id: str) -> Package | None:
+    """The version most recently asked for (what status and leases refer to)."""
+    versions = [p for p in packages.values() if p.row.package_id == package_id and not p.removed]
+    return max(versions, key=lambda p: (p.row.last_advertised, p.row.version), default=None)
+
+
+def selected_package(packages: dict[str, Package], package_id: str) -> Package:
+    package = current_package(packages, package_id)
+    if package is None:
+        raise UnknownPackage(f"{package_id} is not in the cache")
+    return package
+
+
+def flush(state: AgentState | None, package: Package) -> None:
+    """Write the package's row (state, counters, times) to SQLite."""
+    if state is None or package.removed:
+        return
+    row = package.row
+    if package.torrent is None or package.torrent.state is not TorrentState.STOPPED:
+        row.state, row.error = package.state, package.error  # a stopped engine says nothing new
+    live = package.totals()
+    values = (row.state, row.error, *live, row.last_advertised, row.completed_at)
+    if values == package.flushed:
+        return  # nothing new: no write
+    try:
+        state.update_package(
+            row.info_hash,
+            state=row.state,
+            error=row.error,
+            bytes_from_peers=live[0],
+            bytes_from_webseed=live[1],
+            uploaded=live[2],
+            last_advertised=row.last_advertised,
+            completed_at=row.completed_at,
+        )
+    except Exception as exc:  # a full disk must not take the agent down with it
+        log.warning("cannot save state of %s: %s", row.info_hash, exc)
+        return
+    package.flushed = values

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from p2pdist.agent import retention
 from p2pdist.agent.packages import ERROR
 from p2pdist.agent.state import PrestagedRow
 from p2pdist.metainfo import normalize_package_id
@@ -89,26 +90,24 @@ def heard(agent: Agent, answer: object) -> None:
     new = [o for o in orders if (o.order_id, o.version) not in agent.prestaged]
     gone = [order for order in cancelled if any(key[0] == order for key in agent.prestaged)]
     if not new and not gone:
-        agent._orders_done(tag)
-    elif not agent._closing and not agent._staging.locked():
-        agent._spawn(agent.prestage(new, gone, tag))  # a round already running: the next check-in brings them again
+        _orders_done(agent, tag)
+    elif not agent.closing and not agent.staging.locked():
+        agent.spawn(agent.prestage(new, gone, tag))  # a round already running: the next check-in brings them again
 
 
-def orders_done(agent: Agent, tag: str | None) -> None:
+def _orders_done(agent: Agent, tag: str | None) -> None:
     if agent.reporter is not None:
         agent.reporter.orders_tag = tag
 
 
 async def prestage(agent: Agent, orders: list[StageOrder], cancelled: list[str], tag: str | None = None) -> None:
-    """Act on pre-staging orders (each once) and on cancellations; one round at a time.
-    Once every order is acted on, ``tag`` spares the next check-ins the same lists; an order
-    that could not be fetched keeps it unset, so the next check-in brings it again."""
-    async with agent._staging:
+    """``Agent.prestage``: each order once, cancellations first; one round at a time."""
+    async with agent.staging:
         failed = False
         for order_id in cancelled:
-            await agent._cancel_order(order_id)
+            await _cancel_order(agent, order_id)
         for order in orders:
-            if (order.order_id, order.version) in agent.prestaged or agent._closing:
+            if (order.order_id, order.version) in agent.prestaged or agent.closing:
                 continue
             had = order.info_hash in agent.packages
             if not had:
@@ -123,22 +122,22 @@ async def prestage(agent: Agent, orders: list[StageOrder], cancelled: list[str],
             if agent.state is not None:
                 with contextlib.suppress(sqlite3.Error):
                     agent.state.note_prestaged(row)
-        if not failed and not agent._closing:
-            agent._orders_done(tag)
+        if not failed and not agent.closing:
+            _orders_done(agent, tag)
 
 
-async def cancel_order(agent: Agent, order_id: str) -> None:
+async def _cancel_order(agent: Agent, order_id: str) -> None:
     rows = [row for key, row in agent.prestaged.items() if key[0] == order_id]
     for row in rows:
         package = agent.packages.get(row.info_hash)
         if row.added and package is not None:
-            async with agent._id_lock(row.package_id):
+            async with agent.id_lock(row.package_id):
                 if package.key in agent.in_use():
                     log.info("%s v%d: pre-staging cancelled; kept, a program runs from it", row.package_id, row.version)
                 elif package.row.last_advertised > row.since:
                     log.info("%s v%d: pre-staging cancelled; kept, a program asked for it", row.package_id, row.version)
                 elif not package.removed:
-                    await agent._remove(package, "pre-staging cancelled")
+                    await retention.remove_package(agent, package, "pre-staging cancelled")
         agent.prestaged.pop((row.order_id, row.version), None)
     if rows and agent.state is not None:
         with contextlib.suppress(sqlite3.Error):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from p2pdist.agent.cache import CachedPackage, Removal, plan_cleanup
 from p2pdist.agent.errors import Conflict, UnknownPackage
-from p2pdist.agent.packages import Package
+from p2pdist.agent import running
+from p2pdist.agent.packages import Package, parse_package_id
 
 if TYPE_CHECKING:
     from p2pdist.agent.daemon import Agent
@@ -24,9 +25,9 @@ _HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
 
 
 async def remove(agent: Agent, package_id: str) -> None:
-    """Remove every cached version of a package; Conflict if one is in use."""
-    package_id = agent._package_id(package_id)
-    async with agent._id_lock(package_id):
+    """``Agent.remove``: every cached version, and the memory of its refusal."""
+    package_id = parse_package_id(package_id)
+    async with agent.id_lock(package_id):
         versions = [p for p in agent.packages.values() if p.row.package_id == package_id]
         if not versions and package_id not in agent.fetches:
             raise UnknownPackage(f"{package_id} is not in the cache")
@@ -38,24 +39,25 @@ async def remove(agent: Agent, package_id: str) -> None:
         if agent.refusals.pop(package_id, None) is not None and agent.state is not None:
             agent.state.forget_refusal(package_id)
         for package in versions:
-            await agent._remove(package, "removed on request")
+            await remove_package(agent, package, "removed on request")
 
 
 async def remove_package(agent: Agent, package: Package, reason: str) -> None:
+    """Stop it (``stopped`` to the tracker), forget its row and files, delete its folder."""
     assert agent.state is not None
     async with package.lock:
         if package.removed:
             return
         package.removed = True
-        await agent._stop_locked(package, announce=True)
+        await running.stop_locked(agent, package, announce=True)
         agent.packages.pop(package.key, None)
         agent.state.delete_package(package.key)
         agent.state.forget_files(package.key)
-    await agent._delete_folder(agent.settings.cache_dir / package.key)
+    await _delete_folder(agent.settings.cache_dir / package.key)
     log.info("%s: removed (%s)", package.meta.info.package, reason)
 
 
-async def delete_folder(agent: Agent, folder: Path) -> None:
+async def _delete_folder(folder: Path) -> None:
     def delete() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -63,7 +65,7 @@ async def delete_folder(agent: Agent, folder: Path) -> None:
 
 
 async def cleanup(agent: Agent, now: float | None = None) -> list[Removal]:
-    """Apply the retention policy once; returns what was removed."""
+    """``Agent.cleanup``: what ``plan_cleanup`` names, unless advertised or leased meanwhile."""
     now = agent.clock() if now is None else now
     in_use = agent.in_use()
     cached = [CachedPackage(p.key, p.row.size, p.row.last_advertised) for p in agent.packages.values()]
@@ -73,19 +75,19 @@ async def cleanup(agent: Agent, now: float | None = None) -> list[Removal]:
         package = agent.packages.get(removal.key)
         if package is None:
             continue
-        async with agent._id_lock(package.row.package_id):
+        async with agent.id_lock(package.row.package_id):
             # An ensure may have advertised it while we waited for the lock.
             if package.removed or package.key in agent.in_use():
                 continue
             if now < package.row.last_advertised + agent.limits.min_seed:
                 continue
-            await agent._remove(package, removal.reason)
+            await remove_package(agent, package, removal.reason)
             done.append(removal)
-    await agent._sweep_orphans(in_use)
+    await _sweep_orphans(agent, in_use)
     return done
 
 
-async def sweep_orphans(agent: Agent, in_use: set[str]) -> None:
+async def _sweep_orphans(agent: Agent, in_use: set[str]) -> None:
     """Folders named like an info-hash that no package owns (a crash between steps)."""
     try:
         entries = list(agent.settings.cache_dir.iterdir())
@@ -94,4 +96,4 @@ async def sweep_orphans(agent: Agent, in_use: set[str]) -> None:
     for entry in entries:
         if _HEX40.match(entry.name) and entry.name not in agent.packages and entry.name not in in_use and entry.is_dir():
             log.info("removing orphaned cache folder %s", entry)
-            await agent._delete_folder(entry)
+            await _delete_folder(entry)

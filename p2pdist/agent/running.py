@@ -1,8 +1,8 @@
-"""A package's engine parts: started in the shared session, stopped, completed, failed, retried.
+"""A package's engine parts: started in the shared session, stopped; its completion and its errors.
 
 A storage error (disk full) puts that one torrent in error; the agent takes it out of the
 session and adds it again every ``retry_interval`` once there is room, so it resumes where it
-stopped while the other packages carry on.
+stopped while the other packages carry on (the retries are the maintenance timer's).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p2pdist.agent.packages import ERROR, Package
+from p2pdist.agent.packages import Package, flush
 from p2pdist.aio import stop_tasks
 from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.engine.tracker_client import TrackerClient, same_origin_tiers
@@ -31,15 +32,15 @@ log = logging.getLogger("p2pdist.agent")
 
 async def start(agent: Agent, package: Package, *, startup: bool = False) -> None:
     if startup:
-        async with agent._startup, package.lock:
-            await agent._start_locked(package)
+        async with agent.startup_slots, package.lock:
+            await start_locked(agent, package)
     else:
         async with package.lock:
-            await agent._start_locked(package)
+            await start_locked(agent, package)
 
 
 async def start_locked(agent: Agent, package: Package) -> None:
-    if package.removed or agent._closing or package.torrent is not None:
+    if package.removed or agent.closing or package.torrent is not None:
         return
     assert agent.state is not None
     meta = package.meta
@@ -60,36 +61,36 @@ async def start_locked(agent: Agent, package: Package) -> None:
             raise
     except StorageError as exc:
         package.starting = False
-        agent._failed(package, str(exc), Problem.DISK_FULL if exc.disk_full else Problem.STORAGE)
+        _failed(agent, package, str(exc), Problem.DISK_FULL if exc.disk_full else Problem.STORAGE)
         return
     except BaseException:
         package.starting = False
         raise
     package.starting = False
     package.torrent = torrent
-    torrent.add_listener(lambda event: agent._on_torrent_event(package, torrent, event))
+    torrent.add_listener(lambda event: _on_torrent_event(agent, package, torrent, event))
     if torrent.state is TorrentState.ERROR:
-        agent._failed(package, torrent.error or "storage error", agent._torrent_problem(torrent))
+        _failed(agent, package, torrent.error or "storage error", _torrent_problem(torrent))
     elif torrent.completed.is_set():
-        agent._completed(package)
+        _completed(agent, package)
     elif package.row.completed_at is not None:
         package.row.completed_at = None  # damaged since: being repaired
-    agent._activate(package)
+    agent.schedule.activate(package.key)
     site_trackers = same_origin_tiers(meta.trackers, agent.settings.repository_url)
     if meta.trackers and not site_trackers:
         log.error("%s: its torrent names no tracker of %s; not announcing anywhere", meta.info.package, agent.settings.repository_url)
     if site_trackers and agent.http is not None:
         package.tracker = TrackerClient(
             torrent, agent.http, port=agent.session.port, trackers=site_trackers,
-            on_site_networks=agent.session.set_site_networks, on_problem=agent._report_soon,
+            on_site_networks=agent.session.set_site_networks, on_problem=agent.report_soon,
         )  # fmt: skip
         package.tracker.start()
     if agent.http is not None and not torrent.completed.is_set():
         for url in meta.web_seeds:
-            seed = WebSeed(torrent, url, agent.http, grace=agent.settings.web_seed_grace, on_problem=agent._report_soon)
+            seed = WebSeed(torrent, url, agent.http, grace=agent.settings.web_seed_grace, on_problem=agent.report_soon)
             package.webseeds.append(seed)
             package.tasks.append(asyncio.ensure_future(seed.run()))
-    agent._flush(package)
+    flush(agent.state, package)
 
 
 async def stop_locked(agent: Agent, package: Package, *, announce: bool) -> None:
@@ -111,70 +112,54 @@ async def stop_locked(agent: Agent, package: Package, *, announce: bool) -> None
     package.torrent, package.tracker, package.webseeds = None, None, []
 
 
-def on_torrent_event(agent: Agent, package: Package, torrent: Torrent, event: str) -> None:
-    if package.torrent is not torrent or agent._closing:
+def _on_torrent_event(agent: Agent, package: Package, torrent: Torrent, event: str) -> None:
+    if package.torrent is not torrent or agent.closing:
         return
     if event == "awake":
-        agent._activate(package)
+        agent.schedule.activate(package.key)
     elif event == "completed":
-        agent._completed(package)
+        _completed(agent, package)
     elif event == "error" and package.error is None:  # the first of a burst of failed writes
-        agent._failed(package, torrent.error or "storage error", agent._torrent_problem(torrent))
+        _failed(agent, package, torrent.error or "storage error", _torrent_problem(torrent))
 
 
-def torrent_problem(torrent: Torrent) -> Problem:
+async def _note_checked(package: Package, torrent: Torrent) -> None:
+    """The files' identity once every piece was hashed on arrival: what ``verify`` compares with."""
+    identity = await torrent.storage.file_identity()
+    if package.torrent is torrent and torrent.state is TorrentState.SEEDING:
+        package.verified_as = identity
+
+
+def _torrent_problem(torrent: Torrent) -> Problem:
     return Problem.DISK_FULL if torrent.disk_full else Problem.STORAGE
 
 
-def completed(agent: Agent, package: Package) -> None:
+def _completed(agent: Agent, package: Package) -> None:
     if package.torrent is not None:
         # Every piece was hashed on arrival: that is the check a run needs, for as long as
         # the files keep the identity they have now.
-        agent._spawn(agent._note_checked(package, package.torrent))
+        agent.spawn(_note_checked(package, package.torrent))
     if package.row.completed_at is None:
         package.row.completed_at = agent.clock()
         log.info("%s: complete", package.meta.info.package)
-        agent._report_soon()
+        agent.report_soon()
     package.progress = 1.0
-    agent._flush(package)
+    flush(agent.state, package)
 
 
-def failed(agent: Agent, package: Package, message: str, kind: Problem) -> None:
+def _failed(agent: Agent, package: Package, message: str, kind: Problem) -> None:
     package.error = one_line(message)
     package.error_kind = kind
-    agent._report_soon()
+    agent.report_soon()
     package.retry_at = agent.ticks() + agent.settings.retry_interval
-    agent._retry_at(package, package.retry_at)
-    package.free_at_error = agent._free_bytes()
+    agent.schedule.retry_at(package.key, package.retry_at)
+    package.free_at_error = free_bytes(agent.settings.cache_dir)
     log.error("%s: %s (retrying every %g s)", package.meta.info.package, package.error, agent.settings.retry_interval)
-    agent._flush(package)
+    flush(agent.state, package)
 
 
-def free_bytes(agent: Agent) -> int:
+def free_bytes(folder: Path) -> int:
     try:
-        return shutil.disk_usage(agent.settings.cache_dir).free
+        return shutil.disk_usage(folder).free
     except OSError:
         return 0
-
-
-def worth_retrying(agent: Agent, package: Package, now: float) -> bool:
-    """Room came back (free space grew by a piece since the failure), or it has been a while.
-
-    The free-space test saves re-fetching a piece per retry on a disk that is still full;
-    the slow unconditional retry covers what it cannot see (quotas, other errors).
-    """
-    if agent._free_bytes() >= package.free_at_error + 2 * package.meta.info.piece_length:
-        return True
-    return now - package.last_attempt >= 10 * agent.settings.retry_interval
-
-
-async def retry(agent: Agent, package: Package) -> None:
-    """Restart a package that stopped on an error; storage resumes from its resume data."""
-    async with package.lock:
-        if package.removed or agent._closing or package.state != ERROR:
-            return
-        if not agent._worth_retrying(package, agent.ticks()):
-            return
-        log.info("%s: retrying after: %s", package.meta.info.package, package.error)
-        await agent._stop_locked(package, announce=False)
-        await agent._start_locked(package)

@@ -2,47 +2,30 @@
 
 Every problem has one ``outcomes.Problem`` kind beside its one line: a package's own error
 (disk full, a refused torrent) first, else what keeps a download from completing (the web
-seed, the tracker), so ``downloading 0.0%`` never hides why.
+seed, the tracker), so ``downloading 0.0%`` never hides why. What it needs of the agent comes as
+arguments, so rendering depends on nothing else.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from p2pdist.agent.errors import UnknownPackage
 from p2pdist.agent.packages import COMPLETE, ERROR, Fetch, Package, iso
 from p2pdist.control.schema import PackageStatus
 from p2pdist.errors import one_line
 from p2pdist.outcomes import Problem, most_blocking
 
-if TYPE_CHECKING:
-    from p2pdist.agent.daemon import Agent
 
-
-def status(agent: Agent, package_id: str) -> PackageStatus:
-    package_id = agent._package_id(package_id)
-    package = agent._current(package_id)
-    fetch = agent.fetches.get(package_id)
-    if fetch is not None and (package is None or fetch.at >= package.row.last_advertised):
-        return agent._fetch_status(fetch)
-    if package is None:
-        raise UnknownPackage(f"{package_id} is not in the cache")
-    return agent.status_of(package)
-
-
-def list_all(agent: Agent) -> list[PackageStatus]:
-    in_use = agent.in_use()
-    statuses = [agent.status_of(p, in_use) for p in agent.packages.values()]
-    statuses += [agent._fetch_status(f) for f in agent.fetches.values()]
-    return sorted(statuses, key=lambda s: (s.package_id, s.version if s.version is not None else -1))
-
-
-def status_of(agent: Agent, package: Package, in_use: set[str] | None = None) -> PackageStatus:
+def package_status(
+    package: Package, *, path: Path, in_use: bool, unpublished_since: float | None, min_seed: float, retry_interval: float
+) -> PackageStatus:
+    """``path`` where it is when complete; ``unpublished_since`` the first refusal of its
+    PackageID, if any; ``min_seed`` and ``retry_interval`` the agent's settings."""
     row, torrent = package.row, package.torrent
     state = package.state
     if torrent is not None:
         package.progress = torrent.progress
-    problem = agent._problem(package, state)
+    problem = package_problem(package, state, retry_interval)
     kind, error = problem if problem is not None else (None, None)
     peers, webseed, uploaded = package.totals()
     return PackageStatus(
@@ -59,25 +42,25 @@ def status_of(agent: Agent, package: Package, in_use: set[str] | None = None) ->
         peers=len(torrent.peers) if torrent is not None else 0,
         download_rate=round(torrent.download_meter.rate) if torrent is not None else 0,
         upload_rate=round(torrent.upload_meter.rate) if torrent is not None else 0,
-        path=str(agent.package_path(package)) if state == COMPLETE else None,
+        path=str(path) if state == COMPLETE else None,
         error=error,
         error_kind=None if kind is None else kind.value,
         tracker_error=one_line(package.tracker.status.last_error) if package.tracker and package.tracker.status.last_error else None,
-        in_use=package.key in (agent.in_use() if in_use is None else in_use),
-        unpublished_since=iso(agent.refusals.get(row.package_id)) if kind is Problem.NOT_PUBLISHED else None,
+        in_use=in_use,
+        unpublished_since=iso(unpublished_since) if kind is Problem.NOT_PUBLISHED else None,
         last_advertised=iso(row.last_advertised) or "",
         completed_at=iso(row.completed_at) if state == COMPLETE else None,
-        seed_until=iso(row.last_advertised + agent.limits.min_seed) or "",
+        seed_until=iso(row.last_advertised + min_seed) or "",
     )
 
 
-def problem(agent: Agent, package: Package, state: str) -> tuple[Problem, str] | None:
+def package_problem(package: Package, state: str, retry_interval: float) -> tuple[Problem, str] | None:
     """The package's own error; else, while it is not complete, the most blocking problem
     of its sources (web seeds, tracker)."""
     if state == ERROR and package.error:
         error = package.error
         if package.retry_at is not None:
-            error = f"{error} (retrying every {agent.settings.retry_interval:g} s)"
+            error = f"{error} (retrying every {retry_interval:g} s)"
         return package.error_kind or Problem.OTHER, error
     if state == COMPLETE:
         return None
@@ -91,7 +74,8 @@ def problem(agent: Agent, package: Package, state: str) -> tuple[Problem, str] |
     return most_blocking(found)
 
 
-def fetch_status(agent: Agent, fetch: Fetch) -> PackageStatus:
+def fetch_status(fetch: Fetch, *, unpublished_since: float | None, min_seed: float) -> PackageStatus:
+    """An ensure whose torrent is being fetched, or was refused, as a status."""
     return PackageStatus(
         package_id=fetch.package_id,
         version=fetch.version,
@@ -99,7 +83,7 @@ def fetch_status(agent: Agent, fetch: Fetch) -> PackageStatus:
         state=fetch.state,
         error=fetch.error,
         error_kind=None if fetch.kind is None else fetch.kind.value,
-        unpublished_since=iso(agent.refusals.get(fetch.package_id)) if fetch.kind is Problem.NOT_PUBLISHED else None,
+        unpublished_since=iso(unpublished_since) if fetch.kind is Problem.NOT_PUBLISHED else None,
         last_advertised=iso(fetch.at) or "",
-        seed_until=iso(fetch.at + agent.limits.min_seed) or "",
+        seed_until=iso(fetch.at + min_seed) or "",
     )

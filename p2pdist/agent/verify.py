@@ -1,5 +1,8 @@
-"""The check before a run: every piece hashed again from the files, unless they kept the identity
-the last check proved; a damaged package goes back to downloading to be repaired."""
+"""The check before a run: every piece hashed again from the files at their paths, unless they
+kept the identity (size, mtime, change time, inode) the last check proved. A check passes only if
+that identity did not move while it ran; a damaged package goes back to downloading to be
+repaired. A long check goes on after the answer, which says ``checking`` with its progress.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from p2pdist.agent import running
 from p2pdist.agent.errors import UnknownPackage
-from p2pdist.agent.packages import CHECKING, COMPLETE, DOWNLOADING, Package
+from p2pdist.agent.packages import CHECKING, COMPLETE, DOWNLOADING, Package, parse_package_id, selected_package
 from p2pdist.control.schema import PackageStatus
-from p2pdist.engine.torrent import Torrent, TorrentState
+from p2pdist.engine.torrent import TorrentState
 
 if TYPE_CHECKING:
     from p2pdist.agent.daemon import Agent
@@ -20,15 +24,8 @@ log = logging.getLogger("p2pdist.agent")
 
 
 async def verify(agent: Agent, package_id: str) -> PackageStatus:
-    """Check the package before a run; the answer comes within ``verify_answer`` seconds.
-
-    The check re-hashes every piece from the files at their paths and passes only if their
-    identity (size, mtime, change time, inode) did not move while it ran; it is not repeated
-    while the files keep that identity. A longer check goes on after the answer, which then
-    says ``checking`` with the check's progress; the next call joins it. A damaged package
-    goes back to downloading to be repaired.
-    """
-    package = agent._selected_package(agent._package_id(package_id))
+    """``Agent.verify``: the answer within ``verify_answer`` seconds, the check going on after it."""
+    package = selected_package(agent.packages, parse_package_id(package_id))
     torrent = package.torrent
     if package.state in (CHECKING, DOWNLOADING) and (package.verify_job is None or package.verify_job.done()):
         return agent.status_of(package)  # not complete: nothing to run, nothing to check yet
@@ -38,7 +35,7 @@ async def verify(agent: Agent, package_id: str) -> PackageStatus:
     job = package.verify_job
     if job is None or job.done():
         package.verify_progress = 0.0
-        job = package.verify_job = agent._spawn(agent._verify(package))
+        job = package.verify_job = agent.spawn(_recheck(agent, package))
     done, _ = await asyncio.wait({job}, timeout=agent.settings.verify_answer)
     if package.removed:
         raise UnknownPackage(f"{package_id} is not in the cache")
@@ -48,13 +45,8 @@ async def verify(agent: Agent, package_id: str) -> PackageStatus:
     return agent.status_of(package)
 
 
-async def note_checked(agent: Agent, package: Package, torrent: Torrent) -> None:
-    identity = await torrent.storage.file_identity()
-    if package.torrent is torrent and torrent.state is TorrentState.SEEDING:
-        package.verified_as = identity
-
-
-async def recheck(agent: Agent, package: Package) -> None:
+async def _recheck(agent: Agent, package: Package) -> None:
+    """Hash every piece again; passes only if the files' identity did not move meanwhile."""
     async with package.lock:
         if package.removed:
             return
@@ -70,11 +62,11 @@ async def recheck(agent: Agent, package: Package) -> None:
                 return
             why = "files changed while being checked" if before != after else f"{have.count} of {len(have)} pieces verify"
             log.warning("%s: %s; repairing", package.meta.info.package, why)
-            await agent._stop_locked(package, announce=False)
+            await running.stop_locked(agent, package, announce=False)
         else:
             # Not running (error, or still checking): start over without resume data, so
             # every piece is hashed again.
-            await agent._stop_locked(package, announce=False)
+            await running.stop_locked(agent, package, announce=False)
             assert agent.state is not None
             agent.state.forget_resume(package.key)
-        await agent._start_locked(package)
+        await running.start_locked(agent, package)
