@@ -3,17 +3,34 @@
 The server never connects to a PC: each report (an agent with nothing to say still checks in
 at its report interval) is answered with the standing orders of the PC's site whose time has
 come, and with the orders cancelled lately (docs/site-server.md, "Pre-staging"). This module
-only reads that answer, bounded and checked; the daemon acts on it (``Agent.prestage``).
+reads that answer, bounded and checked, and acts on it (``Agent.prestage``).
+
+Each order not acted on before is an ensure of that exact version whose advertisement is the
+order's time, so retention counts from the order; a package already cached is left as it is.
+Orders acted on are kept in SQLite, so an order heard again, or after a restart, does nothing
+more. A cancelled order removes the package it fetched, unless a program runs from it or asked
+for it since (then it stays, under the usual retention).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from p2pdist.agent import retention
+from p2pdist.agent.packages import ERROR
+from p2pdist.agent.state import PrestagedRow
 from p2pdist.metainfo import normalize_package_id
+
+if TYPE_CHECKING:
+    from p2pdist.agent.daemon import Agent
+
+log = logging.getLogger("p2pdist.agent")
 
 MAX_ORDERS = 32  # the server sends at most this many of each; more is ignored
 _HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
@@ -63,3 +80,65 @@ def read_answer(payload: Any) -> tuple[list[StageOrder] | None, list[str], str |
         if isinstance(item, dict) and isinstance(item.get("order"), str) and len(item["order"]) <= 200
     ]  # fmt: skip
     return orders, cancelled, tag
+
+
+def heard(agent: Agent, answer: object) -> None:
+    """A report answer: act on its pre-staging orders if any is new (in the background)."""
+    orders, cancelled, tag = read_answer(answer)
+    if orders is None:
+        return  # the lists are unchanged since the tag we sent: nothing to do
+    new = [o for o in orders if (o.order_id, o.version) not in agent.prestaged]
+    gone = [order for order in cancelled if any(key[0] == order for key in agent.prestaged)]
+    if not new and not gone:
+        _orders_done(agent, tag)
+    elif not agent.closing and not agent.staging.locked():
+        agent.spawn(agent.prestage(new, gone, tag))  # a round already running: the next check-in brings them again
+
+
+def _orders_done(agent: Agent, tag: str | None) -> None:
+    if agent.reporter is not None:
+        agent.reporter.orders_tag = tag
+
+
+async def prestage(agent: Agent, orders: list[StageOrder], cancelled: list[str], tag: str | None = None) -> None:
+    """``Agent.prestage``: each order once, cancellations first; one round at a time."""
+    async with agent.staging:
+        failed = False
+        for order_id in cancelled:
+            await _cancel_order(agent, order_id)
+        for order in orders:
+            if (order.order_id, order.version) in agent.prestaged or agent.closing:
+                continue
+            had = order.info_hash in agent.packages
+            if not had:
+                status = await agent.ensure(order.package_id, order.version, advertised_at=order.since)
+                if status.state == ERROR:
+                    log.warning("pre-staging %s v%d: %s (trying again at the next check-in)", order.package_id, order.version, status.error)
+                    failed = True
+                    continue
+                log.info("pre-staging %s v%d (order %s)", order.package_id, order.version, order.order_id)
+            row = PrestagedRow(order.order_id, order.version, order.package_id, order.info_hash, order.since, not had)
+            agent.prestaged[(row.order_id, row.version)] = row
+            if agent.state is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    agent.state.note_prestaged(row)
+        if not failed and not agent.closing:
+            _orders_done(agent, tag)
+
+
+async def _cancel_order(agent: Agent, order_id: str) -> None:
+    rows = [row for key, row in agent.prestaged.items() if key[0] == order_id]
+    for row in rows:
+        package = agent.packages.get(row.info_hash)
+        if row.added and package is not None:
+            async with agent.id_lock(row.package_id):
+                if package.key in agent.in_use():
+                    log.info("%s v%d: pre-staging cancelled; kept, a program runs from it", row.package_id, row.version)
+                elif package.row.last_advertised > row.since:
+                    log.info("%s v%d: pre-staging cancelled; kept, a program asked for it", row.package_id, row.version)
+                elif not package.removed:
+                    await retention.remove_package(agent, package, "pre-staging cancelled")
+        agent.prestaged.pop((row.order_id, row.version), None)
+    if rows and agent.state is not None:
+        with contextlib.suppress(sqlite3.Error):
+            agent.state.forget_prestaged(order_id)
