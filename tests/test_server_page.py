@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2pdist.tracker.pages import human_size
-from test_tracker_helpers import (
+from tests.support.siteserver import (
     SITES,
     announce_url,
     info_hash_of,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_storage_helpers import MULTI_FILES, corrupt, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, corrupt, make_torrent, piece_of
 
 from p2pdist.metainfo import BLOCK_SIZE, Info
 from p2pdist.storage import FileStorage, MemoryStorage, NullStorage, Storage, StorageError

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_storage_helpers import MULTI_FILES, corrupt, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, corrupt, make_torrent, piece_of
 
 from p2pdist.metainfo import BLOCK_SIZE, Info
 from p2pdist.storage import FileStorage, StorageError

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_storage_helpers import MULTI_FILES, disk_truth, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, disk_truth, make_torrent, piece_of
 
 from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info, Layout, encode_torrent

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from test_storage_helpers import MULTI_FILES, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, make_torrent, piece_of
 
 from p2pdist.storage import MemoryStorage
 from p2pdist.storage.workers import PieceWorkers

@@ -1,0 +1,103 @@
+"""The test kit's own rules, and checks of its helpers.
+
+Helpers live in tests/support/ (one module per job) and shared fixtures in tests/conftest.py;
+a test module imports neither another test module nor anything a test module defines, so a
+test file can be renamed, split or deleted without breaking a second one.
+"""
+
+from __future__ import annotations
+
+import ast
+import socket
+from pathlib import Path
+
+import pytest
+
+from p2pdist.metainfo import PackageIdentity, parse_metainfo
+from p2pdist.metainfo.signing import SignatureStatus, verify_signature
+from tests.support.agents import PUBLIC_HEX as AGENT_KEY_HEX
+from tests.support.agents import agent_settings, make_package
+from tests.support.siteserver import PUBLIC_HEX, free_port, info_hash_of, signed_torrent
+
+TESTS = Path(__file__).resolve().parent
+SOURCES = sorted(TESTS.rglob("*.py"))
+
+
+def is_test_module(name: str) -> bool:
+    """Whether a dotted import target names a test module (``test_x``, ``tests.test_x``, ...)."""
+    return any(part.startswith("test_") for part in name.split("."))
+
+
+def imported_test_modules(path: Path) -> list[str]:
+    """The test modules ``path`` imports, by the name it imports them under."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if is_test_module(alias.name)]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: "from . import test_x" or "from .test_x import y"
+                target = node.module or ""
+                found += [f"{'.' * node.level}{target}"] if is_test_module(target) else []
+                found += [f"{'.' * node.level}{alias.name}" for alias in node.names if not target and is_test_module(alias.name)]
+            elif node.module and is_test_module(node.module):
+                found.append(node.module)
+            elif node.module in ("tests", "tests.windows"):
+                found += [f"{node.module}.{alias.name}" for alias in node.names if is_test_module(alias.name)]
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(TESTS)))
+def test_no_module_imports_a_test_module(path: Path) -> None:
+    assert imported_test_modules(path) == [], "move what is shared into tests/support/<job>.py (fixtures: tests/conftest.py)"
+
+
+def test_the_check_sees_every_form_of_import(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import test_a\nimport tests.test_b as b\nfrom test_c import x\nfrom tests.test_d import y\n"
+        "from tests import test_e\nfrom . import test_f\nfrom .test_g import z\n"
+        "def inner():\n    from test_h import w\n"
+        "import tests.support.agents\nfrom tests.support.torrents import make_torrent\nfrom p2pdist.metainfo import x\n"
+    )
+    assert imported_test_modules(probe) == ["test_a", "tests.test_b", "test_c", "tests.test_d", "tests.test_e", ".test_f", ".test_g", "test_h"]
+
+
+def test_helpers_live_in_support_and_conftest_only() -> None:
+    """Beside test modules, tests/ holds conftest.py and the folders; no loose helper module."""
+    loose = [path.name for path in TESTS.glob("*.py") if path.name != "conftest.py" and not path.name.startswith("test_")]
+    assert loose == []
+    assert not [path for path in (TESTS / "support").glob("test_*.py")], "tests/support/ holds helpers, not tests"
+
+
+# The helpers themselves.
+
+
+def test_make_package_is_signed_private_and_two_files() -> None:
+    package = make_package("PS100012", 3, 100_000, announce="http://127.0.0.1:1/announce")
+    meta = parse_metainfo(package.torrent)
+    assert verify_signature(meta, [bytes.fromhex(AGENT_KEY_HEX)]) is SignatureStatus.VALID
+    assert meta.info.private and meta.info.package == PackageIdentity("PS100012", 3)
+    assert [e.relpath for e in meta.info.files] == ["PS100012/setup.exe", "PS100012/data/payload.bin"]
+    assert len(package.data) == 100_000
+
+
+def test_agent_settings_are_isolated(tmp_path: Path) -> None:
+    a = agent_settings(tmp_path, 1, "http://127.0.0.1:1", tmp_path)
+    b = agent_settings(tmp_path, 2, "http://127.0.0.1:1", tmp_path)
+    assert a.cache_dir != b.cache_dir and a.engine.bind_host != b.engine.bind_host
+    assert a.control.address != b.control.address
+
+
+def test_signed_torrent_is_valid_and_deterministic() -> None:
+    torrent = signed_torrent("PS100099", 4)
+    meta = parse_metainfo(torrent)
+    assert meta.info.package == PackageIdentity("PS100099", 4)
+    assert verify_signature(meta, [bytes.fromhex(PUBLIC_HEX)]) is SignatureStatus.VALID
+    assert info_hash_of(signed_torrent("PS100099", 4)) == meta.info_hash
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+    assert 0 < port < 65536
