@@ -15,9 +15,12 @@ import pytest
 
 from p2pdist.metainfo import PackageIdentity, parse_metainfo
 from p2pdist.metainfo.signing import SignatureStatus, verify_signature
+from p2pdist.storage.verify import piece_matches
 from tests.support.agents import PUBLIC_HEX as AGENT_KEY_HEX
 from tests.support.agents import agent_settings, make_package
 from tests.support.siteserver import PUBLIC_HEX, free_port, info_hash_of, signed_torrent
+from tests.support.storage import MULTI_FILES, PIECE, piece_of
+from tests.support.torrents import Pad, content, make_torrent
 
 TESTS = Path(__file__).resolve().parent
 SOURCES = sorted(TESTS.rglob("*.py"))
@@ -70,6 +73,18 @@ def test_helpers_live_in_support_and_conftest_only() -> None:
 
 
 # The helpers themselves.
+
+
+def test_one_builder_makes_pads_single_files_and_real_hashes() -> None:
+    raw, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
+    assert parse_metainfo(raw) == meta and meta.info.private and meta.info.total_length == len(data)
+    assert [(e.relpath, e.pad) for e in meta.info.files] == [
+        (f"pkg/{path}", isinstance(body, Pad)) for path, body in MULTI_FILES.items()
+    ]
+    assert all(piece_matches(meta.info, i, piece_of(meta.info, data, i)) for i in range(meta.info.num_pieces))
+    _, single = make_torrent({"x.msi": b"abc"}, name="x.msi", single=True, private=False)
+    assert not single.info.multi_file and not single.info.private and single.info.total_length == 3
 
 
 def test_make_package_is_signed_private_and_two_files() -> None:

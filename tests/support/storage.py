@@ -1,45 +1,14 @@
-"""Shared builders for the storage tests: real torrents from real bytes, and an independent
-reader that says which pieces on disk are really right (the ground truth for rechecks)."""
+"""For the storage tests: a multi-file layout with every shape, and an independent reader that
+says which pieces on disk are really right (the ground truth for rechecks). Torrents come from
+tests/support/torrents.py like everywhere else."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import random
-from collections.abc import Sequence
 from pathlib import Path
 
-from p2pdist import bencode
-from p2pdist.metainfo import Info, Metainfo, parse_metainfo
-
-# (path parts below the torrent name, length, is_pad)
-FileSpec = tuple[tuple[str, ...], int, bool]
-
-
-def make_torrent(
-    files: Sequence[FileSpec] | int, piece_length: int = 16 * 1024, *, name: str = "pkg", seed: int = 1
-) -> tuple[Metainfo, bytes]:
-    """A parsed torrent and its data; an int means a single-file torrent of that size."""
-    rng = random.Random(seed)
-    if isinstance(files, int):
-        data = rng.randbytes(files)
-        info: dict[bytes, object] = {b"length": files}
-    else:
-        chunks, entries = [], []
-        for parts, length, pad in files:
-            chunks.append(bytes(length) if pad else rng.randbytes(length))
-            entry: dict[bytes, object] = {b"length": length, b"path": [p.encode() for p in parts]}
-            if pad:
-                entry[b"attr"] = b"p"
-            entries.append(entry)
-        data = b"".join(chunks)
-        info = {b"files": entries}
-    hashes = b"".join(
-        hashlib.sha1(data[i : i + piece_length]).digest() for i in range(0, len(data), piece_length)
-    )
-    info.update({b"name": name.encode(), b"piece length": piece_length, b"pieces": hashes})
-    raw = bencode.encode({b"info": info})
-    return parse_metainfo(raw), data
+from p2pdist.metainfo import Info
+from tests.support.torrents import Pad, random_bytes
 
 
 def piece_of(info: Info, data: bytes, index: int) -> bytes:
@@ -84,11 +53,15 @@ def disk_truth(info: Info, data: bytes, directory: Path) -> set[int]:
     return good
 
 
-MULTI_FILES: list[FileSpec] = [
-    (("a.bin",), 40_000, False),
-    ((".pad", "0"), 9_152, True),
-    (("empty.txt",), 0, False),
-    (("sub", "b.bin"), 5, False),
-    (("sub", "deeper", "c.bin"), 70_001, False),
-    (("z.bin",), 16_384, False),
-]
+PIECE = 16 * 1024
+
+# Every shape at once: a pad that aligns the next file to a piece boundary, an empty file, nested
+# folders, a short file between long ones. Built with make_torrent(MULTI_FILES, piece_length=PIECE).
+MULTI_FILES: dict[str, bytes | Pad] = {
+    "a.bin": random_bytes(40_000, seed=1),
+    ".pad/0": Pad(9_152),
+    "empty.txt": b"",
+    "sub/b.bin": random_bytes(5, seed=2),
+    "sub/deeper/c.bin": random_bytes(70_001, seed=3),
+    "z.bin": random_bytes(16_384, seed=4),
+}
