@@ -1,8 +1,9 @@
 """The test kit's own rules, and checks of its helpers.
 
 Helpers live in tests/support/ (one module per job) and shared fixtures in tests/conftest.py;
-a test module imports neither another test module nor anything a test module defines, so a
-test file can be renamed, split or deleted without breaking a second one.
+no test module imports another, so a test file can be renamed, split or deleted without
+breaking a second one. A test file is named ``test_<package>_<capability>.py`` after the
+p2pdist package it tests, so the tests of a package sit together and a newcomer finds them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from p2pdist.metainfo import PackageIdentity, parse_metainfo
 from p2pdist.metainfo.signing import SignatureStatus, verify_signature
 from p2pdist.storage.verify import piece_matches
+from tests.support.modules import PACKAGE_ROOT
 from tests.support.agents import PUBLIC_HEX as AGENT_KEY_HEX
 from tests.support.agents import agent_settings, make_package
 from tests.support.siteserver import PUBLIC_HEX, free_port, info_hash_of, signed_torrent
@@ -24,6 +26,10 @@ from tests.support.torrents import Pad, content, make_torrent
 
 TESTS = Path(__file__).resolve().parent
 SOURCES = sorted(TESTS.rglob("*.py"))
+# Besides the product's packages and modules: "p2pdist" checks the whole package (layers, lint,
+# start-up imports), "interop" runs p2pdist against other products, "benchmarks" checks the
+# benchmark harness, "tests" this kit.
+WHOLE = {"p2pdist", "interop", "benchmarks", "tests"}
 
 
 def is_test_module(name: str) -> bool:
@@ -70,6 +76,35 @@ def test_helpers_live_in_support_and_conftest_only() -> None:
     loose = [path.name for path in TESTS.glob("*.py") if path.name != "conftest.py" and not path.name.startswith("test_")]
     assert loose == []
     assert not [path for path in (TESTS / "support").glob("test_*.py")], "tests/support/ holds helpers, not tests"
+
+
+def packages() -> set[str]:
+    """p2pdist's top-level packages and modules, the names a test file starts with."""
+    names = {path.name for path in PACKAGE_ROOT.iterdir() if (path / "__init__.py").is_file()}
+    names |= {path.stem for path in PACKAGE_ROOT.glob("*.py") if not path.stem.startswith("__")}
+    return names | WHOLE
+
+
+def misnamed(names: list[str], known: set[str]) -> list[str]:
+    """The file names that are not ``test_<known>_<capability>.py``."""
+    bad = []
+    for name in names:
+        stem = name.removeprefix("test_").removesuffix(".py")
+        if not any(stem.startswith(package + "_") and len(stem) > len(package) + 1 for package in known):
+            bad.append(name)
+    return bad
+
+
+def test_test_files_are_named_after_the_package_they_test() -> None:
+    names = sorted(path.name for path in TESTS.glob("test_*.py"))
+    assert misnamed(names, packages()) == []
+    assert {"engine", "piece_picker", "tracker", "wire"} <= packages()
+
+
+def test_the_name_check_refuses_what_it_should() -> None:
+    known = {"engine", "piece_picker", "tracker"}
+    names = ["test_engine_swarm.py", "test_piece_picker_choker.py", "test_picker.py", "test_engine.py", "test_server_cli.py"]
+    assert misnamed(names, known) == ["test_picker.py", "test_engine.py", "test_server_cli.py"]
 
 
 # The helpers themselves.

@@ -1,7 +1,7 @@
 """Shared pieces for the agent tests: signed packages, a real site server, seeders, agents.
 
 Every agent binds its own 127.0.1.x address (peers and tracker), so the tracker sees distinct
-sources; all are in one site. tests/test_testkit.py checks the helpers themselves.
+sources; all are in one site. tests/test_tests_kit.py checks the helpers themselves.
 """
 
 from __future__ import annotations

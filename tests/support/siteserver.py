@@ -1,6 +1,6 @@
 """Shared pieces for the site server tests: signed torrents, settings, a real server, clients.
 
-Used by the tracker, repository and server tests; tests/test_testkit.py checks the helpers
+Used by the tracker, repository and server tests; tests/test_tests_kit.py checks the helpers
 themselves.
 """
 
