@@ -183,6 +183,20 @@ class Session:
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
         self._unpend(conn)
 
+    async def _stop_accepting(self) -> None:
+        """Accept no more, then give connections accepted a moment ago their transports (their
+        setup starts one loop turn after the accept). Server.close() alone races that setup
+        and leaks its socket (CPython gh-109564, gh-155934)."""
+        assert self._server is not None
+        loop = asyncio.get_running_loop()
+        try:
+            for sock in self._server.sockets:
+                loop.remove_reader(sock.fileno())
+        except NotImplementedError:  # a proactor loop (Windows) accepts without a reader
+            return
+        for _ in range(2):
+            await asyncio.sleep(0)
+
     async def _reap_pending(self) -> None:
         """Close inbound connections that never complete a handshake; ends when none is
         pending (the next inbound connection starts it again), so an idle session has no timer."""
@@ -194,12 +208,13 @@ class Session:
                     conn.close("handshake timeout")
 
     async def close(self) -> None:
-        if self._reaper is not None:
-            await stop_tasks([self._reaper], owner="session")
         if self._server is not None:
+            await self._stop_accepting()
             self._server.close()
         for conn in list(self._pending):
             conn.close("session closing")
+        if self._reaper is not None:  # after the last inbound connection, which may start one
+            await stop_tasks([self._reaper], owner="session")
         for info_hash in list(self.torrents):
             await self.remove_torrent(info_hash)
         if self._server is not None:
