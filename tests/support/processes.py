@@ -106,3 +106,6 @@ def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -141,6 +141,8 @@ class OpenTracker:
             if self._process.poll() is None:
                 self._process.kill()
                 self._process.wait()
+            if self._process.stderr is not None:
+                self._process.stderr.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def scrape(self, info_hash: bytes) -> dict[bytes, int]:
