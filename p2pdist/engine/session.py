@@ -21,7 +21,7 @@ import random
 import time
 
 from p2pdist import __version__
-from p2pdist.aio import stop_tasks
+from p2pdist.aio import stop_accepting, stop_tasks
 from p2pdist.engine.peer import PeerConnection
 from p2pdist.engine.ratelimit import TokenBucket
 from p2pdist.engine.settings import EngineSettings
@@ -183,20 +183,6 @@ class Session:
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
         self._unpend(conn)
 
-    async def _stop_accepting(self) -> None:
-        """Accept no more, then give connections accepted a moment ago their transports (their
-        setup starts one loop turn after the accept). Server.close() alone races that setup
-        and leaks its socket (CPython gh-109564, gh-155934)."""
-        assert self._server is not None
-        loop = asyncio.get_running_loop()
-        try:
-            for sock in self._server.sockets:
-                loop.remove_reader(sock.fileno())
-        except NotImplementedError:  # a proactor loop (Windows) accepts without a reader
-            return
-        for _ in range(2):
-            await asyncio.sleep(0)
-
     async def _reap_pending(self) -> None:
         """Close inbound connections that never complete a handshake; ends when none is
         pending (the next inbound connection starts it again), so an idle session has no timer."""
@@ -209,7 +195,7 @@ class Session:
 
     async def close(self) -> None:
         if self._server is not None:
-            await self._stop_accepting()
+            await stop_accepting(self._server)
             self._server.close()
         for conn in list(self._pending):
             conn.close("session closing")
