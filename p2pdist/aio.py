@@ -79,3 +79,20 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, bound: float = STOP_
     if pending:
         names = ", ".join(sorted(task.get_name() for task in pending))
         log.error("%s: %d task(s) still running %.0f s after they were cancelled: %s", owner or "p2pdist", len(pending), bound, names)
+
+
+async def stop_accepting(server: asyncio.AbstractServer) -> None:
+    """Accept no more connections on ``server``, then give those accepted a moment ago their
+    transports and ``connection_made`` (asyncio sets an accepted connection up one loop turn
+    after the accept, and calls ``connection_made`` one turn later). Call it before
+    ``server.close()``: a close in that window makes the transport fail to attach and leaves
+    the socket open and unowned, the client's connection hanging (CPython gh-109564,
+    gh-155934). Afterwards the owner closes every connection its protocols hold."""
+    loop = asyncio.get_running_loop()
+    try:
+        for sock in server.sockets:  # type: ignore[attr-defined]  # asyncio and uvloop servers have it; AbstractServer does not declare it
+            loop.remove_reader(sock.fileno())
+    except NotImplementedError:  # a proactor loop (Windows) accepts without a reader
+        return
+    for _ in range(2):  # the accept task's first step, then connection_made
+        await asyncio.sleep(0)

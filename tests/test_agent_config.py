@@ -12,7 +12,7 @@ from p2pdist.agent.config import AgentSettings, ControlSettings, load_agent_sett
 from p2pdist.agent.state import AgentState, PackageRow
 from p2pdist.config import ConfigError
 from p2pdist.errors import LocalError
-from test_agent_helpers import PUBLIC_HEX
+from tests.support.agents import PUBLIC_HEX
 
 
 def write(tmp_path: Path, text: str) -> Path:

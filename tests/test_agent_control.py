@@ -21,7 +21,7 @@ from p2pdist.agent.control import host_allowed
 from p2pdist.control.client import ControlClient
 from p2pdist.control.schema import AgentUnavailable, ControlError, PackageStatus
 from p2pdist.agent.status_cli import progress_bar, render_table
-from test_agent_helpers import (
+from tests.support.agents import (
     agent_settings,
     make_package,
     publish,

@@ -20,7 +20,7 @@ import pytest
 from p2pdist.engine.session import Session
 from p2pdist.engine.settings import EngineSettings
 from p2pdist.storage.files import FileStorage
-from test_agent_helpers import FAST_ENGINE, agent_settings, make_package, publish, read_package, running_agent, seeder, site_server, socket_dir, wait_state
+from tests.support.agents import FAST_ENGINE, agent_settings, make_package, publish, read_package, running_agent, seeder, site_server, socket_dir, wait_state
 
 
 def mount(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,8 @@ from p2pdist.agent.doctor import Check, clock_check, retry_code_check, run_check
 from p2pdist.engine.settings import EngineSettings
 from p2pdist.config import toml_value
 from p2pdist.metainfo.signing import generate_key, raw_public_key
-from test_agent_helpers import PUBLIC_HEX, agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
-from test_tracker_helpers import free_port
+from tests.support.agents import PUBLIC_HEX, agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
+from tests.support.siteserver import free_port
 from tests.support.http import serve_app
 
 

@@ -13,7 +13,7 @@ import pytest
 from p2pdist.errors import P2pdistError
 
 from tests.support.trackers import HANG, ScriptedTracker
-from test_agent_helpers import ADMIN, agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
+from tests.support.agents import ADMIN, agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
 
 STOP_CEILING = 15.0  # the stop window a Windows service host gives the agent (docs/agent.md)
 

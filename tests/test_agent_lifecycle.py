@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from p2pdist.wrapper.exitcodes import EXIT_NOT_PUBLISHED, RETRY_DEFAULT, visible
-from test_agent_helpers import ADMIN, agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
+from tests.support.agents import ADMIN, agent_settings, make_package, publish, running_agent, seeder, site_server, socket_dir, wait_state
 
 GRACE = 3.0
 

@@ -18,8 +18,7 @@ from p2pdist.control.schema import PackageStatus
 from p2pdist.agent.daemon import Agent
 from p2pdist.agent.prestage import MAX_ORDERS, read_answer
 from tests.support.http import serve_app
-from test_agent_helpers import agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
-from test_agent_helpers import ADMIN
+from tests.support.agents import ADMIN, agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
 
 CHECK_IN = 0.5  # report_interval: the agent checks in this often
 

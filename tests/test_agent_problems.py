@@ -19,7 +19,7 @@ from p2pdist.agent.reporting import Reporter, encode, entry_of
 from p2pdist.outcomes import Problem, State, most_blocking, problem_kind
 from p2pdist.tracker.reports import MAX_ENTRIES, ReportEntry, ReportError, parse_report
 from tests.support.http import serve_app
-from test_agent_helpers import agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
+from tests.support.agents import agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
 
 
 def range_blind_dp(root: Path) -> web.Application:

@@ -13,7 +13,7 @@ from p2pdist.control.client import ControlClient
 
 from p2pdist.control.schema import AgentUnavailable
 from p2pdist.config import toml_value
-from test_agent_helpers import PUBLIC_HEX, make_package, publish, read_package, seeder, server_state, site_server, socket_dir, wait_state
+from tests.support.agents import PUBLIC_HEX, make_package, publish, read_package, seeder, server_state, site_server, socket_dir, wait_state
 
 HOST = "127.0.1.20"
 

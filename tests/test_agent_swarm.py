@@ -12,7 +12,8 @@ from aiohttp import web
 from p2pdist.control.schema import ControlError
 from p2pdist.outcomes import State
 from tests.support.http import serve_app
-from test_agent_helpers import (
+from tests.support.agents import (
+    agent_settings,
     make_package,
     publish,
     read_package,
@@ -22,7 +23,6 @@ from test_agent_helpers import (
     site_server,
     socket_dir,
     wait_state,
-    agent_settings,
     write_source,
 )
 from p2pdist.metainfo.signing import generate_key

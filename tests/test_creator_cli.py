@@ -128,6 +128,8 @@ def test_ctrl_c_while_hashing_leaves_no_output_and_shows_progress_on_a_terminal(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         os.close(master)
     assert proc.returncode == 130
     assert b"Traceback" not in seen

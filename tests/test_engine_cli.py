@@ -54,19 +54,19 @@ def _start_seed(torrent: Path, folder: Path, *extra: str) -> tuple[subprocess.Po
 
 def _run_watched(argv: list[str], timeout: float = 60) -> tuple[int, list[tuple[float, str]], float]:
     """Run a p2pdist command; its exit code, stderr lines with arrival times, and exit time."""
-    process = subprocess.Popen([sys.executable, "-m", "p2pdist", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []
-    reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line.rstrip("\n")) for line in process.stderr or ()))
-    reader.start()
-    try:
-        code = process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with subprocess.Popen([sys.executable, "-m", "p2pdist", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+        reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line.rstrip("\n")) for line in process.stderr or ()))
+        reader.start()
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            reader.join(10)
+            raise AssertionError(f"p2pdist {argv[0]} still running after {timeout} s; stderr: {[line for _, line in lines]}") from None
+        ended = time.monotonic()
         reader.join(10)
-        raise AssertionError(f"p2pdist {argv[0]} still running after {timeout} s; stderr: {[line for _, line in lines]}") from None
-    ended = time.monotonic()
-    reader.join(10)
     return code, lines, ended
 
 
@@ -81,7 +81,7 @@ def test_seed_then_get_over_loopback(tmp_path: Path) -> None:
         assert not (tmp_path / "out" / "PS100020.part").exists()
     finally:
         seeder.terminate()
-        seeder.wait(10)
+        seeder.communicate(timeout=10)  # reads what is left and closes the pipe
 
 
 def test_get_bad_torrent_is_one_line_exit_5(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_get_with_a_tracker_exits_promptly_once_complete(tmp_path: Path, mode: s
                 assert tracker.requests, "get never announced"
     finally:
         seeder.terminate()
-        seeder.wait(10)
+        seeder.communicate(timeout=10)  # reads what is left and closes the pipe
     text = [line for _, line in lines]
     assert code == 0, text
     assert read_tree(tmp_path / "out", meta) == {f"PS100020/{k}": v for k, v in FILES.items()}

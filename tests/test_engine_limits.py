@@ -55,9 +55,13 @@ async def _open(port: int, *, host: str = "127.0.0.1", source: str = "127.0.0.1"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.bind((source, 0))
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    try:
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except OSError:
+        sock.close()
+        raise
     return await asyncio.open_connection(sock=sock)
 
 
@@ -262,9 +266,13 @@ async def _poison_once(port: int, failures_before: int, torrent) -> bool:
     the piece failed. False when the session refused the connection."""
     try:
         reader, writer = await _open(port, source="127.0.0.2")
+    except ConnectionError:
+        return False
+    try:
         writer.write(m.Handshake(SMALL_META.info_hash, b"-XX0002-" + bytes(12), m.make_reserved(fast=True)).encode())
         await reader.readexactly(m.HANDSHAKE_LEN)
     except (ConnectionError, asyncio.IncompleteReadError):
+        writer.close()  # refused at accept: our end still holds its socket
         return False
     try:
         writer.write(_msg(0x0E) + _msg(1))  # have_all, unchoke

@@ -25,16 +25,11 @@ from p2pdist.aio import stop_tasks
 from p2pdist.metainfo import encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import sign_torrent
 from tests.support.trackers import ANSWER, HANG, HTTP_ERROR, REFUSAL, REFUSE, ScriptedTracker, closed_port
-from test_tracker_helpers import KEY, info_dict, make_settings, publish, running
+from tests.support.siteserver import KEY, info_dict, make_settings, publish, running
+from tests.support.trackers import every_byte_in_twenties
 
 UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 FILES = {"setup.msi": random_bytes(70_000, seed=31)}
-
-
-def every_byte_in_twenties(offset: int = 0) -> list[bytes]:
-    """13 strings of 20 bytes that hold each of the 256 byte values at least once."""
-    values = [(offset + i) % 256 for i in range(260)]
-    return [bytes(values[i : i + 20]) for i in range(0, 260, 20)]
 
 
 def percent_encoded(data: bytes) -> str:

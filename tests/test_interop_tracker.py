@@ -30,8 +30,8 @@ from p2pdist.storage.memory import MemoryStorage
 from tests.support import lt as ltsupport
 from tests.support import trackers
 from tests.support.torrents import make_torrent, random_bytes, write_files
-from test_engine_tracker_client import every_byte_in_twenties
-from test_tracker_helpers import KEY, info_dict, make_settings, publish, running
+from tests.support.siteserver import KEY, info_dict, make_settings, publish, running
+from tests.support.trackers import every_byte_in_twenties
 
 pytestmark = pytest.mark.skipif(not trackers.available(), reason="opentracker is not installed (Debian package opentracker; ./scripts/test installs it)")
 

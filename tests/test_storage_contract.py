@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_storage_helpers import MULTI_FILES, corrupt, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, PIECE, corrupt, piece_of
+from tests.support.torrents import Pad, content, make_torrent, random_bytes
 
 from p2pdist.metainfo import BLOCK_SIZE, Info
 from p2pdist.storage import FileStorage, MemoryStorage, NullStorage, Storage, StorageError
@@ -43,7 +44,8 @@ async def fill(storage: Storage, data: bytes, indices: list[int] | None = None) 
 
 async def test_start_empty_then_put_verify_read(backend: tuple[str, Factory]) -> None:
     kind, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     have = await storage.start()
@@ -62,7 +64,8 @@ async def test_start_empty_then_put_verify_read(backend: tuple[str, Factory]) ->
 
 async def test_bad_data_is_refused_and_changes_nothing(backend: tuple[str, Factory]) -> None:
     _, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     await storage.start()
@@ -85,7 +88,8 @@ async def test_bad_data_is_refused_and_changes_nothing(backend: tuple[str, Facto
 
 async def test_read_block_rejects_ranges_outside_the_piece(backend: tuple[str, Factory]) -> None:
     kind, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     await storage.start()
@@ -101,7 +105,8 @@ async def test_read_block_rejects_ranges_outside_the_piece(backend: tuple[str, F
 
 async def test_all_buffer_types_and_repeated_puts(backend: tuple[str, Factory]) -> None:
     kind, build = backend
-    meta, data = make_torrent(50_000)
+    data = random_bytes(50_000, seed=1)
+    _, meta = make_torrent({"pkg": data}, single=True, piece_length=PIECE)
     info = meta.info
     storage = build(info)
     await storage.start()
@@ -118,7 +123,8 @@ async def test_all_buffer_types_and_repeated_puts(backend: tuple[str, Factory]) 
 
 async def test_concurrent_puts_complete_and_finish(backend: tuple[str, Factory]) -> None:
     kind, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     await storage.start()
@@ -144,7 +150,8 @@ async def test_concurrent_puts_complete_and_finish(backend: tuple[str, Factory])
 
 async def test_recheck_keeps_good_pieces_and_reports_progress(backend: tuple[str, Factory]) -> None:
     kind, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     await storage.start()
@@ -159,7 +166,8 @@ async def test_recheck_keeps_good_pieces_and_reports_progress(backend: tuple[str
 
 async def test_closed_storage_refuses_work(backend: tuple[str, Factory]) -> None:
     _, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     storage = build(meta.info)
     await storage.start()
     await storage.close()
@@ -171,7 +179,8 @@ async def test_closed_storage_refuses_work(backend: tuple[str, Factory]) -> None
 
 
 def test_memory_from_data_is_a_seed_and_checks_its_input() -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     seed = MemoryStorage.from_data(meta.info, data)
     assert seed.complete
 
@@ -191,7 +200,8 @@ def test_memory_from_data_is_a_seed_and_checks_its_input() -> None:
 def test_verify_runs_group_consecutive_pieces() -> None:
     assert runs([5, 1, 2, 3, 9, 10], 1 << 20, 2 << 20) == [(1, 2), (3, 1), (5, 1), (9, 2)]
     assert runs([], 1 << 20) == []
-    meta, data = make_torrent(40_000)
+    data = random_bytes(40_000, seed=1)
+    _, meta = make_torrent({"pkg": data}, single=True, piece_length=PIECE)
     assert piece_matches(meta.info, 0, piece_of(meta.info, data, 0))
     assert not piece_matches(meta.info, 0, None)
     assert not piece_matches(meta.info, 0, piece_of(meta.info, data, 0)[:-1])
@@ -206,8 +216,12 @@ layouts = st.lists(
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(files=layouts, kind=st.sampled_from(["file", "memory"]), seed=st.integers(0, 1000))
 def test_random_layouts_round_trip(tmp_path: Path, files: list[tuple[int, bool]], kind: str, seed: int) -> None:
-    specs = [((f"f{i}",), length, pad and 0 < i < len(files) - 1) for i, (length, pad) in enumerate(files)]
-    meta, data = make_torrent(specs, seed=seed)
+    layout = {
+        f"f{i}": Pad(length) if pad and 0 < i < len(files) - 1 else random_bytes(length, seed=seed + i)
+        for i, (length, pad) in enumerate(files)
+    }
+    _, meta = make_torrent(layout, piece_length=PIECE)
+    data = content(layout)
     info = meta.info
     folder = Path(tempfile.mkdtemp(dir=tmp_path))
 
@@ -241,7 +255,8 @@ def test_random_layouts_round_trip(tmp_path: Path, files: list[tuple[int, bool]]
 
 async def test_cached_piece_is_a_view_once_the_piece_is_in_memory(backend: tuple[str, Factory]) -> None:
     kind, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     await storage.start()
@@ -261,7 +276,8 @@ async def test_cached_piece_is_a_view_once_the_piece_is_in_memory(backend: tuple
 
 async def test_submit_piece_settles_have_before_the_callers_callbacks(backend: tuple[str, Factory]) -> None:
     _, build = backend
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = build(info)
     await storage.start()

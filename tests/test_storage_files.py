@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_storage_helpers import MULTI_FILES, corrupt, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, PIECE, corrupt, piece_of
+from tests.support.torrents import content, make_torrent, random_bytes
 
 from p2pdist.metainfo import BLOCK_SIZE, Info
 from p2pdist.storage import FileStorage, StorageError
@@ -25,7 +26,8 @@ def write_final(info: Info, data: bytes, directory: Path) -> None:
 
 
 async def test_multi_file_staging_then_atomic_finish(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = FileStorage(info, tmp_path)
     await storage.start()
@@ -52,7 +54,8 @@ async def test_multi_file_staging_then_atomic_finish(tmp_path: Path) -> None:
 
 
 async def test_single_file_is_staged_as_part_file(tmp_path: Path) -> None:
-    meta, data = make_torrent(100_000, name="setup.msi")
+    data = random_bytes(100_000, seed=1)
+    _, meta = make_torrent({"setup.msi": data}, single=True, name="setup.msi", piece_length=PIECE)
     info = meta.info
     storage = FileStorage(info, tmp_path / "cache")
     await storage.start()
@@ -66,7 +69,8 @@ async def test_single_file_is_staged_as_part_file(tmp_path: Path) -> None:
 
 
 async def test_existing_final_data_is_verified_and_seeded_in_place(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     write_final(info, data, tmp_path)
     storage = FileStorage(info, tmp_path)
@@ -79,7 +83,8 @@ async def test_existing_final_data_is_verified_and_seeded_in_place(tmp_path: Pat
 
 
 async def test_bad_final_data_is_found_and_repaired_in_place_never_renamed_over(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     write_final(info, data, tmp_path)
     target = tmp_path / "pkg" / "sub" / "deeper" / "c.bin"
@@ -101,7 +106,8 @@ async def test_bad_final_data_is_found_and_repaired_in_place_never_renamed_over(
 
 
 async def test_finish_refuses_to_rename_over_a_folder_that_appeared(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = FileStorage(info, tmp_path)
     await storage.start()
@@ -117,18 +123,19 @@ async def test_finish_refuses_to_rename_over_a_folder_that_appeared(tmp_path: Pa
 
 
 async def test_final_name_of_the_wrong_kind_is_an_error(tmp_path: Path) -> None:
-    meta, _ = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
     (tmp_path / "pkg").write_text("a file where the package folder belongs")
     with pytest.raises(StorageError, match="not a folder"):
         await FileStorage(meta.info, tmp_path).start()
-    single, _ = make_torrent(20_000, name="one.bin")
+    _, single = make_torrent({"one.bin": random_bytes(20_000, seed=1)}, single=True, name="one.bin", piece_length=PIECE)
     (tmp_path / "one.bin").mkdir()
     with pytest.raises(StorageError, match="not a regular file"):
         await FileStorage(single.info, tmp_path).start()
 
 
 async def test_never_writes_through_a_symlink_out_of_the_folder(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -144,14 +151,16 @@ async def test_never_writes_through_a_symlink_out_of_the_folder(tmp_path: Path) 
 
 
 async def test_call_start_first(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     storage = FileStorage(meta.info, tmp_path)
     with pytest.raises(StorageError, match="start"):
         await storage.put_piece(0, piece_of(meta.info, data, 0))
 
 
 async def test_recheck_finds_corruption_on_disk(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = FileStorage(info, tmp_path)
     await storage.start()
@@ -182,7 +191,8 @@ class CountingStorage(FileStorage):
 
 
 async def test_block_reads_of_one_piece_cost_one_disk_read(tmp_path: Path) -> None:
-    meta, data = make_torrent(300_000, piece_length=64 * 1024)
+    data = random_bytes(300_000, seed=1)
+    _, meta = make_torrent({"pkg": data}, single=True, piece_length=64 * 1024)
     info = meta.info
     storage = CountingStorage(info, tmp_path, cache_bytes=256 * 1024)
     await storage.start()
@@ -199,8 +209,9 @@ async def test_block_reads_of_one_piece_cost_one_disk_read(tmp_path: Path) -> No
 
 
 async def test_descriptor_cache_stays_bounded(tmp_path: Path) -> None:
-    specs = [((f"f{i}.bin",), 20_000 + i, False) for i in range(9)]
-    meta, data = make_torrent(specs)
+    files = {f"f{i}.bin": random_bytes(20_000 + i, seed=i) for i in range(9)}
+    _, meta = make_torrent(files, piece_length=PIECE)
+    data = content(files)
     info = meta.info
     storage = FileStorage(info, tmp_path, max_open_files=2)
     await storage.start()
@@ -268,7 +279,8 @@ def small_disk(tmp_path: Path):
 
 
 async def test_disk_full_is_reported_and_recoverable(small_disk: Path, tmp_path: Path) -> None:
-    meta, data = make_torrent(3 * 256 * 1024, piece_length=256 * 1024, name="big.bin")
+    data = random_bytes(3 * 256 * 1024, seed=1)
+    _, meta = make_torrent({"big.bin": data}, single=True, piece_length=256 * 1024, name="big.bin")
     info = meta.info
     filler = small_disk / "filler"
     filler.write_bytes(b"\x01" * (640 * 1024))
@@ -293,7 +305,8 @@ async def test_disk_full_is_reported_and_recoverable(small_disk: Path, tmp_path:
 
 
 async def test_corrupt_piece_is_never_written(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = FileStorage(info, tmp_path)
     await storage.start()

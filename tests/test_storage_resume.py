@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_storage_helpers import MULTI_FILES, disk_truth, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, PIECE, disk_truth, piece_of
+from tests.support.torrents import Pad, content, make_torrent, random_bytes
 
 from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info, Layout, encode_torrent
@@ -61,7 +62,8 @@ def hashed(progress: list[tuple[int, int]]) -> int:
 
 
 async def test_matching_resume_is_trusted_without_rehashing(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     resume = tmp_path / "r.resume"
     await download(info, data, tmp_path / "dl", resume, [0, 1, 5, 6])
@@ -97,7 +99,8 @@ async def test_matching_resume_is_trusted_without_rehashing(tmp_path: Path) -> N
 
 async def test_a_forged_resume_cannot_complete_a_short_package(tmp_path: Path) -> None:
     """Resume data claiming every piece, a truncated file whose size and mtime it matches."""
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     layout = Layout(info)
     resume = tmp_path / "resume"
@@ -127,7 +130,8 @@ async def test_a_forged_resume_cannot_complete_a_short_package(tmp_path: Path) -
 
 async def test_finish_refuses_a_file_of_the_wrong_length(tmp_path: Path) -> None:
     """Belt and braces: whatever was trusted, completion needs every file at its exact length."""
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = FileStorage(info, tmp_path)
     await storage.start()
@@ -143,7 +147,8 @@ async def test_finish_refuses_a_file_of_the_wrong_length(tmp_path: Path) -> None
 
 
 async def test_missing_file_drops_its_pieces_without_error(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     resume = tmp_path / "resume"
     await download(info, data, tmp_path, resume, list(range(info.num_pieces)))
@@ -153,7 +158,8 @@ async def test_missing_file_drops_its_pieces_without_error(tmp_path: Path) -> No
 
 
 async def test_resume_of_another_torrent_or_garbage_means_recheck(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     resume = tmp_path / "resume"
     await download(info, data, tmp_path, resume, [0, 2])
@@ -173,7 +179,8 @@ async def test_resume_of_another_torrent_or_garbage_means_recheck(tmp_path: Path
 
 async def test_save_right_after_writing_still_resumes_cleanly(tmp_path: Path) -> None:
     """A file written within the racy window is stat-ed again after it, not left suspect."""
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     storage = FileStorage(info, tmp_path, resume_path=tmp_path / "resume")
     await storage.start()
@@ -186,7 +193,8 @@ async def test_save_right_after_writing_still_resumes_cleanly(tmp_path: Path) ->
 
 
 async def test_no_resume_path_means_no_file(tmp_path: Path) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     storage = FileStorage(meta.info, tmp_path / "dl")
     await storage.start()
     await storage.put_piece(0, piece_of(meta.info, data, 0))
@@ -213,7 +221,8 @@ async def test_piece_written_during_a_save_is_found_after_a_crash(tmp_path: Path
     """Its bytes are on disk before the save stats the file, its bit is set after the save
     snapshots ``have``, and nothing writes that file again: only the "unsettled" mark in the
     resume data gets it re-hashed instead of lost."""
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     resume = tmp_path / "resume"
     storage = StalledStorage(info, tmp_path, resume_path=resume)
@@ -235,7 +244,7 @@ async def test_piece_written_during_a_save_is_found_after_a_crash(tmp_path: Path
 
 
 def test_plan_trusts_only_settled_unchanged_files() -> None:
-    meta, _ = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
     info = meta.info
     layout = Layout(info)
     clock = 10**18
@@ -261,7 +270,7 @@ def test_plan_trusts_only_settled_unchanged_files() -> None:
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_decoding_mangled_resume_data_never_raises(data: st.DataObject) -> None:
-    meta, _ = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
     info = meta.info
     fingerprint = layout_fingerprint(info)
     states = tuple(FileState(f.length, 123456789) for f in info.files)
@@ -330,14 +339,16 @@ asyncio.run(main(*sys.argv[1:5], int(sys.argv[5])))
 # Many small files: a file whose last write raced a save is often never written again before
 # the kill, which is exactly when "unsettled" and "racy" files must not be trusted.
 _sizes = random.Random(5)
-KILL_FILES = [(("two", "empty"), 0, False)] + [
-    ((f"d{i % 3}", f"f{i}.bin"), _sizes.randrange(1, 120_000), False) for i in range(48)
-]
-KILL_FILES.insert(10, ((".pad", "1"), 16_383, True))
+KILL_FILES: dict[str, bytes | Pad] = {"two/empty": b""}
+for _i in range(48):
+    if _i == 9:
+        KILL_FILES[".pad/1"] = Pad(16_383)
+    KILL_FILES[f"d{_i % 3}/f{_i}.bin"] = random_bytes(_sizes.randrange(1, 120_000), seed=7 + _i)
 
 
 def test_kill_9_at_random_moments_never_claims_bad_data(tmp_path: Path) -> None:
-    meta, data = make_torrent(KILL_FILES, piece_length=16 * 1024, seed=7)
+    _, meta = make_torrent(KILL_FILES, piece_length=PIECE)
+    data = content(KILL_FILES)
     info = meta.info
     torrent = tmp_path / "t.torrent"
     torrent.write_bytes(encode_torrent(meta.raw_info))

@@ -8,7 +8,8 @@ import threading
 import time
 
 import pytest
-from test_storage_helpers import MULTI_FILES, make_torrent, piece_of
+from tests.support.storage import MULTI_FILES, PIECE, piece_of
+from tests.support.torrents import content, make_torrent
 
 from p2pdist.storage import MemoryStorage
 from p2pdist.storage.workers import PieceWorkers
@@ -89,7 +90,8 @@ class _Recording(MemoryStorage):
 
 
 async def test_one_torrent_writes_one_piece_at_a_time(workers: PieceWorkers) -> None:
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     first, second = _Recording(info, piece_workers=workers), _Recording(info, piece_workers=workers)
     await first.start()
@@ -108,7 +110,8 @@ async def test_one_torrent_writes_one_piece_at_a_time(workers: PieceWorkers) -> 
 async def test_a_cancelled_submit_still_records_what_the_worker_did() -> None:
     """The caller gives up on a piece while it waits for a worker: the worker still verifies and
     writes it, and ``have`` and the pending set follow what is on disk, not the caller."""
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
+    data = content(MULTI_FILES)
     info = meta.info
     pool = PieceWorkers(1, name="test-cancel")
     try:

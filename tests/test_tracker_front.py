@@ -20,78 +20,21 @@ from p2pdist.tracker.announce import parse_announce_response
 from p2pdist.tracker.front import FrontSite
 from p2pdist.tracker.settings import ListenSettings, SiteSettings
 from p2pdist.tracker.web import STATE
-from test_server_cli import self_signed
-from test_tracker_helpers import (
+from tests.support.rawhttp import Conversation, get
+from tests.support.siteserver import (
     SITES,
+    announce_target,
     info_hash_of,
     make_settings,
-    peer_id,
     publish,
     quoted,
     running,
     signed_torrent,
 )
+from tests.support.tls import self_signed
 
 TORRENT = signed_torrent()
 IH = info_hash_of(TORRENT)
-
-
-def announce_target(n: int, port: int, extra: str = "") -> str:
-    return f"/announce?info_hash={quoted(IH)}&peer_id={quoted(peer_id(n))}&port={port}&left=5&compact=1{extra}"
-
-
-def get(target: str, version: str = "1.1", headers: str = "") -> bytes:
-    return f"GET {target} HTTP/{version}\r\nHost: t\r\n{headers}\r\n".encode("latin-1")
-
-
-class Conversation:
-    """One client connection from a chosen 127.x address, reading whole HTTP responses."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.pending = b""
-
-    @classmethod
-    def open(cls, port: int, source: str = "127.0.0.1") -> Conversation:
-        return cls(socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)))
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def response(self) -> tuple[int, dict[bytes, bytes], bytes]:
-        """(status, headers with lower-case names, body) of the next response."""
-        while b"\r\n\r\n" not in self.pending:
-            self._fill()
-        head, _, self.pending = self.pending.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        length = int(headers.get(b"content-length", b"0"))
-        while len(self.pending) < length:
-            self._fill()
-        body, self.pending = self.pending[:length], self.pending[length:]
-        return int(lines[0].split(b" ")[1]), headers, body
-
-    def closed(self, within: float = 5.0) -> bool:
-        """True when the server closes the connection within ``within`` seconds."""
-        self.sock.settimeout(within)
-        try:
-            return self.sock.recv(1) == b""
-        except (TimeoutError, socket.timeout):
-            return False
-        except ConnectionResetError:
-            return True
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        self.pending += chunk
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 async def talk(port: int, script, source: str = "127.0.0.1"):  # type: ignore[no-untyped-def]

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from p2pdist.outcomes import Problem, State
 from p2pdist.tracker.ledger import DAY, SqliteLedger, Tally, change, day_of
 from p2pdist.tracker.reports import ReportEntry
-from test_tracker_redis import redis_url  # noqa: F401 (a fixture)
 
 T0 = 20_000 * DAY + 3600.0  # a fixed wall-clock moment: day 20000, 01:00 UTC
 LIMITS = dict(seen_days=7.0, history_days=30, unknown_per_address=2)
@@ -172,7 +171,7 @@ def test_counters_always_equal_the_last_entry_of_every_pc(tmp_path_factory: pyte
 
 
 async def test_legacy_reports_move_into_the_ledger(tmp_path: Path) -> None:
-    from test_tracker_helpers import info_hash_of, make_settings, publish, running, signed_torrent
+    from tests.support.siteserver import info_hash_of, make_settings, publish, running, signed_torrent
 
     torrent = signed_torrent("PS100012", 1)
     async with running(make_settings(tmp_path)) as server:

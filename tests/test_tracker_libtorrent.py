@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from p2pdist.tracker.announce import parse_announce_response
-from test_tracker_helpers import (
+from tests.support.siteserver import (
     SITES,
     announce_url,
     free_port,

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from p2pdist.tracker.prestage import CANCEL_KEEP, MAX_AHEAD, MAX_ORDERS, Order, OrderError, SqlitePrestage, due, parse_time
-from test_tracker_redis import redis_url  # noqa: F401 (a fixture)
 
 T0 = 1_800_000_000.0
 _prefixes = itertools.count()

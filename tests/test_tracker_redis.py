@@ -6,11 +6,7 @@ A real redis-server is started on a free 127.0.0.1 port in a temporary folder (n
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +23,7 @@ from p2pdist.tracker.store import (
     pack_endpoint,
     unpack_endpoint,
 )
-from test_tracker_helpers import (
+from tests.support.siteserver import (
     TOKEN,
     announce_url,
     free_port,
@@ -40,40 +36,7 @@ from test_tracker_helpers import (
     signed_torrent,
 )
 
-REDIS = shutil.which("redis-server")
 IH = b"\x42" * 20
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if REDIS is None:
-        print("redis-server not installed (scripts/system-deps installs it): Redis tests skipped")
-        pytest.skip("redis-server binary is missing")
-    pytest.importorskip("redis", reason="the redis package is not installed (test extra)")
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    process = subprocess.Popen(
-        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 _prefixes = iter(range(10**6))

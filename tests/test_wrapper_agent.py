@@ -20,10 +20,10 @@ from pathlib import Path
 from p2pdist.control.client import ControlClient
 from p2pdist.agent.daemon import Agent
 from p2pdist.wrapper.smsim import Result, simulate
-from test_agent_helpers import (
-    Package,
+from tests.support.agents import (
     agent_settings,
     make_package,
+    Package,
     publish,
     read_package,
     running_agent,

@@ -31,7 +31,7 @@ from p2pdist.wrapper.__main__ import invoke
 from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE
 from p2pdist.wrapper.gate import Timing
 from p2pdist.wrapper.smsim import simulate
-from test_wrapper_run import INSTALLER, make_executable
+from tests.support.wrapper import INSTALLER, make_executable
 
 FAST = Timing(quick=2.0, poll=0.05, stall=2.0)
 PKG = "PS100012"

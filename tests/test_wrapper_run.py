@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import stat
 import sys
 from pathlib import Path
 
@@ -13,21 +12,7 @@ import pytest
 
 from p2pdist.wrapper.resolve import Command
 from p2pdist.wrapper.run import CannotStart, batch_command_line, find_program, run, search_dirs
-
-INSTALLER = f"""#!{sys.executable}
-import json, os, sys
-with open(os.environ["INSTALLER_RECORD"], "a") as out:
-    out.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd()}}) + "\\n")
-sys.exit(int(os.environ.get("INSTALLER_EXIT", "0")))
-"""
-
-
-def make_executable(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
-
+from tests.support.wrapper import INSTALLER, make_executable
 
 @pytest.fixture
 def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

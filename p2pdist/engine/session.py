@@ -21,7 +21,7 @@ import random
 import time
 
 from p2pdist import __version__
-from p2pdist.aio import stop_tasks
+from p2pdist.aio import stop_accepting, stop_tasks
 from p2pdist.engine.peer import PeerConnection
 from p2pdist.engine.ratelimit import TokenBucket
 from p2pdist.engine.settings import EngineSettings
@@ -194,12 +194,13 @@ class Session:
                     conn.close("handshake timeout")
 
     async def close(self) -> None:
-        if self._reaper is not None:
-            await stop_tasks([self._reaper], owner="session")
         if self._server is not None:
+            await stop_accepting(self._server)
             self._server.close()
         for conn in list(self._pending):
             conn.close("session closing")
+        if self._reaper is not None:  # after the last inbound connection, which may start one
+            await stop_tasks([self._reaper], owner="session")
         for info_hash in list(self.torrents):
             await self.remove_torrent(info_hash)
         if self._server is not None:

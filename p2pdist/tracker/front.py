@@ -55,6 +55,7 @@ from typing import Any
 
 from aiohttp import web
 
+from p2pdist.aio import stop_accepting
 from p2pdist.tracker.service import TrackerService
 from p2pdist.tracker.settings import ListenSettings
 
@@ -366,5 +367,7 @@ class FrontSite(web.BaseSite):
         self._front.start()
 
     async def stop(self) -> None:
+        if self._server is not None:
+            await stop_accepting(self._server)
         await super().stop()  # stop listening first, then close what the front still holds
         self._front.close()

@@ -141,6 +141,8 @@ class OpenTracker:
             if self._process.poll() is None:
                 self._process.kill()
                 self._process.wait()
+            if self._process.stderr is not None:
+                self._process.stderr.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
     def scrape(self, info_hash: bytes) -> dict[bytes, int]:
@@ -175,3 +177,9 @@ def opentracker(info_hashes: Iterable[bytes], port: int | None = None) -> Iterat
     """opentracker serving ``info_hashes``, on ``port`` (one the torrents already name) or any."""
     with OpenTracker(info_hashes, port) as tracker:
         yield tracker
+
+
+def every_byte_in_twenties(offset: int = 0) -> list[bytes]:
+    """13 strings of 20 bytes that hold each of the 256 byte values at least once."""
+    values = [(offset + i) % 256 for i in range(260)]
+    return [bytes(values[i : i + 20]) for i in range(0, 260, 20)]

@@ -2,7 +2,7 @@
 
 Run ``python tests/vectors/make_torrent_vectors.py`` after changing a vector; the output is
 deterministic (no clock, no randomness; Ed25519 signatures are deterministic), and
-tests/test_vectors.py checks that the committed files are exactly what this script writes.
+tests/test_metainfo_vectors.py checks that the committed files are exactly what this script writes.
 
 Valid torrents are encoded with bencode.py, not p2pdist's encoder, and their info-hashes and
 signatures are computed here with hashlib and cryptography, so the vectors are an outside

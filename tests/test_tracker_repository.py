@@ -11,7 +11,7 @@ from p2pdist.metainfo import encode_torrent, parse_metainfo
 from p2pdist.metainfo.model import Signature, reencode
 from p2pdist.metainfo.signing import generate_key
 from p2pdist.tracker.repository import Repository, RepositoryError
-from test_tracker_helpers import (
+from tests.support.siteserver import (
     PUBLIC_HEX,
     TOKEN,
     info_dict,

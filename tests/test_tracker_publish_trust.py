@@ -20,8 +20,8 @@ import pytest
 from p2pdist import bencode
 from p2pdist.metainfo import encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import sign_torrent
-from test_server_slow_clients import server_process
-from test_tracker_helpers import KEY, TOKEN, info_dict, make_settings, publish, running
+from tests.support.processes import server_process
+from tests.support.siteserver import KEY, TOKEN, info_dict, make_settings, publish, running
 
 OWN = "http://127.0.0.1/announce"  # the process's public_url is http://127.0.0.1
 

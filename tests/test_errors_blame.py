@@ -6,7 +6,7 @@ import importlib
 import inspect
 
 from p2pdist.errors import LocalError, P2pdistError, RemoteError
-from test_layers import module_names
+from tests.support.modules import module_names
 
 # Not raised to a caller as p2pdist errors: a ValueError a settings dataclass turns into its
 # ConfigError line (the site server's URL rules, shared by config and publish).

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import p2pdist
+from tests.support.modules import PACKAGE_ROOT, module_names
 
-PACKAGE_ROOT = Path(p2pdist.__file__).parent
 BASE = {"p2pdist", "errors", "bitfield", "bencode", "config", "httpio", "aio", "logfile", "atomicfile", "outcomes"}
 # component -> components it may import (besides itself and BASE)
 ALLOWED: dict[str, set[str]] = {
@@ -44,16 +43,6 @@ ALLOWED: dict[str, set[str]] = {
     "demo": {"*"},  # the local demo drives every part, like a user would
     "__main__": {"cli"},
 }
-
-
-def module_names() -> list[str]:
-    names = []
-    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
-        parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        names.append(".".join(parts))
-    return names
 
 
 def component(module: str) -> str:

@@ -1,7 +1,7 @@
 """Shared pieces for the agent tests: signed packages, a real site server, seeders, agents.
 
 Every agent binds its own 127.0.1.x address (peers and tracker), so the tracker sees distinct
-sources; all are in one site. Holds a few self-checks so the helpers themselves are tested.
+sources; all are in one site. tests/test_tests_kit.py checks the helpers themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from p2pdist.engine.session import Session
 from p2pdist.engine.settings import EngineSettings
 from p2pdist.engine.torrent import Torrent
 from p2pdist.engine.tracker_client import TrackerClient
-from p2pdist.metainfo import Metainfo, PackageIdentity, parse_metainfo
+from p2pdist.metainfo import Metainfo, PackageIdentity
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
 from p2pdist.storage.files import FileStorage
 from p2pdist.tracker.server import RunningServer, start
@@ -209,21 +209,3 @@ async def wait_state(client: ControlClient, package_id: str, state: str, timeout
 def read_package(path: Path, package: Package) -> bytes:
     """The package's bytes as found under its cache path (``.../<name>``)."""
     return b"".join(path.joinpath(*entry.path[1:]).read_bytes() for entry in package.meta.info.files)
-
-
-def test_make_package_is_signed_private_and_two_files() -> None:
-    from p2pdist.metainfo.signing import SignatureStatus, verify_signature
-
-    package = make_package("PS100012", 3, 100_000, announce="http://127.0.0.1:1/announce")
-    meta = parse_metainfo(package.torrent)
-    assert verify_signature(meta, [bytes.fromhex(PUBLIC_HEX)]) is SignatureStatus.VALID
-    assert meta.info.private and meta.info.package == PackageIdentity("PS100012", 3)
-    assert [e.relpath for e in meta.info.files] == ["PS100012/setup.exe", "PS100012/data/payload.bin"]
-    assert len(package.data) == 100_000
-
-
-def test_agent_settings_are_isolated(tmp_path: Path) -> None:
-    a = agent_settings(tmp_path, 1, "http://127.0.0.1:1", tmp_path)
-    b = agent_settings(tmp_path, 2, "http://127.0.0.1:1", tmp_path)
-    assert a.cache_dir != b.cache_dir and a.engine.bind_host != b.engine.bind_host
-    assert a.control.address != b.control.address

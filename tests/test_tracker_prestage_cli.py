@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from p2pdist.tracker.prestage_cli import utc_time
-from test_server_cli import in_process, run_cli
-from test_tracker_helpers import TOKEN, info_hash_of, make_settings, publish, running, session_from, signed_torrent
+from tests.support.processes import in_process, run_cli
+from tests.support.siteserver import TOKEN, info_hash_of, make_settings, publish, running, session_from, signed_torrent
 
 BRANCH = "127.1.0.5"  # in site Branch (test_tracker_helpers.SITES)
 HQ = "127.0.0.7"

@@ -25,7 +25,7 @@ from p2pdist.tracker.pages import CURRENT, NOT_PUBLISHED, RETIRED, SUPERSEDED, R
 from p2pdist.tracker.repository import PackageRecord
 from p2pdist.tracker.settings import LocationSettings, PageSettings, ReportSettings, SiteSettings
 from p2pdist.tracker.web import STATE
-from test_tracker_helpers import KEY, TOKEN, info_dict, make_settings, publish, running, session_from
+from tests.support.siteserver import KEY, TOKEN, info_dict, make_settings, publish, running, session_from
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

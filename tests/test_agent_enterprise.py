@@ -29,7 +29,7 @@ from p2pdist.tracker.server import RunningServer, start
 from p2pdist.tracker.settings import SiteSettings
 from p2pdist.tracker.web import build_app
 from tests.support.http import serve_app
-from test_agent_helpers import (
+from tests.support.agents import (
     ADMIN,
     FAST_ENGINE,
     agent_settings,

@@ -10,23 +10,23 @@ import pytest
 
 from p2pdist import bencode
 from p2pdist.tracker.announce import (
-    AnnounceResponse,
     TrackerFailure,
     build_scrape_url,
     parse_announce_response,
     parse_scrape_response,
 )
 from p2pdist.tracker.settings import LimitSettings, LocationSettings
-from test_tracker_helpers import (
+from tests.support.rawhttp import raw_http
+from tests.support.siteserver import (
     SITES,
     TOKEN,
     announce_url,
+    get_announce,
     info_hash_of,
     make_settings,
     peer_id,
     publish,
     quoted,
-    raw_http,
     running,
     session_from,
     signed_torrent,
@@ -34,12 +34,6 @@ from test_tracker_helpers import (
 
 TORRENT = signed_torrent()
 IH = info_hash_of(TORRENT)
-
-
-async def get_announce(server, source: str, n: int, port: int = 6881, **fields) -> AnnounceResponse:
-    async with session_from(source) as session:
-        async with session.get(announce_url(server, fields.pop("ih", IH), peer_id(n), port, **fields)) as response:
-            return parse_announce_response(await response.read())
 
 
 async def test_announce_gives_only_peers_of_the_same_site(tmp_path: Path) -> None:

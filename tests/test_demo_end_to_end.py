@@ -20,6 +20,9 @@ def test_demo_installs_on_every_pc_with_one_wan_copy() -> None:
     for number, peers, dp, installed_from in rows:
         assert float(peers) + float(dp) >= 6.0 - 0.05  # every byte came from somewhere
         assert installed_from.endswith("/PS100001"), installed_from
+    # The product's claim: one copy crosses the branch's WAN (plain SMS would pull one per PC).
+    # The first copy must come from the distribution point; 5% more is what the web-seed claims
+    # and end-game duplicates may cost.
     copies = float(re.search(r"\(([\d.]+) copies over the WAN", out).group(1))
-    assert copies < 3.0  # plain SMS would pull one copy per PC
+    assert 1.0 <= copies <= 1.05, out
     assert "[demo] everything stopped" in out

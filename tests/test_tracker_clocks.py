@@ -16,8 +16,7 @@ import pytest
 
 from p2pdist.tracker.settings import LimitSettings, TrackerSettings
 from p2pdist.tracker.web import STATE
-from test_server_tracker import TORRENT, get_announce
-from test_tracker_helpers import make_settings, publish, running, session_from
+from tests.support.siteserver import TORRENT, get_announce, make_settings, publish, running, session_from
 
 DAY = 86_400.0
 CEILING = 20.0  # seconds to wait for the housekeeping task's sweeps (they run every 0.05 s)

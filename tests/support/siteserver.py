@@ -1,7 +1,7 @@
 """Shared pieces for the site server tests: signed torrents, settings, a real server, clients.
 
-Imported by the other tracker/repository/server test modules; holds a couple of self-checks so
-the helpers themselves are tested.
+Used by the tracker, repository and server tests; tests/test_tests_kit.py checks the helpers
+themselves.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import aiohttp
 from p2pdist import bencode
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
-from p2pdist.tracker.announce import AnnounceRequest, build_announce_url
+from p2pdist.tracker.announce import AnnounceRequest, AnnounceResponse, build_announce_url, parse_announce_response
 from p2pdist.tracker.server import RunningServer, start
 from p2pdist.tracker.settings import (
     LimitSettings,
@@ -130,33 +130,21 @@ def free_port(address: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def raw_http(port: int, request: bytes, timeout: float = 5.0) -> bytes:
-    """Send bytes as they are (no client library to tidy them up) and read the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        chunks = []
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks)
-
-
 def quoted(data: bytes) -> str:
     return quote_from_bytes(data, safe="")
 
 
-def test_signed_torrent_is_valid_and_deterministic() -> None:
-    from p2pdist.metainfo.signing import SignatureStatus, verify_signature
-
-    torrent = signed_torrent("PS100099", 4)
-    meta = parse_metainfo(torrent)
-    assert meta.info.package == PackageIdentity("PS100099", 4)
-    assert verify_signature(meta, [bytes.fromhex(PUBLIC_HEX)]) is SignatureStatus.VALID
-    assert info_hash_of(signed_torrent("PS100099", 4)) == meta.info_hash
+# The package most tests publish, and its info hash.
+TORRENT = signed_torrent()
+IH = info_hash_of(TORRENT)
 
 
-def test_free_port_is_bindable() -> None:
-    port = free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
-    assert 0 < port < 65536
+def announce_target(n: int, port: int, extra: str = "") -> str:
+    return f"/announce?info_hash={quoted(IH)}&peer_id={quoted(peer_id(n))}&port={port}&left=5&compact=1{extra}"
+
+
+async def get_announce(server: RunningServer, source: str, n: int, port: int = 6881, **fields: object) -> AnnounceResponse:
+    """Announce from ``source`` as peer ``n`` (``ih`` defaults to TORRENT's) and parse the answer."""
+    async with session_from(source) as session:
+        async with session.get(announce_url(server, fields.pop("ih", IH), peer_id(n), port, **fields)) as response:
+            return parse_announce_response(await response.read())

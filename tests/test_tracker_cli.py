@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import ipaddress
-import os
-import signal
 import ssl
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from p2pdist.config import ConfigError
 from p2pdist.config import toml_value
 from p2pdist.tracker.settings import load_server_settings
-from test_tracker_helpers import PUBLIC_HEX, TOKEN, free_port, info_hash_of, signed_torrent
+from tests.support.processes import in_process, run_cli, start_process, stop
+from tests.support.siteserver import PUBLIC_HEX, TOKEN, free_port, info_hash_of, signed_torrent
+from tests.support.tls import self_signed
 
 SITE_TOML = """
 data_dir = {data}
@@ -56,72 +48,6 @@ def write_config(tmp_path: Path, port: int, tls: str = "") -> Path:
     config = tmp_path / "site.toml"
     config.write_text(SITE_TOML.format(data=toml_value(tmp_path / "data"), token=toml_value(token), key=PUBLIC_HEX, port=port, tls=tls))
     return config
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
-async def start_process(*args: str) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 20)
-    if b"listening on" not in line:
-        process.kill()
-        _, err = await process.communicate()
-        pytest.fail(f"server did not start: {line!r} {err.decode()[-2000:]}")
-    return process
-
-
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "p2pdist", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 30)
-    return process.returncode or 0, out.decode(), err.decode()
-
-
-async def stop(process: asyncio.subprocess.Process) -> int:
-    process.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(process.wait(), 15)
-
-
-async def in_process(capsys: pytest.CaptureFixture[str], *args: str, token: str | None = None) -> tuple[int, str, str]:
-    """The same ``p2pdist`` entry point, run in a thread (it starts its own event loop)."""
-    from p2pdist.cli import main
-
-    previous = os.environ.get("P2PDIST_ADMIN_TOKEN")
-    os.environ["P2PDIST_ADMIN_TOKEN"] = token or ""
-    try:
-        code = await asyncio.to_thread(main, list(args))
-    finally:
-        os.environ.pop("P2PDIST_ADMIN_TOKEN")
-        if previous is not None:
-            os.environ["P2PDIST_ADMIN_TOKEN"] = previous
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def test_server_process_publish_retire_and_graceful_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,75 +10,17 @@ Every bound below is a generous ceiling: ``head_timeout`` is 1 s, a hang is 60 s
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from p2pdist.config import toml_value
-from test_tracker_front import Conversation, announce_target, get
-from test_tracker_helpers import PUBLIC_HEX, TOKEN, signed_torrent
+from tests.support.processes import CAP, server_process
+from tests.support.rawhttp import Conversation, get
+from tests.support.siteserver import TOKEN, announce_target, signed_torrent
 
 CEILING = 15.0  # seconds the server gets to close what it must close (head_timeout is 1 s)
-CAP = 4
-LOW_SOFT_LIMIT = 256
-
-SITE_TOML = """
-data_dir = {data}
-admin_token = {token}
-public_keys = ["{key}"]
-public_url = "http://127.0.0.1"  # what signed_torrent() announces to
-
-[listen]
-host = "127.0.0.1"
-port = 0
-head_timeout = 1.0
-body_timeout = 1.0
-keepalive_timeout = 60.0
-connections_per_address = {cap}
-
-[limits]
-announce_rate = 0
-
-[[sites]]
-name = "Branch"
-subnets = ["127.1.0.0/16"]
-"""
-
-
-@contextlib.contextmanager
-def server_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``python -m p2pdist.tracker`` started with a low soft open-file limit; (process, port)."""
-    config = tmp_path / "site.toml"
-    config.write_text(SITE_TOML.format(data=toml_value(tmp_path / "data"), token=toml_value(TOKEN), key=PUBLIC_HEX, cap=CAP))
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-
-    def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(LOW_SOFT_LIMIT, hard), hard))
-
-    process = subprocess.Popen([sys.executable, "-m", "p2pdist.tracker", "--config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=low_limit)  # fmt: skip
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # the server prints its URL once it listens
-        if b"listening on" not in line:
-            process.kill()
-            pytest.fail(f"server did not start: {line!r} {process.communicate(timeout=10)[1][-2000:]!r}")
-        yield process, int(line.strip().rsplit(b":", 1)[1])
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def publish(port: int, torrent: bytes) -> int:

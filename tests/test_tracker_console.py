@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from test_tracker_helpers import TOKEN, announce_url, info_hash_of, make_settings, peer_id, publish, running, session_from, signed_torrent
+from tests.support.siteserver import TOKEN, announce_url, info_hash_of, make_settings, peer_id, publish, running, session_from, signed_torrent
 
 
 def entry(ih: bytes, state: str, version: int = 3, **fields: object) -> dict[str, object]:
