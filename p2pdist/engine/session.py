@@ -89,12 +89,14 @@ class Session:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True)
+            self._server = await loop.create_server(self.inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True)
         except OSError as exc:
             raise LocalError(f"cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def _inbound(self) -> asyncio.BaseProtocol:
+    def inbound(self) -> asyncio.BaseProtocol:
+        """The protocol for one accepted connection (the listening socket's factory; tests
+        feed it in-memory streams)."""
         if self.connection_count() >= self.settings.max_connections:
             self.refused += 1
             return _Refused()
