@@ -138,7 +138,7 @@ class Settlement:
             if conn.have is None or not conn.have[index]:
                 conn.write(conn.wire.send(m.Have(index)))
             if conn.wire.am_interested:
-                torrent.update_interest(conn)
+                torrent.events.update_interest(conn)
 
 
 def trust_key(source: Hashable) -> Hashable:

@@ -44,6 +44,7 @@ from p2pdist.bitfield import Bitfield
 from p2pdist.engine.choking import Choking
 from p2pdist.engine.claims import WebClaims
 from p2pdist.engine.dialling import Address, Connect, Dialler, tcp_connect
+from p2pdist.engine.events import Events
 from p2pdist.engine.peer import PeerConnection
 from p2pdist.engine.ratelimit import RateMeter, Throttle, TokenBucket
 from p2pdist.engine.receive import Receiver
@@ -52,12 +53,10 @@ from p2pdist.engine.settings import EngineSettings
 from p2pdist.engine.settlement import Settlement
 from p2pdist.engine.targets import DialPolicy
 from p2pdist.engine.uploads import Uploads
-from p2pdist.errors import LocalError
 from p2pdist.metainfo import Layout, Metainfo
 from p2pdist.piece_picker.picker import PiecePicker
 from p2pdist.piece_picker.smartban import Strikes
 from p2pdist.storage.base import Storage, StorageError
-from p2pdist.wire import fetching
 from p2pdist.wire import messages as m
 from p2pdist.wire.state import Phase
 
@@ -111,7 +110,6 @@ class Torrent:
         self.disk_full = False  # the error is a full disk (or quota): room coming back fixes it
         self.picker: PiecePicker | None = None
         self.peers: set[PeerConnection] = set()
-        self._peer_ids: dict[bytes, PeerConnection] = {}
         self.strikes = strikes or Strikes(failures_to_ban=settings.ban_after_failures)
         self.dial_refusal = dial_refusal or DialPolicy(min_port=settings.min_peer_port, networks=settings.peer_networks).refusal
         self.can_connect = can_connect
@@ -146,6 +144,7 @@ class Torrent:
         self.settlement = Settlement(self)
         self.choking = Choking(self)
         self.claims = WebClaims(meta.info.num_pieces, clock)
+        self.events = Events(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class Torrent:
         conn.write(conn.wire.handshake())
         self.peers.add(conn)
         self.wake()
-        self._on_handshake(conn, handshake)
+        self.events.on_handshake(conn, handshake)
         return not conn.closed
 
     def peers_settled(self) -> bool:
@@ -372,161 +371,16 @@ class Torrent:
         self.uploads.on_requests(conn, run)
 
     def on_event(self, conn: PeerConnection, event: object) -> None:
-        self._dispatch.get(type(event), self._unexpected)(conn, event)
+        """Any other wire event (events.py)."""
+        self.events.on_event(conn, event)
 
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
         self.peers.discard(conn)
-        if conn.wire.peer_handshake is not None and self._peer_ids.get(conn.wire.peer_handshake.peer_id) is conn:
-            del self._peer_ids[conn.wire.peer_handshake.peer_id]
+        self.events.forget(conn)
         self.requests.peer_gone(conn)
         self.dialler.disconnected(conn)
         if self.downloading:
             self.requests.refill_all()
-
-    # -- events ----------------------------------------------------------------------------
-
-    @functools.cached_property
-    def _dispatch(self) -> dict[type, Callable[[PeerConnection, Any], None]]:
-        """Wire event type -> handler, made on the first message: a seed nobody visits never
-        needs its bound methods. Piece messages always come as runs (``on_blocks``)."""
-        return {
-            m.Handshake: self._on_handshake,
-            m.ExtendedHandshake: self._on_extended_handshake,
-            m.BitfieldMessage: self._on_bitfield,
-            m.HaveAll: self._on_have_all,
-            m.HaveNone: self._on_have_none,
-            m.Have: self._on_have,
-            m.Choke: self._on_choke,
-            m.Unchoke: self._on_unchoke,
-            m.Interested: self._on_interested,
-            m.NotInterested: self._ignore,
-            m.Request: self._on_request,
-            m.Cancel: self._ignore,  # the codec forgets the request; the upload loop skips it
-            m.Reject: self._on_reject,
-            m.AllowedFast: self._ignore,  # we do not request while choked; unchoke rounds are short on a LAN
-            m.Suggest: self._ignore,
-            m.Port: self._ignore,  # DHT port: private torrents use no DHT
-            m.Extended: self._on_extended,
-            m.KeepAlive: self._ignore,
-        }
-
-    def _ignore(self, conn: PeerConnection, event: object) -> None:
-        return None
-
-    def _unexpected(self, conn: PeerConnection, event: object) -> None:
-        raise LocalError(f"no handler for {type(event).__name__}")  # the driver closes the connection
-
-    def _on_handshake(self, conn: PeerConnection, handshake: m.Handshake) -> None:
-        other = self._peer_ids.get(handshake.peer_id)
-        if other is not None and other is not conn:
-            # Two peers that dial each other at once must agree on which connection survives:
-            # the one opened by the smaller peer id, decided the same way on both ends.
-            keep_outbound = self.peer_id < handshake.peer_id
-            if conn.outbound == other.outbound or conn.outbound != keep_outbound:
-                conn.close("duplicate connection to the same peer")
-                return
-            other.close("duplicate connection to the same peer (simultaneous open)")
-        self._peer_ids[handshake.peer_id] = conn
-        conn.download_meter = RateMeter(self.clock)
-        conn.upload_meter = RateMeter(self.clock)
-        self.requests.retarget(conn, self.settings.min_request_queue * 2)
-        chunks = []
-        if conn.wire.extensions:
-            chunks.append(
-                conn.wire.extension_handshake(
-                    client=self.settings.client_name, listen_port=self.listen_port or None, extensions={fetching.NAME: fetching.LOCAL_ID}
-                )
-            )
-        have = self.have
-        if conn.wire.fast and have.all():
-            chunks.append(conn.wire.send(m.HaveAll()))
-        elif conn.wire.fast and not have.any():
-            chunks.append(conn.wire.send(m.HaveNone()))
-        else:
-            chunks.append(conn.wire.send(m.BitfieldMessage(have.copy())))
-        conn.writelines(chunks)
-
-    def _on_extended_handshake(self, conn: PeerConnection, handshake: m.ExtendedHandshake) -> None:
-        if handshake.reqq:
-            self.requests.retarget(conn, conn.queue_target)
-        self.claims.introduce(conn, self.have)
-
-    def _describe_peer(self, conn: PeerConnection, field: Bitfield | None, *, has_all: bool = False) -> None:
-        assert self.picker is not None
-        if conn.have is not None:
-            raise LocalError("peer described twice")  # the codec's phase table prevents this
-        conn.have = Bitfield.full(self.info.num_pieces) if has_all else (field or Bitfield(self.info.num_pieces))
-        conn.is_seed = conn.have.all()
-        self.picker.add_peer(conn, None if has_all else conn.have, has_all=has_all)
-        if conn.is_seed and self.picker.complete:
-            conn.close("both are seeds")
-            return
-        self.update_interest(conn)
-
-    def _on_bitfield(self, conn: PeerConnection, event: m.BitfieldMessage) -> None:
-        field = event.bitfield
-        if field.all():
-            self._describe_peer(conn, None, has_all=True)
-        else:
-            self._describe_peer(conn, field)
-
-    def _on_have_all(self, conn: PeerConnection, event: m.HaveAll) -> None:
-        self._describe_peer(conn, None, has_all=True)
-
-    def _on_have_none(self, conn: PeerConnection, event: m.HaveNone) -> None:
-        self._describe_peer(conn, None)
-
-    def _on_have(self, conn: PeerConnection, event: m.Have) -> None:
-        assert self.picker is not None
-        index = event.index
-        if conn.have is None:
-            self._describe_peer(conn, None)
-            if conn.closed:
-                return
-        assert conn.have is not None
-        if not conn.have.set(index):
-            return
-        self.picker.peer_has(conn, index)
-        if conn.have.all():
-            conn.is_seed = True
-            if self.picker.complete:
-                conn.close("both are seeds")
-                return
-        if not conn.wire.am_interested and not self.picker.have[index]:
-            self.update_interest(conn)
-        elif not conn.wire.peer_choking:
-            self.requests.refill(conn)
-
-    def update_interest(self, conn: PeerConnection) -> None:
-        assert self.picker is not None
-        if conn.closed or conn.have is None:
-            return
-        interesting = not self.picker.complete and self.picker.is_interesting(conn)
-        if interesting and not conn.wire.am_interested:
-            conn.write(conn.wire.send(m.Interested()))
-        elif not interesting and conn.wire.am_interested:
-            conn.write(conn.wire.send(m.NotInterested()))
-        if interesting:
-            self.requests.refill(conn)
-
-    def _on_choke(self, conn: PeerConnection, event: m.Choke) -> None:
-        self.requests.choked(conn)
-
-    def _on_unchoke(self, conn: PeerConnection, event: m.Unchoke) -> None:
-        self.requests.refill(conn)
-
-    def _on_reject(self, conn: PeerConnection, event: m.Reject) -> None:
-        self.requests.rejected(conn, event)
-
-    def _on_interested(self, conn: PeerConnection, event: m.Interested) -> None:
-        self.choking.interested(conn)
-
-    def _on_request(self, conn: PeerConnection, event: m.Request) -> None:
-        """A request as the peer's first message (before its bitfield the codec does not batch)."""
-        self.uploads.on_requests(conn, [(event.index, event.begin, event.length)])
-
-    def _on_extended(self, conn: PeerConnection, event: m.Extended) -> None:
-        self.claims.on_extended(conn, event, self.have)
 
     # -- periodic work ---------------------------------------------------------------------
 
