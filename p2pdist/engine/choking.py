@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 class Choking:
     """One torrent's upload slots."""
 
+    __slots__ = ("torrent", "state", "running", "rounds")
+
     def __init__(self, torrent: Torrent) -> None:
         self.torrent = torrent
         self.state = ChokerState()

@@ -22,6 +22,8 @@ from p2pdist.wire.state import Phase
 class WebClaims:
     """Claims heard from peers and our own, for one torrent."""
 
+    __slots__ = ("num_pieces", "clock", "heard", "own")
+
     def __init__(self, num_pieces: int, clock: Callable[[], float]) -> None:
         self.num_pieces = num_pieces
         self.clock = clock

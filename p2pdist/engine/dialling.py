@@ -48,6 +48,8 @@ def backoff(failures: int) -> float:
 class Dialler:
     """One torrent's candidates, dials in flight and their back-off."""
 
+    __slots__ = ("torrent", "connect", "candidates", "failures", "connecting")
+
     def __init__(self, torrent: Torrent, connect: Connect) -> None:
         self.torrent = torrent
         self.connect = connect

@@ -12,7 +12,6 @@ runs (``Torrent.on_blocks``, ``Torrent.on_requests``), the hot paths.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +29,18 @@ if TYPE_CHECKING:
 class Events:
     """One torrent's handlers for its peers' wire events."""
 
+    __slots__ = ("torrent", "peer_ids", "_dispatch")
+
     def __init__(self, torrent: Torrent) -> None:
         self.torrent = torrent
         self.peer_ids: dict[bytes, PeerConnection] = {}  # the connection we keep per peer id
+        self._dispatch: dict[type, Callable[[PeerConnection, Any], None]] | None = None
 
     def on_event(self, conn: PeerConnection, event: object) -> None:
-        self.dispatch.get(type(event), self._unexpected)(conn, event)
+        dispatch = self._dispatch
+        if dispatch is None:
+            dispatch = self._dispatch = self.dispatch()
+        dispatch.get(type(event), self._unexpected)(conn, event)
 
     def forget(self, conn: PeerConnection) -> None:
         """``conn`` ended: its peer id is free for another connection."""
@@ -43,7 +48,6 @@ class Events:
         if handshake is not None and self.peer_ids.get(handshake.peer_id) is conn:
             del self.peer_ids[handshake.peer_id]
 
-    @functools.cached_property
     def dispatch(self) -> dict[type, Callable[[PeerConnection, Any], None]]:
         """Wire event type -> handler, made on the first message: a seed nobody visits never
         needs its bound methods. Piece messages always come as runs (``on_blocks``)."""

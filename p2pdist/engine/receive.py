@@ -43,6 +43,8 @@ _index = itemgetter(0)
 class Receiver:
     """One torrent's piece assembly: buffers, block views, and the blocks that fill them."""
 
+    __slots__ = ("torrent", "throttle", "partial", "views", "pool")
+
     def __init__(self, torrent: Torrent, throttle: Throttle) -> None:
         self.torrent = torrent
         self.throttle = throttle

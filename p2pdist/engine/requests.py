@@ -42,6 +42,8 @@ Answer = tuple[bool, Sequence[tuple[Hashable, Block]]] | None  # the picker's, p
 class Requests:
     """The request pipeline of one torrent's peers."""
 
+    __slots__ = ("torrent", "take", "take_placed")
+
     def __init__(self, torrent: Torrent) -> None:
         self.torrent = torrent
         # Receiving, bound to the picker's own methods once it exists (``bind``): the hot path

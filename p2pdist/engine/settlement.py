@@ -35,6 +35,8 @@ log = logging.getLogger("p2pdist.torrent")
 class Settlement:
     """What happens to one torrent's pieces once storage has hashed them."""
 
+    __slots__ = ("torrent", "failed_pieces", "smartban")
+
     def __init__(self, torrent: Torrent) -> None:
         self.torrent = torrent
         self.failed_pieces: set[int] = set()

@@ -36,7 +36,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
 from typing import Any
 
 from p2pdist.aio import Flag, stop_tasks
@@ -77,6 +77,53 @@ class TorrentState(enum.Enum):
 
 class Torrent:
     """A torrent being downloaded or seeded by this process."""
+
+    # A thousand held packages are a thousand of these: no per-instance dict.
+    __slots__ = (
+        "meta",
+        "info",
+        "info_hash",
+        "layout",
+        "storage",
+        "peer_id",
+        "settings",
+        "listen_port",
+        "rng",
+        "clock",
+        "state",
+        "error",
+        "disk_full",
+        "picker",
+        "peers",
+        "strikes",
+        "dial_refusal",
+        "can_connect",
+        "tracker_answered",
+        "download_meter",
+        "upload_meter",
+        "bytes_from_peers",
+        "bytes_from_webseed",
+        "bytes_wasted",
+        "first_block_at",
+        "hash_failures",
+        "completed",
+        "stopped",
+        "_tasks",
+        "_resume_dirty",
+        "_last_resume",
+        "_ticking",
+        "ticks",
+        "_wake_timer",
+        "_listeners",
+        "dialler",
+        "requests",
+        "receiver",
+        "uploads",
+        "settlement",
+        "choking",
+        "claims",
+        "events",
+    )
 
     def __init__(
         self,
@@ -338,7 +385,7 @@ class Torrent:
         """A connected peer said it fetches ``index`` from the web seed, and has not finished."""
         return self.claims.claimed_elsewhere(index)
 
-    def deliver_webseed_block(self, source: object, index: int, begin: int, data: bytes | memoryview) -> bool:
+    def deliver_webseed_block(self, source: Hashable, index: int, begin: int, data: bytes | memoryview) -> bool:
         """A block fetched over HTTP (BEP 19); counted apart from peer bytes (the WAN savings)."""
         self.download_meter.add(len(data))
         if self.receiver.take_run(source, [(index, begin, data)])[0]:

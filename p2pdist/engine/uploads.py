@@ -34,6 +34,8 @@ UPLOAD_BATCH = 32  # blocks per socket write when they are in memory (512 KiB)
 class Uploads:
     """One torrent's request serving."""
 
+    __slots__ = ("torrent", "throttle")
+
     def __init__(self, torrent: Torrent, throttle: Throttle) -> None:
         self.torrent = torrent
         self.throttle = throttle
