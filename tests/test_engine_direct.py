@@ -168,11 +168,11 @@ async def _download(
         # pool or a piece being assembled), or the cache would keep dropped buffers alive. A
         # piece that failed before may still be settling (smart-ban digests) for a moment.
         for _ in range(100):
-            live = {id(buffer) for buffer in [*torrent._buffer_pool, *torrent._partial.values()]}
-            if set(torrent._buffer_views) <= live:
+            live = {id(buffer) for buffer in [*torrent.receiver.pool, *torrent.receiver.partial.values()]}
+            if set(torrent.receiver.views) <= live:
                 break
             await asyncio.sleep(0.01)
-        assert set(torrent._buffer_views) <= live
+        assert set(torrent.receiver.views) <= live
         pieces = [await storage.read_block(i, 0, META.info.piece_size(i)) for i in range(META.info.num_pieces)]
         return b"".join(pieces), torrent.hash_failures
     finally:

@@ -1,4 +1,7 @@
-"""A torrent with nothing to do sleeps: no tick, no choke round, until something gives it work."""
+"""A torrent with nothing to do sleeps: no tick, no choke round, until something gives it work.
+
+Over a virtual clock and in-memory streams (tests/support/virtual.py): hours pass in
+milliseconds and the rounds counted are exact, whatever the machine's load."""
 
 from __future__ import annotations
 
@@ -7,68 +10,57 @@ import random
 
 from p2pdist.engine.session import Session
 from p2pdist.engine.settings import EngineSettings
-from p2pdist.storage.memory import MemoryStorage
+from p2pdist.engine.torrent import TorrentState
 from tests.support.torrents import make_torrent, random_bytes
-from tests.support.trackers import closed_port
+from tests.support.virtual import MemoryNet, VirtualLoop, inline_storage, run_virtual
 
-FAST = EngineSettings(listen_host="127.0.0.1", listen_port=0, tick_interval=0.02, choke_interval=0.02)
-
-
-def counting(torrent):  # type: ignore[no-untyped-def]
-    """Count the torrent's tick and choke rounds from now on."""
-    rounds = {"tick": 0, "choke": 0}
-    tick, choke = torrent._tick, torrent._choke_round
-
-    def counted_tick(now: float) -> None:
-        rounds["tick"] += 1
-        tick(now)
-
-    def counted_choke() -> None:
-        rounds["choke"] += 1
-        choke()
-
-    torrent._tick, torrent._choke_round = counted_tick, counted_choke
-    return rounds
+SETTINGS = EngineSettings(listen_host="127.0.0.1", listen_port=0)
+NOBODY = ("127.0.0.9", 6881)  # nobody listens there in the MemoryNet
 
 
-async def test_an_idle_seed_runs_no_rounds_even_when_told_of_peers() -> None:
+def test_an_idle_seed_runs_no_rounds_even_when_told_of_peers() -> None:
     files = {"a.bin": random_bytes(50_000, seed=61)}
     _, meta = make_torrent(files, name="PS100061")
-    session = Session(FAST, rng=random.Random(6))
-    await session.start()
-    try:
-        torrent = await session.add_torrent(meta, MemoryStorage.from_data(meta.info, files["a.bin"]))
-        rounds = counting(torrent)
-        await asyncio.sleep(0.5)  # 25 tick intervals
-        torrent.add_peer_addresses([("127.0.0.1", closed_port())])  # seeds wait to be dialled
-        await asyncio.sleep(0.5)
-        assert rounds == {"tick": 0, "choke": 0}
-    finally:
+
+    async def main(loop: VirtualLoop) -> None:
+        net = MemoryNet()
+        session = Session(SETTINGS, rng=random.Random(6), clock=loop.time, connect=net.connect)
+        torrent = await session.add_torrent(meta, inline_storage(meta.info, files["a.bin"]))
+        assert torrent.state is TorrentState.SEEDING
+        await asyncio.sleep(3600)
+        torrent.add_peer_addresses([NOBODY])  # seeds wait to be dialled
+        await asyncio.sleep(3600)
+        assert (torrent.ticks, torrent.choking.rounds, net.dials) == (0, 0, [])
+        assert not torrent.busy
         await session.close()
 
+    run_virtual(main)
 
-async def test_an_idle_download_wakes_for_a_candidate_then_sleeps_through_its_back_off() -> None:
+
+def test_an_idle_download_wakes_for_a_candidate_then_sleeps_through_its_back_off() -> None:
     files = {"a.bin": random_bytes(50_000, seed=62)}
     _, meta = make_torrent(files, name="PS100062")
-    session = Session(FAST, rng=random.Random(7))
-    await session.start()
-    try:
-        torrent = await session.add_torrent(meta, MemoryStorage(meta.info))
-        rounds = {"tick": 0, "choke": 0}
-        rounds = counting(torrent)
-        await asyncio.sleep(0.5)  # 25 tick intervals
-        assert rounds == {"tick": 0, "choke": 0}
+
+    async def main(loop: VirtualLoop) -> None:
+        net = MemoryNet()
+        session = Session(SETTINGS, rng=random.Random(7), clock=loop.time, connect=net.connect)
+        torrent = await session.add_torrent(meta, inline_storage(meta.info))
+        await asyncio.sleep(3600)
+        assert (torrent.ticks, torrent.choking.rounds) == (0, 0)
         # A candidate nobody answers: the torrent dials it, then sleeps until it is due again
         # (a back-off of 10 s), not every interval.
-        torrent.add_peer_addresses([("127.0.0.1", closed_port())])
-        async with asyncio.timeout(30):
-            while torrent._connecting or not torrent._failures:  # the dial has failed
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        settled = rounds["tick"]
-        await asyncio.sleep(0.5)
-        assert rounds["tick"] == settled, "ticking while the only candidate waits for its back-off"
-        assert rounds["choke"] == 0  # no peer: nothing to choke
+        torrent.add_peer_addresses([NOBODY])
+        await asyncio.sleep(5)
+        assert len(net.dials) == 1 and torrent.dialler.failures == {NOBODY: 1}
+        settled = torrent.ticks
+        assert 0 < settled <= 2
+        await asyncio.sleep(4)  # still inside the back-off
+        assert torrent.ticks == settled, "ticking while the only candidate waits for its back-off"
+        assert not torrent.busy
+        assert torrent.choking.rounds == 0  # no peer: nothing to choke
         assert torrent.download_meter.rate == 0.0 and torrent.upload_meter.rate == 0.0
-    finally:
+        await asyncio.sleep(5)  # due again: dialled again
+        assert len(net.dials) == 2
         await session.close()
+
+    run_virtual(main)

@@ -33,9 +33,9 @@ import asyncio
 import os
 import socket
 import sys
-from operator import itemgetter
 from typing import TYPE_CHECKING, Protocol
 
+from p2pdist.engine.fastpath import key_bytes, total_length
 from p2pdist.errors import LocalError, RemoteError
 from p2pdist.metainfo.layout import BLOCK_SIZE
 from p2pdist.wire.codec import PeerWire
@@ -215,7 +215,7 @@ class DirectReader:
             return False
         self._plan_next = nbytes >= FAST_READ
         self._settle(nbytes, first, keys, slots, buffers)
-        return nbytes == sum(map(len, buffers))
+        return nbytes == total_length(buffers)
 
     def _settle(
         self,
@@ -245,7 +245,7 @@ class DirectReader:
         # How many planned messages arrived whole (all full blocks but, at most, the torrent's
         # last one), then how many of those are the ones expected: all, unless the peer answered
         # out of order or sent something else.
-        if sum(map(len, slots)) == BLOCK_SIZE * len(slots):
+        if total_length(slots) == BLOCK_SIZE * len(slots):
             whole = min(len(slots), left // (_HEADER + BLOCK_SIZE))
             left -= whole * (_HEADER + BLOCK_SIZE)
         else:
@@ -259,7 +259,7 @@ class DirectReader:
         matched = whole
         if self._headers[: len(expected)] != expected:
             matched = _first_difference(self._headers, expected) // _HEADER
-            left += sum(map(len, slots[matched:whole])) + _HEADER * (whole - matched)
+            left += total_length(slots[matched:whole]) + _HEADER * (whole - matched)
             self._backoff = min(2 * self._backoff or 1, _MAX_BACKOFF)
             self._plain_left = self._backoff
             self._streak = 0
@@ -285,7 +285,7 @@ class DirectReader:
     def _finish(self, placed: list[tuple[int, int, int]], nbytes: int) -> None:
         conn = self.conn
         if placed:
-            self.placed_bytes += sum(map(itemgetter(2), placed))
+            self.placed_bytes += key_bytes(placed)
             conn.placed(placed)
         if not conn.closed:
             conn.process_events(nbytes)

@@ -2,7 +2,7 @@
 
 It is deliberately thin. Received bytes land directly in the codec's buffer (BufferedProtocol:
 no copy, no await per block), every complete message goes to the owner's ``on_event``, and the
-owner writes through ``write``. Once a peer sends blocks fast, ``agent.direct`` takes over the
+owner writes through ``write``. Once a peer sends blocks fast, ``engine.direct`` takes over the
 reading (POSIX) and puts its blocks straight into their piece buffers. The owner is the session
 until the handshake names a torrent, then that torrent. Protocol errors close this connection
 only and are reported with a reason.
@@ -16,10 +16,12 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from p2pdist.engine import direct
 from p2pdist.bitfield import Bitfield
+from p2pdist.engine import direct
+from p2pdist.engine.ratelimit import RateMeter
 from p2pdist.errors import LocalError, RemoteError
 from p2pdist.wire.codec import NEED_DATA, PeerWire, PieceRun, RequestRun
 
@@ -35,6 +37,8 @@ log = logging.getLogger("p2pdist.peer")
 
 
 class PeerOwner(Protocol):
+    """What the driver calls: the session until the handshake names a torrent, then that torrent."""
+
     def on_event(self, conn: PeerConnection, event: object) -> None: ...
 
     def on_blocks(self, conn: PeerConnection, run: PieceRun) -> None:
@@ -44,6 +48,17 @@ class PeerOwner(Protocol):
         """Request messages as the codec's run of ``(index, begin, length)`` keys."""
 
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None: ...
+
+    # The scatter-read fast path (engine/direct.py).
+    @property
+    def direct_receive(self) -> bool:
+        """Whether this owner's peers may be read with scatter reads at all."""
+
+    def receive_slots(self, conn: PeerConnection, limit: int) -> tuple[list[tuple[int, int, int]], list[memoryview]]:
+        """Keys and slots of the next blocks ``conn`` should send, in request order."""
+
+    def on_placed(self, conn: PeerConnection, keys: list[tuple[int, int, int]]) -> None:
+        """Blocks the driver read straight into the slots ``receive_slots`` gave it."""
 
 
 class InboundGate(Protocol):
@@ -62,8 +77,10 @@ class PeerConnection(asyncio.BufferedProtocol):
         outbound: bool,
         address: tuple[str, int] | None = None,
         max_send_buffer: int = 1 << 20,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wire = wire
+        self.clock = clock
         self.owner = owner
         self.outbound = outbound
         self.address = address
@@ -71,7 +88,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.closed = False
         self._finished = False
         self.close_reason = ""
-        now = time.monotonic()
+        now = clock()
         self.connected_at = now
         self.last_received = now
         self.last_sent = now
@@ -91,8 +108,8 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.queue_target = 0  # requests to keep in flight
         self.refill_at = 0  # top the pipeline up when in-flight requests fall to this
         self.blocks_since_growth = 0
-        self.download_meter = None  # RateMeter, set by the torrent
-        self.upload_meter = None
+        self.download_meter = RateMeter(clock)  # the torrent starts fresh ones at the handshake
+        self.upload_meter = RateMeter(clock)
         self.read_paused = False
         self._socket: socket.socket | None = None
         self._lowat = 1
@@ -134,7 +151,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         """Hand every complete message in the codec to the owner (``nbytes`` were just read)."""
         if self.closed:
             return
-        self.last_received = time.monotonic()
+        self.last_received = self.clock()
         next_event = self.wire.next_event
         downloading = False
         try:
@@ -161,10 +178,10 @@ class PeerConnection(asyncio.BufferedProtocol):
             self._set_lowat(self.wire.bytes_missing if nbytes < _LOWAT_READS_BELOW else 0)
 
     def placed(self, keys: list[tuple[int, int, int]]) -> None:
-        """Blocks the direct reader put straight into their slots (see ``agent.direct``)."""
-        self.last_received = time.monotonic()
+        """Blocks the direct reader put straight into their slots (see ``engine.direct``)."""
+        self.last_received = self.clock()
         try:
-            self.owner.on_placed(self, keys)  # type: ignore[attr-defined]
+            self.owner.on_placed(self, keys)
         except (RemoteError, LocalError) as exc:
             self.fail(exc)
 
@@ -178,13 +195,13 @@ class PeerConnection(asyncio.BufferedProtocol):
 
     def _read_directly(self) -> None:
         """From now on read this fast peer with scatter reads, when the platform and owner can."""
-        if not direct.SUPPORTED or not getattr(self.owner, "direct_receive", False) or self.transport is None:
+        if not direct.SUPPORTED or not self.owner.direct_receive or self.transport is None:
             return
         sock = self.transport.get_extra_info("socket")
         if sock is None:
             return
         try:
-            reader = direct.DirectReader(self, sock, self.owner)  # type: ignore[arg-type]
+            reader = direct.DirectReader(self, sock, self.owner)
         except OSError as exc:
             log.debug("peer %s: no direct reads: %s", self.describe(), exc)
             return
@@ -234,15 +251,15 @@ class PeerConnection(asyncio.BufferedProtocol):
         if self.closed or self.transport is None:
             return
         self.transport.write(data)
-        self.last_sent = time.monotonic()
+        self.last_sent = self.clock()
         if self._write_paused:
             self._check_send_buffer()
 
-    def writelines(self, chunks: list[bytes]) -> None:
+    def writelines(self, chunks: Sequence[bytes | memoryview]) -> None:
         if self.closed or self.transport is None:
             return
         self.transport.writelines(chunks)
-        self.last_sent = time.monotonic()
+        self.last_sent = self.clock()
         if self._write_paused:
             self._check_send_buffer()
 

@@ -21,10 +21,10 @@ class TokenBucket:
         self._stamp = clock()
 
     @classmethod
-    def of(cls, rate: float) -> TokenBucket:
-        """A bucket for ``rate``; every unlimited one is the same object (it never changes), so
-        a thousand torrents without a limit of their own share one."""
-        return cls(rate) if rate > 0 else UNLIMITED
+    def of(cls, rate: float, *, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+        """A bucket for ``rate``; every unlimited one is the same object (it never changes, and
+        never reads its clock), so a thousand torrents without a limit of their own share one."""
+        return cls(rate, clock=clock) if rate > 0 else UNLIMITED
 
     @property
     def unlimited(self) -> bool:

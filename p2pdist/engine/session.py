@@ -10,6 +10,10 @@ hands asyncio a ``_Refused`` protocol that resets the socket in ``connection_mad
 excess connection costs neither a codec nor a descriptor beyond that moment. The address is
 known only in ``connection_made``; there ``admit`` refuses banned addresses and addresses with
 ``max_connections_per_address`` handshakes already pending.
+
+Time is read from ``clock`` and outbound connections are made by ``connect``, both handed to
+every torrent of the session (seams for tests; by default ``time.monotonic`` and the loop's
+``create_connection``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 
 from p2pdist import __version__
 from p2pdist.aio import stop_accepting, stop_tasks
@@ -26,6 +31,7 @@ from p2pdist.engine.peer import PeerConnection
 from p2pdist.engine.ratelimit import TokenBucket
 from p2pdist.engine.settings import EngineSettings
 from p2pdist.engine.targets import DialPolicy
+from p2pdist.engine.dialling import Connect, tcp_connect
 from p2pdist.engine.torrent import Address, Torrent
 from p2pdist.errors import LocalError
 from p2pdist.metainfo import Metainfo
@@ -54,14 +60,22 @@ class _Refused(asyncio.Protocol):
 
 class Session:
     def __init__(
-        self, settings: EngineSettings = EngineSettings(), *, peer_id: bytes | None = None, rng: random.Random | None = None
+        self,
+        settings: EngineSettings = EngineSettings(),
+        *,
+        peer_id: bytes | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        connect: Connect = tcp_connect,
     ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.connect = connect
         self.peer_id = peer_id or make_peer_id()
         self.rng = rng or random.Random()
         self.torrents: dict[bytes, Torrent] = {}
-        self.upload_bucket = TokenBucket(settings.upload_rate_limit)
-        self.download_bucket = TokenBucket(settings.download_rate_limit)
+        self.upload_bucket = TokenBucket(settings.upload_rate_limit, clock=clock)
+        self.download_bucket = TokenBucket(settings.download_rate_limit, clock=clock)
         self._server: asyncio.base_events.Server | None = None
         self._pending: set[PeerConnection] = set()
         self._pending_ip: dict[PeerConnection, str] = {}  # admitted pending connections' addresses
@@ -75,17 +89,19 @@ class Session:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True)
+            self._server = await loop.create_server(self.inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True)
         except OSError as exc:
             raise LocalError(f"cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def _inbound(self) -> asyncio.BaseProtocol:
+    def inbound(self) -> asyncio.BaseProtocol:
+        """The protocol for one accepted connection (the listening socket's factory; tests
+        feed it in-memory streams)."""
         if self.connection_count() >= self.settings.max_connections:
             self.refused += 1
             return _Refused()
         conn = PeerConnection(
-            PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False, max_send_buffer=self.settings.max_send_buffer
+            PeerWire(peer_id=self.peer_id, runs=True), self, outbound=False, max_send_buffer=self.settings.max_send_buffer, clock=self.clock
         )
         self._pending.add(conn)
         if self._reaper is None or self._reaper.done():
@@ -123,7 +139,7 @@ class Session:
         self.dial_policy = self.dial_policy.with_site_networks(networks)
 
     def dial_refusal(self, address: Address) -> str | None:
-        """Why ``address`` may not be dialled (see ``agent.targets``), or None."""
+        """Why ``address`` may not be dialled (see ``engine.targets``), or None."""
         return self.dial_policy.refusal(address)
 
     def connection_count(self) -> int:
@@ -147,6 +163,8 @@ class Session:
             can_connect=self.can_connect,
             strikes=self.strikes,
             dial_refusal=self.dial_refusal,
+            clock=self.clock,
+            connect=self.connect,
         )
         self.torrents[meta.info_hash] = torrent
         try:
@@ -183,12 +201,21 @@ class Session:
     def on_disconnect(self, conn: PeerConnection, reason: str) -> None:
         self._unpend(conn)
 
+    # No scatter reads before a torrent owns the connection: it has requested nothing.
+    direct_receive = False
+
+    def receive_slots(self, conn: PeerConnection, limit: int) -> tuple[list[tuple[int, int, int]], list[memoryview]]:
+        return [], []
+
+    def on_placed(self, conn: PeerConnection, keys: list[tuple[int, int, int]]) -> None:
+        conn.close("piece before handshake")
+
     async def _reap_pending(self) -> None:
         """Close inbound connections that never complete a handshake; ends when none is
         pending (the next inbound connection starts it again), so an idle session has no timer."""
         while self._pending:
             await asyncio.sleep(self.settings.tick_interval)
-            now = time.monotonic()
+            now = self.clock()
             for conn in list(self._pending):
                 if conn.wire.phase is Phase.AWAIT_HANDSHAKE and now - conn.connected_at > self.settings.handshake_timeout:
                     conn.close("handshake timeout")
