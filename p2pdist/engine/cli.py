@@ -14,11 +14,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from p2pdist.engine.addresses import parse_host_port
 from p2pdist.aio import stop_tasks, wait_event
+from p2pdist.engine.addresses import parse_host_port
 from p2pdist.engine.runtime import run
 from p2pdist.engine.session import Session
 from p2pdist.engine.settings import EngineSettings
@@ -32,7 +33,7 @@ from p2pdist.storage.files import FileStorage
 EXIT_INCOMPLETE = 1
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get = subparsers.add_parser("get", help="download a torrent and exit when it is complete and verified")
     get.add_argument("torrent", type=Path, help=".torrent file")
     get.add_argument("-o", "--output", type=Path, required=True, help="download folder")
@@ -209,7 +210,7 @@ def _progress_line(torrent: Torrent | None) -> str:
     return f"{done * 100 // max(1, torrent.info.total_length)}% verified, {len(torrent.peers)} peers"
 
 
-def _progress(meta: Metainfo, *, quiet: bool):
+def _progress(meta: Metainfo, *, quiet: bool) -> Any:  # a tqdm bar (untyped) or None
     if quiet or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -217,7 +218,7 @@ def _progress(meta: Metainfo, *, quiet: bool):
     return tqdm(total=meta.info.total_length, unit="B", unit_scale=True, unit_divisor=1024, desc=meta.info.name[:30], file=sys.stderr)
 
 
-async def _wait_complete(torrent: Torrent, bar) -> None:
+async def _wait_complete(torrent: Torrent, bar: Any) -> None:
     """Until every piece is verified and the files carry their final names."""
     shown = 0
     while not torrent.completed.is_set():

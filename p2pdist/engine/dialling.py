@@ -42,7 +42,7 @@ async def tcp_connect(
 
 def backoff(failures: int) -> float:
     """Seconds to wait before dialling an address again after ``failures`` failed dials."""
-    return min(MAX_BACKOFF, 5.0 * 2**failures)
+    return min(MAX_BACKOFF, 5.0 * 2.0 ** min(failures, 32))
 
 
 class Dialler:

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from p2pdist.bitfield import Bitfield
 from p2pdist.engine import direct
@@ -118,7 +118,8 @@ class PeerConnection(asyncio.BufferedProtocol):
     # -- asyncio.BufferedProtocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream connection's transport has a Transport's methods; uvloop's does not subclass it.
+        self.transport = stream = cast(asyncio.Transport, transport)
         if _LOWAT is not None:
             self._socket = transport.get_extra_info("socket")
         if self.address is None:
@@ -127,7 +128,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         if self.outbound:
             self.write(self.wire.handshake())
         elif self.closed:
-            transport.abort()  # closed before the transport existed: nothing else would end it
+            stream.abort()  # closed before the transport existed: nothing else would end it
         else:
             admit = getattr(self.owner, "admit", None)  # an InboundGate (the session)
             refusal = admit(self) if admit is not None else None
@@ -157,11 +158,10 @@ class PeerConnection(asyncio.BufferedProtocol):
         try:
             while not self.closed:
                 event = next_event()
-                kind = type(event)
-                if kind is PieceRun:  # the hot paths: a socket read's worth of blocks
+                if type(event) is PieceRun:  # the hot paths: a socket read's worth of blocks
                     downloading = True
                     self.owner.on_blocks(self, event)
-                elif kind is RequestRun:
+                elif type(event) is RequestRun:
                     self.owner.on_requests(self, event)
                 elif event is NEED_DATA:
                     break

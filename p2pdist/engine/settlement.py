@@ -114,7 +114,7 @@ class Settlement:
         self.smartban.record_failed(index, {begin: (trust_key(peer), digests[begin]) for begin, peer in sources.items()})
         contributors = picker.piece_failed(index)
         log.warning("%s: piece %d failed its hash check (%d peers contributed)", torrent.info.name, index, len(contributors))
-        by_ip: dict[str, int] = {}
+        by_ip: dict[Hashable, int] = {}
         for peer, blocks in contributors.items():
             key = trust_key(peer)
             if isinstance(key, str):

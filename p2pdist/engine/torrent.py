@@ -227,7 +227,7 @@ class Torrent:
         if self.state is not TorrentState.DOWNLOADING:
             return
         await self._finish_storage()
-        if self.state is TorrentState.ERROR:
+        if self.state is TorrentState.ERROR:  # type: ignore[comparison-overlap]  # set during the await; mypy keeps the narrowing
             return
         self.state = TorrentState.SEEDING
         log.info("%s: download complete", self.info.name)

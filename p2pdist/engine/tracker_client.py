@@ -263,7 +263,7 @@ class TrackerClient:
             response = await self.announce(event)
         except AnnounceFailed as exc:
             self._failures += 1
-            delay = min(MAX_BACKOFF, MIN_BACKOFF * 2 ** (self._failures - 1))
+            delay = float(min(MAX_BACKOFF, MIN_BACKOFF * 2.0 ** min(self._failures - 1, 32)))
             if exc.retry_in:
                 delay = max(delay, float(exc.retry_in))
             if event:

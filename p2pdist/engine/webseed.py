@@ -25,6 +25,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -178,7 +179,7 @@ class WebSeed:
         if torrent.completed.is_set():
             return
         picker.add_peer(self, has_all=True)
-        workers = []
+        workers: list[asyncio.Task[Any]] = []
         try:
             await self._grace_period()
             self._refresh_turns()
@@ -288,7 +289,7 @@ class WebSeed:
             if reply.status == 206:
                 body = await read_capped(reply.content, length)
                 if body is None or len(body) != length:
-                    raise WebSeedError(f"{url}: range answer of {len(body)} bytes, expected {length}")
+                    raise WebSeedError(f"{url}: range answer of {0 if body is None else len(body)} bytes, expected {length}")
                 return body
             if reply.status == 200:
                 # No range support: accept only a whole file that is exactly what we asked for.
