@@ -19,9 +19,16 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the stand-in listens on a Unix socket")
 
-# Each costs a start what the wrapper and status never need (asyncio alone was most of it).
+# Each costs a start what the wrapper and status never need (asyncio alone was most of it;
+# typing, dataclasses with inspect, pathlib and subprocess were most of what remained).
 HEAVY = (
     "asyncio",
+    "typing",
+    "dataclasses",
+    "inspect",
+    "pathlib",
+    "subprocess",
+    "datetime",
     "aiohttp",
     "ssl",
     "cryptography",

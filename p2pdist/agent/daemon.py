@@ -46,7 +46,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -719,7 +719,7 @@ class Agent:
             raise UnknownPackage(f"{package_id} is not in the cache")
         if not done:
             status = self.status_of(package)
-            return replace(status, state=CHECKING, progress=round(package.verify_progress, 4), path=None, completed_at=None)
+            return status.replace(state=CHECKING, progress=round(package.verify_progress, 4), path=None, completed_at=None)
         return self.status_of(package)
 
     async def _note_checked(self, package: Package, torrent: Torrent) -> None:
