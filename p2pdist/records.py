@@ -3,10 +3,12 @@
 ``import dataclasses`` imports inspect, and with it ast, dis and tokenize; each decorated class
 then compiles its methods from source. On the wrapper's path (started for every SMS program
 run, on every PC of a branch at once) and ``p2pdist status`` that was a quarter of what a start
-cost. A ``Record`` subclass gets what ``@dataclass(frozen=True)`` would give it, from its
-annotations and class-level defaults: positional or keyword construction, equality, hashing,
-``repr`` and immutability, plus ``replace`` and ``as_dict``. Type checkers see a frozen
-dataclass (``dataclass_transform``). The long-lived programs keep using ``dataclasses``.
+cost (and of ``p2pdist create``, a command timed against mktorrent's). A ``Record`` subclass
+gets what ``@dataclass(frozen=True)`` would give it, from its annotations and class-level
+defaults: positional or keyword construction, equality, hashing, ``repr`` and immutability,
+``__post_init__`` checks, plus ``replace`` and ``as_dict``; ``class X(Record, order=True)``
+orders by the fields, and ``hidden=("name",)`` keeps a field out of the repr. Type checkers see
+a frozen dataclass (``dataclass_transform``). Modules that only long-lived programs import keep ``dataclasses``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ class Record:
 
     _fields: tuple[str, ...] = ()
     _defaults: dict[str, object] = {}
+    _shown: tuple[str, ...] = ()
 
-    def __init_subclass__(cls, **options: Any) -> None:
+    def __init_subclass__(cls, *, order: bool = False, hidden: tuple[str, ...] = (), **options: Any) -> None:
         super().__init_subclass__(**options)
         hints = cls.__dict__.get("__annotations__", {})
         own = [name for name, hint in hints.items() if not str(hint).startswith(("ClassVar", "typing.ClassVar"))]
@@ -44,6 +47,10 @@ class Record:
             elif seen_default:
                 raise TypeError(f"{cls.__name__}: field {name!r} without a default follows one with a default")
         cls._fields, cls._defaults = fields, defaults
+        cls._shown = tuple(name for name in fields if name not in hidden)
+        if order:
+            for name, compare in _ORDER.items():
+                setattr(cls, name, compare)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         fields = self._fields
@@ -62,6 +69,9 @@ class Record:
                     raise TypeError(f"{type(self).__name__}() is missing the argument {name!r}")
                 values[name] = self._defaults[name]
         self.__dict__.update(values)
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()
 
     def _values(self) -> tuple[object, ...]:
         return tuple(self.__dict__[name] for name in self._fields)
@@ -75,7 +85,7 @@ class Record:
         return hash((self.__class__, self._values()))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self._fields)
+        inner = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self._shown)
         return f"{type(self).__name__}({inner})"
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -91,3 +101,16 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         """The fields by name, shallow (every field of a record here is a plain value)."""
         return {name: self.__dict__[name] for name in self._fields}
+
+
+def _comparison(name: str) -> Any:
+    def compare(self: Record, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return getattr(self._values(), name)(other._values())  # type: ignore[attr-defined, no-any-return]
+
+    compare.__name__ = name
+    return compare
+
+
+_ORDER = {name: _comparison(name) for name in ("__lt__", "__le__", "__gt__", "__ge__")}

@@ -81,3 +81,30 @@ def test_package_status_round_trips_its_json() -> None:
     assert PackageStatus.from_json(status.to_json()) == status
     assert list(status.to_json()) == list(PackageStatus._fields)
     assert status.to_json()["package_id"] == "PS100012" and status.to_json()["in_use"] is False
+
+
+class Version(Record, order=True, hidden=("secret",)):
+    major: int
+    minor: int = 0
+    secret: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.major < 0:
+            raise ValueError("negative")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class VersionDC:
+    major: int
+    minor: int = 0
+    secret: bytes = dataclasses.field(default=b"", repr=False)
+
+
+@given(st.tuples(st.integers(0), st.integers()), st.tuples(st.integers(0), st.integers()))
+def test_order_post_init_and_hidden_fields_match_a_dataclass(a: tuple, b: tuple) -> None:  # type: ignore[type-arg]
+    ra, rb, da, db = Version(*a), Version(*b), VersionDC(*a), VersionDC(*b)
+    assert (ra < rb, ra <= rb, ra > rb, ra >= rb) == (da < db, da <= db, da > db, da >= db)
+    assert sorted([rb, ra]) == [Version(*t) for t in sorted([b, a])]
+    assert repr(Version(1, 2, b"key")) == "Version(major=1, minor=2)"
+    with pytest.raises(ValueError):
+        Version(-1)

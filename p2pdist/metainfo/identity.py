@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from p2pdist.errors import MetainfoError
 from p2pdist.metainfo.package_id import PACKAGE_ID_RE, looks_like_package_id, normalize_package_id
+from p2pdist.records import Record
 
 __all__ = ["PACKAGE_ID_RE", "PackageIdentity", "looks_like_package_id", "normalize_package_id"]
 
 
-@dataclass(frozen=True, order=True)
-class PackageIdentity:
+class PackageIdentity(Record, order=True):
     """Which SMS package and which SourceVersion a torrent carries; one torrent per pair."""
 
     package_id: str
