@@ -68,13 +68,15 @@ class Record:
                 if name not in self._defaults:
                     raise TypeError(f"{type(self).__name__}() is missing the argument {name!r}")
                 values[name] = self._defaults[name]
-        self.__dict__.update(values)
+        setter = object.__setattr__  # one by one, in field order: the instances share one key table
+        for name in fields:
+            setter(self, name, values[name])
         post_init = getattr(self, "__post_init__", None)
         if post_init is not None:
             post_init()
 
     def _values(self) -> tuple[object, ...]:
-        return tuple(self.__dict__[name] for name in self._fields)
+        return tuple(getattr(self, name) for name in self._fields)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -85,7 +87,7 @@ class Record:
         return hash((self.__class__, self._values()))
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self._shown)
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._shown)
         return f"{type(self).__name__}({inner})"
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -96,11 +98,11 @@ class Record:
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (``dataclasses.replace``)."""
-        return type(self)(**{**{name: self.__dict__[name] for name in self._fields}, **changes})
+        return type(self)(**{**{name: getattr(self, name) for name in self._fields}, **changes})
 
     def as_dict(self) -> dict[str, Any]:
         """The fields by name, shallow (every field of a record here is a plain value)."""
-        return {name: self.__dict__[name] for name in self._fields}
+        return {name: getattr(self, name) for name in self._fields}
 
 
 def _comparison(name: str) -> Any:
