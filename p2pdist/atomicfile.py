@@ -9,9 +9,15 @@ open a folder, and its rename is already journaled by NTFS).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+# What tempfile.mkstemp opens with, without importing tempfile (and random) at every start of
+# the commands that write one file, such as ``p2pdist create``.
+_TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL
+for _flag in ("O_NOFOLLOW", "O_CLOEXEC", "O_NOINHERIT", "O_BINARY"):
+    _TEMP_FLAGS |= getattr(os, _flag, 0)
+_TEMP_TRIES = 100
 
 
 def fsync_directory(path: Path) -> None:
@@ -27,6 +33,17 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _new_temp(path: Path) -> tuple[int, str]:
+    """A new file of mode 0600 beside ``path``, opened exclusively, and its name."""
+    for _ in range(_TEMP_TRIES):
+        temp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(temp, _TEMP_FLAGS, 0o600), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path} after {_TEMP_TRIES} tries")
+
+
 def write_atomically(path: Path, data: bytes, mode: int = 0o644, *, secure: Callable[[Path], None] | None = None) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder: old or new, never half.
 
@@ -36,7 +53,7 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644, *, secure: Call
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp = _new_temp(path)
     try:
         if secure is not None:
             secure(Path(temp))

@@ -338,7 +338,7 @@ def test_status_table_and_bar() -> None:
     assert "[###---------]  25.0%" in lines[1] and "10.0 MiB" in lines[1] and "2030-01-04 00:00:00" in lines[1]
     assert lines[2].split()[:3] == ["PS100013", "-", "error"]
     assert lines[3] == "PS100013: error: torrent refused: unsigned"
-    signed = render_table([replace(rows[1], error_kind="signature")]).splitlines()
+    signed = render_table([rows[1].replace(error_kind="signature")]).splitlines()
     assert signed[1].split()[:4] == ["PS100013", "-", "error", "signature"]
     assert signed[2] == "PS100013: signature: torrent refused: unsigned"
     assert render_table([]) == "no packages\n"

@@ -117,7 +117,7 @@ async def recorder() -> AsyncIterator[tuple[str, list[list[dict]], dict[str, int
 
 def status(n: int, **changes: object) -> PackageStatus:
     base = PackageStatus(f"PS1{n:05X}", 1, f"{n:040x}", f"PS1{n:05X}", "downloading", 0.5, 1000, 100, 50, 0)
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return base.replace(**changes)
 
 
 async def test_reporter_sends_changes_in_batches_and_refreshes(recorder) -> None:  # type: ignore[no-untyped-def]
@@ -135,13 +135,13 @@ async def test_reporter_sends_changes_in_batches_and_refreshes(recorder) -> None
         assert [len(batch) for batch in everything] == [MAX_ENTRIES, 6]  # everything once, in bounded batches
         await reporter.report()
         assert everything[2:] == [[]]  # nothing changed: only a check-in, with no entries
-        statuses[3] = replace(statuses[3], state="error", error="disk full", error_kind="disk-full")
+        statuses[3] = statuses[3].replace(state="error", error="disk full", error_kind="disk-full")
         await reporter.report()
         seen = Sent()
         assert len(seen) == 3 and [e["package"] for e in seen[2]] == [statuses[3].package_id]
         assert seen[2][0]["error_kind"] == "disk-full" and seen[2][0]["state"] == "error"
         # A failed send is sent again next time, and only then counts as taken.
-        statuses[4] = replace(statuses[4], bytes_from_peers=999)
+        statuses[4] = statuses[4].replace(bytes_from_peers=999)
         control["fail"] = 1
         await reporter.report()
         assert len(Sent()) == 3
@@ -154,7 +154,7 @@ async def test_reporter_sends_changes_in_batches_and_refreshes(recorder) -> None
         assert sum(len(batch) for batch in Sent()[4:]) == len(statuses)
         # A burst of changes, one report soon after.
         for n in (1, 2, 5):
-            statuses[n] = replace(statuses[n], state="complete", progress=1.0)
+            statuses[n] = statuses[n].replace(state="complete", progress=1.0)
             reporter.soon()
         async def sent_once() -> bool:
             return len(Sent()) == 7

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -47,7 +46,7 @@ async def announcing(url: str, *, info_hash: bytes | None = None, peer_id: bytes
     """A seeding torrent in a session and its tracker client for ``url`` (not yet running)."""
     raw, meta = make_torrent(FILES, name="PS100031", trackers=((url,),))
     if info_hash is not None:
-        meta = dataclasses.replace(meta, info_hash=info_hash)
+        meta = meta.replace(info_hash=info_hash)
     session = Session(EngineSettings(listen_host="127.0.0.1"), peer_id=peer_id, rng=random.Random(1))
     await session.start()
     http = aiohttp.ClientSession()

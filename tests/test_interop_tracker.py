@@ -11,7 +11,6 @@ checks the SHA-1 of what arrived, and that `p2pdist get` exits 0 promptly.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import random
 import sys
@@ -153,7 +152,7 @@ async def test_every_byte_value_of_info_hash_and_peer_id_registers_at_opentracke
     with trackers.opentracker(hashes) as tracker:
         async with aiohttp.ClientSession() as http:
             for info_hash, peer_id in zip(hashes, ids):
-                own = dataclasses.replace(meta, info_hash=info_hash, trackers=((tracker.url,),))
+                own = meta.replace(info_hash=info_hash, trackers=((tracker.url,),))
                 ports = []
                 for n, pid in enumerate((peer_id, peer_id[::-1])):
                     session = Session(EngineSettings(listen_host="127.0.0.1"), peer_id=pid, rng=random.Random(n))

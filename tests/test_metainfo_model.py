@@ -7,7 +7,6 @@ every file joined under a root stays under it on POSIX and on Windows.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import ntpath
 import os
@@ -183,7 +182,7 @@ def test_package_identity_and_signature_block() -> None:
 def test_model_is_frozen() -> None:
     meta = parse_metainfo(torrent(single()))
     for obj, attr in ((meta, "info_hash"), (meta.info, "name"), (meta.info.files[0], "length")):
-        with pytest.raises(dataclasses.FrozenInstanceError):
+        with pytest.raises(AttributeError):
             setattr(obj, attr, None)
     assert isinstance(meta.info.files, tuple) and isinstance(meta.trackers, tuple)
 

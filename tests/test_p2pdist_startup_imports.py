@@ -1,7 +1,8 @@
 """The short-lived commands stay light: a real wrapper run and a real ``p2pdist status``, each in
 a fresh interpreter, talk to an agent stand-in on a Unix socket and must not have imported the
-event loop, the HTTP library, the crypto library or the engine on the way (what their start-up
-costs is measured by benchmarks/startup.py, not here)."""
+event loop, the HTTP library, the crypto library or the engine on the way; nor may a real
+``p2pdist create`` (timed against mktorrent as a command). What their start-up costs is measured
+by benchmarks/startup.py and benchmarks/create_speed.py, not here."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the stand-in listens on a Unix socket")
 
-# Each costs a start what the wrapper and status never need (asyncio alone was most of it).
+# Each costs a start what the wrapper and status never need (asyncio alone was most of it;
+# typing, dataclasses with inspect, pathlib and subprocess were most of what remained).
 HEAVY = (
     "asyncio",
+    "typing",
+    "dataclasses",
+    "inspect",
+    "pathlib",
+    "subprocess",
+    "datetime",
     "aiohttp",
     "ssl",
     "cryptography",
@@ -48,6 +56,9 @@ kind, address, log = sys.argv[1:4]
 if kind == "wrapper":
     from p2pdist.wrapper.__main__ import invoke
     code = invoke(["--agent", address, "--log", log, "--pkg", "PS100012", "true"], cwd="/")
+elif kind == "create":
+    from p2pdist.cli import main
+    code = main(["create", address, "-o", log, "-t", "http://127.0.0.1/announce"])
 else:
     from p2pdist.cli import main
     code = main(["status", "--agent", address])
@@ -147,3 +158,19 @@ def test_the_agent_never_loads_the_page_engine() -> None:
     modules = json.loads(result.stdout.splitlines()[-1])
     assert "p2pdist.tracker.reports" in modules  # so the tracker package itself was loaded
     assert [m for m in modules if m.split(".")[0] in ("jinja2", "aiohttp_jinja2", "markupsafe")] == []
+
+
+# What creating a torrent needs beyond the wrapper's set: hashing and the metainfo model.
+CREATE_HEAVY = tuple(h for h in HEAVY if h not in ("hashlib", "p2pdist.bencode", "p2pdist.metainfo.model", "pathlib")) + (
+    "tempfile",
+)
+
+
+def test_create_imports_nothing_heavy(tmp_path: Path) -> None:
+    source = tmp_path / "payload.bin"
+    source.write_bytes(bytes(range(256)) * 400)
+    report = run("create", str(source), tmp_path / "out.torrent")
+    assert report["code"] == 0 and (tmp_path / "out.torrent").stat().st_size > 0
+    modules = report["modules"]
+    assert isinstance(modules, list)
+    assert [m for m in modules if any(m == h or m.startswith(h + ".") for h in CREATE_HEAVY)] == []

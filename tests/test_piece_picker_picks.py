@@ -794,3 +794,21 @@ def test_sole_requests_counts_the_prefix_asked_of_the_peer_alone(
         expected += 1
     assert picker.sole_requests("a", run, limit) == expected
     picker.check_invariants()
+
+
+def test_a_complete_picker_holds_no_pool_order_even_with_peers() -> None:
+    """A seed's pool is empty: the per-piece order and slots (~44 bytes a piece) are never made,
+    not even when peers come and say what they have; a piece lost again makes them on demand."""
+    n = 1000
+    picker = PiecePicker(make_layout(n), rng=random.Random(3), have=Bitfield.full(n))
+    avail = picker._avail
+    assert avail._order is None and avail._slot is None
+    picker.add_peer("a", Bitfield(n, range(0, n, 2)))
+    picker.add_peer("b", has_all=True)
+    picker.peer_has("a", 1)
+    assert picker.pick("a", 4) == []
+    assert avail._order is None
+    assert picker.availability(1) == 2 and picker.availability(3) == 1
+    avail.add(7)  # what a failed re-check does: the piece is wanted again
+    assert list(avail.rarest()) == [7]
+    avail.check()

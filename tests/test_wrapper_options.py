@@ -239,7 +239,7 @@ def test_log_line_is_one_line_with_the_fields() -> None:
     record = LogRecord(
         outcome="retry", exit_code=1618, package="PS100012", program="msiexec",
         reason='not complete: downloading\n"42%"', progress=0.4234, duration=0.5, pid=77,
-        time=datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc),
+        time=datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc).timestamp(),
     )  # fmt: skip
     line = format_line(record)
     assert line.endswith("\n") and line.count("\n") == 1
@@ -250,9 +250,9 @@ def test_log_line_is_one_line_with_the_fields() -> None:
 
 
 def test_log_path_choice(tmp_path: Path) -> None:
-    assert default_log_path({LOG_ENV: str(tmp_path / "x.log")}) == tmp_path / "x.log"
-    assert default_log_path({"ProgramData": "D:\\PD"}, windows=True) == Path("D:\\PD", "p2pdist", "logs", "wrapper.log")
-    assert default_log_path({}, windows=False).name == "wrapper.log"
+    assert default_log_path({LOG_ENV: str(tmp_path / "x.log")}) == str(tmp_path / "x.log")
+    assert Path(default_log_path({"ProgramData": "D:\\PD"}, windows=True)) == Path("D:\\PD", "p2pdist", "logs", "wrapper.log")
+    assert Path(default_log_path({}, windows=False)).name == "wrapper.log"
 
 
 def test_concurrent_appends_keep_lines_whole(tmp_path: Path) -> None:

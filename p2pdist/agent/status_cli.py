@@ -11,14 +11,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TextIO
 
 from p2pdist.control.client import BlockingControlClient, ControlClient
-
 from p2pdist.control.schema import PackageStatus
 from p2pdist.errors import P2pdistError, UsageError, one_line
+
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import TextIO
 
 BAR_WIDTH = 12
 MIN_INTERVAL = 0.2  # a live view refreshes at most this often
@@ -30,14 +31,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser("status", help="show the packages the local agent holds")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--agent", metavar="ADDR", default=None, help="control address: unix:/path or http://127.0.0.1:PORT")
-    status.add_argument("--token-file", type=Path, default=None, help="control token file (http addresses)")
+    status.add_argument("--token-file", default=None, help="control token file (http addresses)")
     status.add_argument("--watch", action="store_true", help="a live view, refreshed every --interval; Ctrl-C ends it")
     status.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh period of --watch (default 2)")
     status.add_argument("--count", type=int, default=0, metavar="N", help="with --watch: stop after N views (default: until Ctrl-C)")
     status.set_defaults(handler=_status)
 
     agent = subparsers.add_parser("agent", help="run the agent daemon (as python -m p2pdist.agent)")
-    agent.add_argument("--config", type=Path, default=None, help="agent.toml (default: the platform's config path)")
+    agent.add_argument("--config", default=None, help="agent.toml (default: the platform's config path)")
     agent.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     agent.set_defaults(handler=_agent)
 
@@ -64,9 +65,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _agent(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from p2pdist.agent.service import run_agent
 
-    return run_agent(args.config, verbose=args.verbose)
+    return run_agent(None if args.config is None else Path(args.config), verbose=args.verbose)
 
 
 def human_bytes(value: float) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from p2pdist.agent import running
@@ -41,7 +40,7 @@ async def verify(agent: Agent, package_id: str) -> PackageStatus:
         raise UnknownPackage(f"{package_id} is not in the cache")
     if not done:
         status = agent.status_of(package)
-        return replace(status, state=CHECKING, progress=round(package.verify_progress, 4), path=None, completed_at=None)
+        return status.replace(state=CHECKING, progress=round(package.verify_progress, 4), path=None, completed_at=None)
     return agent.status_of(package)
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
-
 from p2pdist.errors import BencodeError
+from p2pdist.records import Record
 
-Value = Union[int, bytes, list["Value"], dict[bytes, "Value"]]
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from typing import Union
+
+    Value = Union[int, bytes, list["Value"], dict[bytes, "Value"]]
+else:
+    Value = object  # what a decoded value may be is the type checkers' business
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Record):
     """Caps for one decode. The defaults fit any sane torrent (100k files, 1M pieces)."""
 
     max_depth: int = 64  # torrents nest 4 deep; far below Python's recursion limit
@@ -23,8 +26,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True)
-class Raw:
+class Raw(Record):
     """Bytes that are already bencoded, emitted verbatim by ``encode``.
 
     Used to put a received info dictionary back into a torrent without re-encoding it, so the

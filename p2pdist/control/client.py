@@ -7,17 +7,17 @@ imports it (and the schema) and nothing else of the agent, and SMS may start the
 at once, so it speaks its few lines of HTTP/1.1 itself instead of importing aiohttp (a quarter
 of a second of CPU per wrapper start on a busy PC): over asyncio streams (``ControlClient``) or
 blocking sockets (``BlockingControlClient``, the wrapper's and ``p2pdist status``'s, which then
-need not import asyncio either). platformdirs is imported only to find the default token file.
+need not import asyncio either, nor typing or pathlib). platformdirs is imported only to find
+the default token file where the platform does not say where it is.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from p2pdist.control.schema import (
     MAX_ANSWER,
@@ -32,14 +32,16 @@ from p2pdist.control.schema import (
     package_list,
 )
 
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
 
 class _Endpoint:
     """The agent's control address and credentials, and the request both clients send."""
 
-    def __init__(self, address: str | None = None, *, token_file: Path | str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, address: str | None = None, *, token_file: os.PathLike[str] | str | None = None, timeout: float = 10.0) -> None:
         self.address = address or default_address()
         self.timeout = timeout
         if self.address.startswith("unix:"):
@@ -49,11 +51,11 @@ class _Endpoint:
             if not self.socket_path:
                 raise AgentUnavailable("control address 'unix:' names no socket")
             self.base_url = f"http://{SOCKET_HOST}"
-            self.token_file = Path(token_file) if token_file is not None else None
+            self.token_file: str | None = os.fspath(token_file) if token_file is not None else None
         elif self.address.startswith(("http://", "https://")):
             self.socket_path = None
             self.base_url = self.address.rstrip("/")
-            self.token_file = Path(token_file) if token_file is not None else default_token_file()
+            self.token_file = os.fspath(token_file if token_file is not None else default_token_file())
         else:
             raise AgentUnavailable(f"control address {self.address!r} is neither unix:/path nor http://127.0.0.1:PORT")
 
@@ -61,7 +63,8 @@ class _Endpoint:
         headers = {"Accept": "application/json"}
         if self.token_file is not None:
             try:
-                token = self.token_file.read_text().strip()
+                with open(self.token_file, encoding="utf-8") as handle:
+                    token = handle.read().strip()
             except FileNotFoundError:
                 raise AgentUnavailable(f"no control token at {self.token_file}: is the agent running?") from None
             except PermissionError:

@@ -2,19 +2,23 @@
 
 Shared by the agent's server (``p2pdist.agent.control``) and its light client
 (``p2pdist.control.client``), so both read one definition of a package's status and of the
-lease answer. Standard library only: the wrapper imports it on every SMS program start.
+lease answer. Standard library only, and little of it (no typing, dataclasses or pathlib on the
+way to an answer): the wrapper imports it on every SMS program start.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from p2pdist.errors import LocalError, RemoteError
+from p2pdist.records import Record
+
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 DEFAULT_SOCKET = "/run/p2pdist/agent.sock"
 DEFAULT_PORT = 7881
@@ -26,6 +30,12 @@ MAX_ANSWER = 8 * 1024 * 1024  # a package list of thousands of packages fits
 
 def default_state_dir() -> Path:
     """``%ProgramData%\\p2pdist`` on Windows, ``/var/lib/p2pdist`` on Linux."""
+    from pathlib import Path
+
+    if sys.platform == "win32" and os.environ.get("ProgramData"):
+        # The folder platformdirs would ask the shell for, without loading ctypes at every
+        # wrapper start (the wrapper reads the token file here on Windows).
+        return Path(os.environ["ProgramData"], "p2pdist")
     import platformdirs
 
     site_state = getattr(platformdirs, "site_state_path", platformdirs.site_data_path)
@@ -59,8 +69,7 @@ class ControlError(RemoteError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class PackageStatus:
+class PackageStatus(Record):
     """One package version as the agent sees it; times are ISO-8601 UTC strings."""
 
     package_id: str
@@ -91,14 +100,14 @@ class PackageStatus:
         return self.state == "complete" and self.path is not None
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.as_dict()
 
     @classmethod
     def from_json(cls, value: object) -> PackageStatus:
         """Lenient on extra keys (a newer agent), strict on the one that must be there."""
         if not isinstance(value, dict) or not isinstance(value.get("package_id"), str):
             raise ControlError(502, "malformed package status from the agent")
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = cls._fields
         return cls(**{k: v for k, v in value.items() if k in names})
 
 

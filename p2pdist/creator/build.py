@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import p2pdist
@@ -21,7 +19,9 @@ from p2pdist.creator.scan import Source
 from p2pdist.errors import InputError, UsageError
 from p2pdist.metainfo import Metainfo, PackageIdentity, encode_torrent, parse_metainfo
 from p2pdist.metainfo.model import MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, MAX_URL_BYTES
+from p2pdist.records import Record
 
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -67,8 +67,7 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
-class TorrentOptions:
+class TorrentOptions(Record):
     """What the admin chose; ``piece_length`` None means automatic."""
 
     trackers: tuple[tuple[str, ...], ...] = ()

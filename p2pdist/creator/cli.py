@@ -14,15 +14,12 @@ keeps the command quick to start.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from p2pdist.creator.build import (
     TRACKER_SCHEMES,
@@ -39,7 +36,10 @@ from p2pdist.metainfo.paths import check_component
 from p2pdist.errors import InputError, LocalError, MetainfoError, OutputError, RemoteError, SignatureError, UsageError
 from p2pdist.metainfo import Metainfo, PackageIdentity, normalize_package_id, read_metainfo
 
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
 if TYPE_CHECKING:
+    from typing import Any
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
@@ -283,7 +283,7 @@ def run_create(args: argparse.Namespace) -> int:
             check_component(args.name, "--name")
         except MetainfoError as exc:
             raise UsageError(str(exc)) from None
-        source = replace(source, name=args.name)
+        source = source.replace(name=args.name)
     output = Path(args.output) if args.output else Path(f"{source.name}.torrent")
     check_writable(output, overwrite=args.force)
     key = load_signing_key(args.sign_key) if args.sign_key else None
@@ -292,11 +292,13 @@ def run_create(args: argparse.Namespace) -> int:
     for url in web_seeds:
         if warning := doubled_folder(url, source.name):
             note(warning)
-    options = replace(options, web_seeds=web_seeds, package=package)
+    options = options.replace(web_seeds=web_seeds, package=package)
     with progress_bar(source.name, source.total_size) as progress:
         data, meta = build_torrent(source, options, sign_key=key, threads=args.threads, progress=progress)
     write_atomic(output, data)
     if args.json:
+        import json  # only for --json: not on every start
+
         print(json.dumps(_summary_json(meta, output), indent=1))
     else:
         print(f"wrote {output}: {_describe(meta)}")
@@ -328,7 +330,7 @@ def _create_share(args: argparse.Namespace) -> int:
 
         key_id = raw_public_key(key.public_key()).hex()
     share_options = ShareOptions(
-        torrent=replace(options, web_seeds=web_seeds),
+        torrent=options.replace(web_seeds=web_seeds),
         excludes=tuple(args.exclude),
         version=args.source_version,
         sign_key=key,
@@ -357,6 +359,8 @@ def _create_share(args: argparse.Namespace) -> int:
              "torrent": str(r.torrent) if r.torrent else None, "error": str(r.error) if r.error else None}
             for r in results
         ]  # fmt: skip
+        import json
+
         print(json.dumps({"packages": packages, "counts": counts}, indent=1))
     else:
         print(", ".join(f"{count} {action}" for action, count in counts.items()))
@@ -461,6 +465,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 def run_show(args: argparse.Namespace) -> int:
     meta = load_torrent(args.torrent)
     summary = torrent_summary(meta, args.key)
+    import json
+
     emit(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     signature = summary["signature"]
     if args.key is not None and signature["status"] != "valid":

@@ -25,10 +25,10 @@ import mmap
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from p2pdist.errors import InputError
+from p2pdist.records import Record
 
 HASH_LEN = 20
 CHUNK_TARGET = 4 * 1024 * 1024
@@ -36,8 +36,7 @@ HAVE_PREADV = hasattr(os, "preadv")
 PROGRESS_INTERVAL = 0.1
 
 
-@dataclass(frozen=True)
-class HashInput:
+class HashInput(Record):
     """A file to hash and the size it had when scanned (the bytes that go in the torrent)."""
 
     path: Path

@@ -14,15 +14,14 @@ import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pdist.errors import InputError, MetainfoError
 from p2pdist.metainfo.paths import check_component, check_no_collisions, check_path
+from p2pdist.records import Record
 
 
-@dataclass(frozen=True)
-class SourceFile:
+class SourceFile(Record):
     """One file on disk and where it sits in the torrent.
 
     ``torrent_path`` matches ``FileEntry.path``: the name alone for a single-file torrent,
@@ -41,15 +40,14 @@ class SourceFile:
         return "/".join(parts)
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(Record):
     """A scanned file or folder, ready to hash."""
 
     name: str
     root: Path
     multi_file: bool
     files: tuple[SourceFile, ...]
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def total_size(self) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +184,7 @@ def build_package(
         version, action = options.version, "created" if previous is None else "updated"
     else:
         version, action = (previous + 1, "updated") if previous is not None else (1, "created")
-    torrent_options = replace(options.torrent, package=PackageIdentity(package.package_id, version))
+    torrent_options = options.torrent.replace(package=PackageIdentity(package.package_id, version))
     bar = progress_for(package.package_id, source.total_size) if progress_for else nullcontext(None)
     with bar as progress:
         data, meta = build_torrent(source, torrent_options, sign_key=options.sign_key, threads=options.threads, progress=progress)

@@ -95,7 +95,7 @@ class TrackerUnreachable(AnnounceFailed):
         super().__init__(message, refused=False)
 
 
-@dataclass
+@dataclass(slots=True)  # one per package: no __dict__ each
 class TrackerStatus:
     last_success: float | None = None
     last_error: str | None = None

@@ -1,19 +1,18 @@
 """Torrent metainfo: the validated model, piece/file layout, package identity and signing.
 
-The names below are loaded on first use (PEP 562): the wrapper needs only ``identity`` (a
+The names below are loaded on first use (PEP 562): the wrapper needs only ``package_id`` (a
 regular expression), and importing the package for it must not cost it the model, the layout,
-bencode and hashlib at every start.
+bencode and hashlib (nor typing) at every start.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
 
 _HOMES = {
     "PackageIdentity": "identity",
-    "looks_like_package_id": "identity",
-    "normalize_package_id": "identity",
+    "looks_like_package_id": "package_id",
+    "normalize_package_id": "package_id",
     "BLOCK_SIZE": "layout",
     "FileSpan": "layout",
     "Layout": "layout",
@@ -30,9 +29,11 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:  # "X as X": an explicit re-export for type checkers
+    from typing import Any
+
     from p2pdist.metainfo.identity import PackageIdentity as PackageIdentity
-    from p2pdist.metainfo.identity import looks_like_package_id as looks_like_package_id
-    from p2pdist.metainfo.identity import normalize_package_id as normalize_package_id
+    from p2pdist.metainfo.package_id import looks_like_package_id as looks_like_package_id
+    from p2pdist.metainfo.package_id import normalize_package_id as normalize_package_id
     from p2pdist.metainfo.layout import BLOCK_SIZE as BLOCK_SIZE
     from p2pdist.metainfo.layout import FileSpan as FileSpan
     from p2pdist.metainfo.layout import Layout as Layout
@@ -50,6 +51,8 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{home}"), name)
     globals()[name] = value  # found once; later lookups do not come here
     return value

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from p2pdist.errors import MetainfoError
+from p2pdist.metainfo.package_id import PACKAGE_ID_RE, looks_like_package_id, normalize_package_id
+from p2pdist.records import Record
 
-# \Z, not $: "$" also matches before a trailing newline, which would let "PS100012\n" through.
-PACKAGE_ID_RE = re.compile(r"\A[A-Z0-9]{3}[0-9A-F]{5}\Z")
-
-
-def normalize_package_id(text: str) -> str:
-    """Upper-case and check a PackageID such as ``PS100012``; ValueError explains a bad one."""
-    package_id = text.strip().upper()
-    if not PACKAGE_ID_RE.match(package_id):
-        raise ValueError(f"{text!r} is not a PackageID (3-character site code + 5 hex digits, e.g. PS100012)")
-    return package_id
+__all__ = ["PACKAGE_ID_RE", "PackageIdentity", "looks_like_package_id", "normalize_package_id"]
 
 
-def looks_like_package_id(text: str) -> bool:
-    return bool(PACKAGE_ID_RE.match(text.strip().upper()))
-
-
-@dataclass(frozen=True, order=True)
-class PackageIdentity:
+class PackageIdentity(Record, order=True):
     """Which SMS package and which SourceVersion a torrent carries; one torrent per pair."""
 
     package_id: str

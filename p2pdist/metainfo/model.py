@@ -9,14 +9,17 @@ multi-file torrent, so storage joins them under one root and nothing else.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 
 from p2pdist import bencode
 from p2pdist.errors import BencodeError, MetainfoError
 from p2pdist.metainfo.identity import PackageIdentity
 from p2pdist.metainfo.paths import check_component, check_no_collisions, check_path
+from p2pdist.records import Record
+
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 HASH_LEN = 20
 MIN_PIECE_LENGTH = 16 * 1024
@@ -31,8 +34,7 @@ MAX_WEB_SEEDS = 64
 MAX_URL_BYTES = 2048
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(Record):
     """One file of the torrent's byte stream; ``pad`` files (BEP 47) are never written."""
 
     path: tuple[str, ...]
@@ -45,11 +47,10 @@ class FileEntry:
         return "/".join(self.path)
 
 
-@dataclass(frozen=True)
-class Info:
+class Info(Record, hidden=("piece_hashes",)):
     name: str
     piece_length: int
-    piece_hashes: bytes = field(repr=False)
+    piece_hashes: bytes
     files: tuple[FileEntry, ...]
     multi_file: bool
     private: bool
@@ -78,19 +79,17 @@ class Info:
         return tuple(f for f in self.files if not f.pad)
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(Record):
     """The repository's Ed25519 signature, kept outside the info dictionary."""
 
     public_key: bytes
     signature: bytes
 
 
-@dataclass(frozen=True)
-class Metainfo:
+class Metainfo(Record, hidden=("raw_info",)):
     info: Info
     info_hash: bytes
-    raw_info: bytes = field(repr=False)
+    raw_info: bytes
     trackers: tuple[tuple[str, ...], ...] = ()
     web_seeds: tuple[str, ...] = ()
     comment: str | None = None

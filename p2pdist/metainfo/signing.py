@@ -6,9 +6,11 @@ unchanged and the info-hash does not depend on who signed it. The agent trusts a
 ``verify_signature`` returns VALID for one of its configured keys; everything else is a reason
 to refuse, never a warning.
 
-cryptography's PEM serialization (3 MiB of modules: RSA, DSA, EC, SSH formats) is imported only
-by the functions that read or write PEM; the agent, which verifies with raw keys all day, never
-loads it.
+cryptography itself (its Rust core holds a copy of OpenSSL: 7 MiB resident) is imported by the
+functions that sign, verify or make keys, not with this module: reading raw trusted keys (an
+agent's or a site server's settings) and the commands that neither sign nor verify do not load
+it. Its PEM serialization (3 MiB more: RSA, DSA, EC, SSH formats) is imported only by the
+functions that read or write PEM.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import enum
 import os
 from collections.abc import Iterable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from p2pdist import bencode
 from p2pdist.config import ConfigError
 from p2pdist.errors import LocalError, OutputError, SignatureError
 from p2pdist.metainfo.identity import PackageIdentity
 from p2pdist.metainfo.model import Metainfo, Signature, reencode
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 SCHEME = b"p2pdist-ed25519-v1"
 
@@ -87,6 +90,9 @@ def verify_signature(meta: Metainfo, trusted_keys: Iterable[bytes]) -> Signature
         return SignatureStatus.NO_PACKAGE
     if meta.signature.public_key not in set(trusted_keys):
         return SignatureStatus.UNTRUSTED_KEY
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key = Ed25519PublicKey.from_public_bytes(meta.signature.public_key)
     try:
         key.verify(meta.signature.signature, signing_message(meta.info_hash, meta.info.package, meta.trackers, meta.web_seeds))
@@ -103,6 +109,8 @@ def require_valid_signature(meta: Metainfo, trusted_keys: Iterable[bytes]) -> No
 
 
 def generate_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
@@ -133,7 +141,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise LocalError(f"cannot read signing key {path}: {exc.strerror}") from None
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -148,7 +158,9 @@ def parse_public_key(text: str) -> bytes:
     """A public key as 64 hex digits (what ``p2pdist keygen`` writes) or a PEM block."""
     text = text.strip()
     if text.startswith("-----BEGIN"):
+        from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
             key = serialization.load_pem_public_key(text.encode())

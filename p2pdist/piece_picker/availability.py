@@ -49,22 +49,24 @@ def popcount(packed: bytes | bytearray) -> int:
 class Availability:
     """Per-piece peer counts (plus a seed counter) and the ordered pool of pickable pieces."""
 
-    __slots__ = ("_counts", "_seeds", "_random", "_order", "_in_pool", "_size", "_buckets", "_slot", "_dirty", "_low")
+    __slots__ = ("_counts", "_seeds", "_rng", "_random", "_order", "_in_pool", "_size", "_buckets", "_slot", "_dirty", "_low")
 
     def __init__(self, num_pieces: int, *, rng: random.Random, pool: Iterable[int] = ()) -> None:
         self._counts = array("I", bytes(4 * num_pieces)) if array("I").itemsize == 4 else array("L", [0] * num_pieces)
         self._seeds = 0
+        self._rng = rng
         self._random = rng.random
-        # A fixed random priority per piece: the order in which a rebuild fills each bucket.
-        order = list(range(num_pieces))
-        rng.shuffle(order)
-        self._order = order
+        # A fixed random priority per piece (the order in which a rebuild fills each bucket) and
+        # every pool piece's slot in its bucket: ~44 bytes a piece, made by the first rebuild
+        # that needs them. A complete torrent never walks its pool, so a thousand seeding
+        # packages of a thousand pieces each do not hold 40 MiB of them.
+        self._order: list[int] | None = None
+        self._slot: list[int] | None = None
         self._in_pool = bytearray(num_pieces)
         for index in pool:
             self._in_pool[index] = 1
         self._size = self._in_pool.count(1)
         self._buckets: list[list[int]] = [[]]
-        self._slot = [-1] * num_pieces
         self._dirty = True
         self._low = 0  # no piece in a bucket below this
 
@@ -198,6 +200,7 @@ class Availability:
     def sort_key(self, index: int) -> tuple[int, int]:
         """The pool order as a key, for callers that gather candidates another way."""
         self._rebuild()
+        assert self._slot is not None
         return self._counts[index], self._slot[index]
 
     def check(self) -> None:
@@ -205,11 +208,13 @@ class Availability:
         if self._dirty:
             return
         seen = 0
+        slots = self._slot
         for count, bucket in enumerate(self._buckets):
             for slot, index in enumerate(bucket):
                 assert self._in_pool[index], f"piece {index} in a bucket but not in the pool"
                 assert self._counts[index] == count, f"piece {index} in bucket {count}, count {self._counts[index]}"
-                assert self._slot[index] == slot, f"piece {index} slot {self._slot[index]} != {slot}"
+                assert slots is not None, f"piece {index} in a bucket but the pool has no order"
+                assert slots[index] == slot, f"piece {index} slot {slots[index]} != {slot}"
             seen += len(bucket)
         assert seen == self._size == self._in_pool.count(1), "pool size mismatch"
 
@@ -217,14 +222,18 @@ class Availability:
 
     def _unlink(self, index: int, count: int) -> None:
         bucket = self._buckets[count]
-        slot = self._slot[index]
+        slots = self._slot
+        assert slots is not None  # not dirty: rebuilt
+        slot = slots[index]
         last = bucket.pop()
         if last != index:
             bucket[slot] = last
-            self._slot[last] = slot
-        self._slot[index] = -1
+            slots[last] = slot
+        slots[index] = -1
 
     def _link(self, index: int, count: int) -> None:
+        slots = self._slot
+        assert slots is not None  # not dirty: rebuilt
         buckets = self._buckets
         while len(buckets) <= count:
             buckets.append([])
@@ -238,23 +247,29 @@ class Availability:
         else:
             other = bucket[slot]
             bucket.append(other)
-            self._slot[other] = size
+            slots[other] = size
             bucket[slot] = index
-        self._slot[index] = slot
+        slots[index] = slot
 
     def _rebuild(self) -> None:
         if not self._dirty:
             return
         counts = self._counts
         in_pool = self._in_pool
+        if self._slot is None:
+            self._slot = [-1] * len(counts)
         slot = self._slot
         top = max(counts, default=0)
         buckets: list[list[int]] = [[] for _ in range(top + 1)]
-        for index in self._order:
-            if in_pool[index]:
-                bucket = buckets[counts[index]]
-                slot[index] = len(bucket)
-                bucket.append(index)
+        if self._size:
+            if self._order is None:
+                self._order = list(range(len(counts)))
+                self._rng.shuffle(self._order)
+            for index in self._order:
+                if in_pool[index]:
+                    bucket = buckets[counts[index]]
+                    slot[index] = len(bucket)
+                    bucket.append(index)
         self._buckets = buckets
         self._dirty = False
         self._low = 0

@@ -11,12 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from pathlib import Path
 
 from p2pdist.errors import P2pdistError, UsageError, one_line
-from p2pdist.wrapper import bitness, gate
+from p2pdist.wrapper import gate
 from p2pdist.wrapper.exitcodes import EXIT_INTERNAL, EXIT_NO_PACKAGE, EXIT_NOT_FOUND, EXIT_USAGE, RETRY_DEFAULT, exit_status
 from p2pdist.wrapper.log import LogRecord, default_log_path, write_record
 from p2pdist.wrapper.resolve import (
@@ -29,7 +26,13 @@ from p2pdist.wrapper.resolve import (
     start_in,
     windows_command_line,
 )
-from p2pdist.wrapper.run import CannotStart, find_program, run
+
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from contextlib import AbstractContextManager
+
+    Opener = Callable[[Invocation], AbstractContextManager[gate.AgentControl]]
 
 PROG = "p2pdist-wrapper"
 HELP = f"""{USAGE}
@@ -56,9 +59,6 @@ Own exit codes: 7701 bad usage, 7702 no package id, 7703 command not found, 7704
 7705 not published.
 """
 
-Opener = Callable[[Invocation], AbstractContextManager[gate.AgentControl]]
-
-
 def _default_opener(invocation: Invocation) -> AbstractContextManager[gate.AgentControl]:
     return gate.open_control(invocation.agent, invocation.token_file, gate.QUICK_TIMEOUT)
 
@@ -73,11 +73,11 @@ class _Logger:
     def __init__(self, env: Mapping[str, str], started: float) -> None:
         self.env = env
         self.started = started
-        self.path: Path | None = None
+        self.path: str | None = None
 
     def use(self, invocation: Invocation) -> None:
         if invocation.log:
-            self.path = Path(invocation.log)
+            self.path = invocation.log
 
     def write(self, outcome: str, code: int, **fields: object) -> int:
         path = self.path or default_log_path(self.env)
@@ -185,6 +185,10 @@ def _run_package(
         return logger.write(
             "retry", retry, package=package_id, program=command.program, reason=prepared.reason, progress=prepared.progress
         )
+    # Only a run needs these (subprocess, signals, threads): "not ready" answers without them.
+    from p2pdist.wrapper import bitness
+    from p2pdist.wrapper.run import CannotStart, find_program, run
+
     outcome, reason = "ran", None
     try:
         run_dir = _run_dir(prepared.path, subfolder)

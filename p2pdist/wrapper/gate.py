@@ -11,7 +11,8 @@ bound and so has the whole conversation (``ANSWER_TIMEOUT`` beyond ``--wait``): 
 agent does, SMS gets its answer within seconds.
 
 The conversation is sequential, so it runs on blocking sockets: no event loop, and no asyncio to
-import at every start (most of a wrapper's start-up, when SMS starts one on every PC at once).
+import at every start (most of a wrapper's start-up, when SMS starts one on every PC at once);
+nor typing or dataclasses (``p2pdist.records``), which cost a start more than the agent's answer.
 """
 
 from __future__ import annotations
@@ -19,12 +20,31 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
 
 from p2pdist.errors import LocalError, P2pdistError, one_line
+from p2pdist.records import Record
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from typing import Any, Protocol, TypeVar
+
+    T = TypeVar("T")
+
+    class AgentControl(Protocol):
+        """The part of ``p2pdist.control.client.BlockingControlClient`` the wrapper uses;
+        ``timeout`` bounds each call and the gate sets it before each one."""
+
+        timeout: float
+
+        def ensure(self, package_id: str, version: int | None = None) -> Any: ...
+
+        def status(self, package_id: str) -> Any: ...
+
+        def verify(self, package_id: str) -> Any: ...
+
+        def acquire(self, package_id: str, pid: int) -> str: ...
+
+        def release(self, lease: str) -> Any: ...
 
 COMPLETE = "complete"
 CHECKING = "checking"
@@ -35,25 +55,7 @@ POLL_INTERVAL = 1.0
 STALL_TIMEOUT = 60.0
 
 
-class AgentControl(Protocol):
-    """The part of ``p2pdist.control.client.BlockingControlClient`` the wrapper uses;
-    ``timeout`` bounds each call and the gate sets it before each one."""
-
-    timeout: float
-
-    def ensure(self, package_id: str, version: int | None = None) -> Any: ...
-
-    def status(self, package_id: str) -> Any: ...
-
-    def verify(self, package_id: str) -> Any: ...
-
-    def acquire(self, package_id: str, pid: int) -> str: ...
-
-    def release(self, lease: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Ready:
+class Ready(Record):
     """The package is complete, re-verified and leased to this process."""
 
     path: str
@@ -61,8 +63,7 @@ class Ready:
     status: Any
 
 
-@dataclass(frozen=True)
-class NotReady:
+class NotReady(Record):
     """The command cannot run now; ``reason`` is one line for the log, ``progress`` 0..1 when
     known; ``unpublished_since`` (epoch seconds) when the package is not published, since when."""
 
@@ -153,8 +154,7 @@ def _wrong_version(status: Any, version: int | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Timing:
+class Timing(Record):
     """Time bounds of the conversation; tests shorten them."""
 
     quick: float = QUICK_TIMEOUT

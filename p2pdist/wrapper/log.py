@@ -6,6 +6,7 @@ at the same moment, so each line is one write to a file opened for appending (PO
 Windows a handle with FILE_APPEND_DATA only, where the system appends each write whole). The
 format is logfmt (``key=value``, values with blanks or quotes JSON-quoted), easy to grep and to
 parse. Only the command's program name is logged, never its arguments, which may hold secrets.
+Paths are plain strings and times epoch seconds: pathlib and datetime would cost every start.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+import time
+
+from p2pdist.records import Record
+
+TYPE_CHECKING = False  # typing is not imported at run time (see p2pdist.records)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from os import PathLike
+
+    StrPath = str | PathLike[str]
 
 LOG_ENV = "P2PDIST_WRAPPER_LOG"
 LOG_NAME = "wrapper.log"
 _PLAIN = re.compile(r"\A[A-Za-z0-9_.:/\\%+@,-]+\Z")
 
 
-@dataclass(frozen=True)
-class LogRecord:
+class LogRecord(Record):
     """What one invocation did; ``outcome``: ran, retry, not-published, usage, no-package, not-found,
-    interrupted, internal."""
+    interrupted, internal. ``pid`` and ``time`` (epoch seconds) default to this process and now."""
 
     outcome: str
     exit_code: int
@@ -36,8 +42,8 @@ class LogRecord:
     reason: str | None = None
     progress: float | None = None
     duration: float | None = None
-    pid: int = field(default_factory=os.getpid)
-    time: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    pid: int | None = None
+    time: float | None = None
 
 
 def _value(value: str) -> str:
@@ -46,13 +52,14 @@ def _value(value: str) -> str:
 
 def format_line(record: LogRecord) -> str:
     """The record as one logfmt line ending in a newline; no value can break the line."""
-    stamp = record.time.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    millis = round((time.time() if record.time is None else record.time) * 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)) + f".{millis % 1000:03d}Z"
     pairs: list[tuple[str, str]] = [
         ("time", stamp),
         ("package", record.package or "-"),
         ("outcome", record.outcome),
         ("exit", str(record.exit_code)),
-        ("pid", str(record.pid)),
+        ("pid", str(os.getpid() if record.pid is None else record.pid)),
     ]
     if record.program is not None:
         pairs.append(("program", record.program))
@@ -65,7 +72,7 @@ def format_line(record: LogRecord) -> str:
     return " ".join(f"{key}={_value(value)}" for key, value in pairs) + "\n"
 
 
-def default_log_path(env: Mapping[str, str] | None = None, *, windows: bool | None = None) -> Path:
+def default_log_path(env: Mapping[str, str] | None = None, *, windows: bool | None = None) -> str:
     """Where the wrapper logs without ``--log``: the environment, else the machine's log directory.
 
     The wrapper runs as Local System without a user profile, so the log is machine-wide:
@@ -73,21 +80,22 @@ def default_log_path(env: Mapping[str, str] | None = None, *, windows: bool | No
     """
     env = os.environ if env is None else env
     if env.get(LOG_ENV):
-        return Path(env[LOG_ENV])
+        return env[LOG_ENV]
     if windows is None:
         windows = sys.platform == "win32"
     if windows:
         program_data = env.get("ProgramData") or env.get("PROGRAMDATA") or r"C:\ProgramData"
-        return Path(program_data, "p2pdist", "logs", LOG_NAME)
+        return os.path.join(program_data, "p2pdist", "logs", LOG_NAME)
     import platformdirs
 
-    return Path(platformdirs.site_log_dir("p2pdist"), LOG_NAME)
+    return os.path.join(platformdirs.site_log_dir("p2pdist"), LOG_NAME)
 
 
-def append_line(path: Path, line: str) -> None:
+def append_line(path: StrPath, line: str) -> None:
     """Append ``line`` with a single write; OSError if the file cannot be written whole."""
     data = line.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if folder := os.path.dirname(path):
+        os.makedirs(folder, exist_ok=True)
     fd = _open_append(path)
     try:
         written = os.write(fd, data)
@@ -97,13 +105,13 @@ def append_line(path: Path, line: str) -> None:
         raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
 
 
-def _open_append(path: Path) -> int:
+def _open_append(path: StrPath) -> int:
     if sys.platform == "win32":  # pragma: no cover - Windows only
         return _open_append_windows(path)
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
 
 
-def _open_append_windows(path: Path) -> int:  # pragma: no cover - Windows only
+def _open_append_windows(path: StrPath) -> int:  # pragma: no cover - Windows only
     """A descriptor on a handle opened with FILE_APPEND_DATA alone: every write lands at the end, whole.
 
     The C runtime's O_APPEND only seeks to the end before writing, which two processes can race.
@@ -136,7 +144,7 @@ def _open_append_windows(path: Path) -> int:  # pragma: no cover - Windows only
     return msvcrt.open_osfhandle(handle, os.O_WRONLY)
 
 
-def write_record(path: Path, record: LogRecord) -> str | None:
+def write_record(path: StrPath, record: LogRecord) -> str | None:
     """Append the record's line; the error as one line if that failed (logging never changes the exit code)."""
     try:
         append_line(path, format_line(record))

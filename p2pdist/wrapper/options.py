@@ -10,13 +10,12 @@ REMAINDER parsing both guess at that boundary; this loop draws it by one rule: o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from p2pdist.errors import UsageError
+from p2pdist.records import Record
 
 
-@dataclass(frozen=True)
-class Scanned:
+class Scanned(Record):
     """Options in the order given, and how many words of argv they took (``--`` included)."""
 
     options: tuple[tuple[str, str | None], ...]

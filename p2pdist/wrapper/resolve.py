@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from p2pdist.errors import UsageError
-from p2pdist.metainfo.identity import normalize_package_id
+from p2pdist.metainfo.package_id import normalize_package_id
+from p2pdist.records import Record
 from p2pdist.wrapper.exitcodes import (
     EXIT_NOT_PUBLISHED,
     MAX_CODE,
@@ -45,8 +45,7 @@ MAX_GRACE = 90 * 86400.0
 _FOLDER_RE = re.compile(r"\A([A-Z0-9]{3}[0-9A-F]{5})(?:\.[0-9]+\..+)?\Z", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Record):
     """What to run: the argv as the wrapper read it, and on Windows the raw command-line tail."""
 
     argv: tuple[str, ...]
@@ -61,8 +60,7 @@ class NoPackageId(UsageError):
     """Neither ``--pkg`` nor the current directory names a package."""
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(Record):
     """The wrapper's options and the command after them, as typed."""
 
     command: tuple[str, ...]

@@ -21,16 +21,15 @@ Everything here is pure except ``current_command_line``, so the rules are tested
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from p2pdist.records import Record
 
 _BLANK = " \t"
 
 
-@dataclass(frozen=True)
-class Word:
+class Word(Record):
     """One argument as the program sees it, and the span ``[start, end)`` it came from."""
 
     text: str
@@ -144,6 +143,8 @@ def tail_after_options(line: str, skip: int, consumed: int, argv_rest: Sequence[
     mine = own_words(line, skip)
     if mine[:consumed] == tuple(argv_rest[:consumed]) and len(mine) > consumed:
         return command_tail(line, skip + consumed)
+    import subprocess  # Windows only: not on the path of every start
+
     return subprocess.list2cmdline(list(argv_rest[consumed:]))
 
 
