@@ -132,7 +132,8 @@ def test_the_view_option_reaches_the_wrapper(layout: Path) -> None:
     code = "import sys; from p2pdist.wrapper.bitness import caller_view; print(caller_view())"
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
-        [str(python), "-I", "-X", "p2pdist-view=32", "-c", f"import sys; sys.path.insert(0, {str(root)!r}); {code}"],
+        # -B: -I ignores the lane's PYTHONPYCACHEPREFIX, and no bytecode may land in the checkout.
+        [str(python), "-I", "-B", "-X", "p2pdist-view=32", "-c", f"import sys; sys.path.insert(0, {str(root)!r}); {code}"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.stdout.strip() == "32", result.stderr
