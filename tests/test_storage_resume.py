@@ -97,6 +97,23 @@ async def test_matching_resume_is_trusted_without_rehashing(tmp_path: Path) -> N
     assert have == {1, 5, 6} and hashed(progress) == 5
 
 
+async def test_start_identity_is_what_the_start_up_check_judged(tmp_path: Path) -> None:
+    """What the agent compares leased files with when it holds them again after a restart."""
+    meta, data = make_torrent(MULTI_FILES)
+    resume = tmp_path / "r.resume"
+    await download(meta.info, data, tmp_path / "dl", resume, [0, 1, 5, 6])
+    storage = FileStorage(meta.info, tmp_path / "dl", resume_path=resume)
+    assert storage.start_identity is None
+    await storage.start()
+    try:
+        judged = storage.start_identity
+        assert judged is not None and judged == storage.file_identity_now()
+        (tmp_path / "dl" / "pkg.part" / "a.bin").write_bytes(b"changed after the check")
+        assert storage.file_identity_now() != judged and storage.start_identity == judged
+    finally:
+        await storage.close()
+
+
 async def test_a_forged_resume_cannot_complete_a_short_package(tmp_path: Path) -> None:
     """Resume data claiming every piece, a truncated file whose size and mtime it matches."""
     _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)

@@ -209,6 +209,10 @@ class Agent:
         """The live leases by id (``leases.Leases``)."""
         return self._leases.rows
 
+    def hold_leased_files(self, package: Package) -> None:
+        """After a start-up start: leases of last time hold the package's files again."""
+        self._leases.hold_again(package)
+
     @property
     def pins(self) -> dict[str, Pin]:
         """Lease -> the package's files held open (Windows)."""

@@ -57,6 +57,35 @@ class Leases:
         log.info("%s: leased to process %d", package.meta.info.package, pid)
         return lease.lease
 
+    def hold_again(self, package: Package) -> None:
+        """Leases that outlived the agent's last run hold their files again (Windows, agent.pins).
+
+        As taking a lease does: the files are held first, then compared with what was last
+        proved, here the file states the start-up check just judged (resume data or hashing);
+        a lease whose files cannot be held or have changed keeps the package but holds nothing.
+        """
+        torrent = package.torrent
+        rows = [row for row in self.rows.values() if row.info_hash == package.key and row.lease not in self.pins]
+        if not rows or torrent is None or not isinstance(torrent.storage, FileStorage):
+            return
+        storage = torrent.storage
+        for row in rows:
+            try:
+                if package.state != COMPLETE:
+                    raise StorageError(f"it is {package.state} after the start")
+                storage.close_descriptors()
+                pin = hold(storage.data_paths())
+                if storage.file_identity_now() != storage.start_identity:
+                    pin.close()
+                    raise StorageError("its files changed since the start-up check")
+            except (OSError, StorageError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log.warning("%s: the lease of process %d holds no files: %s", package.meta.info.package, row.pid, why)
+                continue
+            self.pins[row.lease] = pin
+            if pin:
+                log.info("%s: the lease of process %d holds its files again", package.meta.info.package, row.pid)
+
     def release(self, lease: str) -> None:
         assert self.state is not None
         if self.rows.pop(lease, None) is None:

@@ -34,6 +34,7 @@ async def start(agent: Agent, package: Package, *, startup: bool = False) -> Non
     if startup:
         async with agent.startup_slots, package.lock:
             await start_locked(agent, package)
+            agent.hold_leased_files(package)
     else:
         async with package.lock:
             await start_locked(agent, package)

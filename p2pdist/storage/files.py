@@ -238,6 +238,9 @@ class FileStorage(Storage):
         self._data_files = data_files(info)
         self._handles = _Handles(max_open_files, self._open_fd)
         self._root: bytes | None = None  # b"part" or b"final" once started
+        # The file states the start-up check judged (resume data or hashing): what a caller that
+        # pins the files after the start compares them with (agent: leases held again).
+        self.start_identity: tuple[FileState, ...] | None = None
         self._real_directory: str | None = None
         self._state_lock = threading.Lock()
         self._dirty: set[int] = set()  # files written since their last fsync
@@ -325,6 +328,7 @@ class FileStorage(Storage):
             raise storage_error("inspect", self.directory, error) from error
         self._root = root
         states = self._stat_files()
+        self.start_identity = tuple(states)
         raw = None
         if self.resume_path is not None:
             raw = read_bounded(self.resume_path, max_resume_bytes(self.info))

@@ -13,7 +13,7 @@ import pytest
 if sys.platform != "win32":
     collect_ignore_glob = ["*.py"]
 else:
-    from lane import DistributionPoint, Site
+    from lane import AgentProcess, DistributionPoint, Site, running_agent
 
     @pytest.fixture(scope="session")
     def site() -> Iterator[Site]:
@@ -31,6 +31,14 @@ else:
             finally:
                 server.stop()
                 dp.stop()
+
+    @pytest.fixture(scope="session")
+    def pc(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+        """One agent for the tests whose subject is not its start or stop (the wrapper, leases,
+        the cache's file rules): an agent start is some seconds under Wine. Cleanup runs every
+        second, for the cache tests. Each test uses PackageIDs of its own."""
+        with running_agent(tmp_path_factory.mktemp("pc"), site, extra="[cache]\ncleanup_interval = 1.0\n") as agent:
+            yield agent
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -3,8 +3,8 @@
 Everything runs on Windows CPython (under Wine on Linux, see scripts/test-windows): the site
 server and every agent are processes of their own on 127.0.0.1, the distribution point is an
 aiohttp server on a thread of the test process, and packages are made and published with the
-``p2pdist create`` and ``p2pdist publish`` commands, as an administrator would (in this process;
-test_creator_demo_windows runs the creator as a process of its own).
+``p2pdist create`` and ``p2pdist publish`` commands, as an administrator would (in this process:
+the demo test runs them as processes of their own).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import io
 import json
 import os
 import socket
@@ -57,22 +58,16 @@ def wait_for(condition: Any, what: str, timeout: float = 60.0, step: float = 0.1
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def p2pdist(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """``python -m p2pdist ARGS``; AssertionError with its output unless it exits 0."""
-    result = subprocess.run(
-        [PYTHON, "-m", "p2pdist", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-    assert result.returncode == 0, f"p2pdist {args[0]} exited {result.returncode}: {result.stdout}{result.stderr}"
-    return result
-
-
-def p2pdist_here(*args: str) -> None:
-    """The same command in this process: what publishing costs without a process start (a
-    Windows process start is the lane's dearest step under Wine)."""
+def p2pdist_here(*args: str) -> str:
+    """``p2pdist ARGS`` in this process, its stdout; AssertionError unless it exits 0. Where the
+    subject is the command and not its process start, which is the lane's dearest step under Wine."""
     from p2pdist.cli import main
 
-    code = main(list(args))
-    assert code == 0, f"p2pdist {args[0]} exited {code}"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(args))
+    assert code == 0, f"p2pdist {args[0]} exited {code}: {out.getvalue()}"
+    return out.getvalue()
 
 
 class DistributionPoint:

@@ -1,28 +1,34 @@
-"""The agent as a Windows process: start, graceful stop, restart, and resume after a crash."""
+"""The agent as a Windows process: start, graceful stop, restart (a lease outliving it holds its
+files again), and resume after a crash."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import pytest
+
 from lane import Site, running_agent, wait_for
 
 MIB = 1 << 20
 
 
-def test_start_stop_and_restart_keep_a_complete_package_without_fetching_it_again(site: Site, tmp_path: Path) -> None:
+def test_start_stop_and_restart_keep_a_complete_package_and_its_lease(site: Site, tmp_path: Path) -> None:
     files = {"setup.exe": os.urandom(3 * MIB), "data/one.cab": os.urandom(MIB + 123)}
     site.publish("LN100001", files)
     with running_agent(tmp_path / "pc", site) as agent:
         status = agent.wait_complete("LN100001")
         assert Path(status.path, "data", "one.cab").read_bytes() == files["data/one.cab"]
         assert status.bytes_from_webseed == sum(map(len, files.values()))
+        lease = agent.call("acquire", "LN100001", os.getpid())  # a command runs from it meanwhile
         assert agent.stop() == 0  # the stop event: a graceful stop, exit 0
         log = agent.log.read_text()
         assert "stopping" in log and "agent stopped" in log
         assert not agent.token_file.exists()  # removed on the way out
         resume = list((tmp_path / "pc" / "state" / "resume").iterdir())
         assert resume, "no resume data saved"
+        target = Path(status.path, "setup.exe")
+        open(target, "r+b").close()  # no agent: nothing holds the files
 
         served = site.dp.bytes_sent
         agent.start()  # the same home: restart
@@ -30,7 +36,23 @@ def test_start_stop_and_restart_keep_a_complete_package_without_fetching_it_agai
         again = agent.wait_complete("LN100001") if again.state != "complete" else again
         assert again.path == status.path
         assert site.dp.bytes_sent == served  # trusted from resume data: nothing fetched again
-        assert "re-hash" not in agent.log.read_text().split("agent started")[-1].lower()
+        this_run = lambda: agent.log.read_text().split("agent started")[-1]  # noqa: E731
+        assert "re-hash" not in this_run().lower()
+
+        # The lease outlived the restart, so its files are held again: no delete, no overwrite.
+        wait_for(lambda: "holds its files again" in this_run(), "the lease to hold its files again")
+        planted = tmp_path / "planted.exe"
+        planted.write_bytes(b"MZ planted")
+        with pytest.raises(PermissionError):
+            os.remove(target)
+        with pytest.raises(PermissionError):
+            os.replace(planted, target)
+        with pytest.raises(PermissionError):
+            open(target, "r+b").close()
+        assert target.read_bytes() == files["setup.exe"]
+        agent.call("release", lease)
+        with open(target, "r+b") as handle:  # released: the files may change again
+            handle.write(files["setup.exe"][:1])
         assert agent.stop() == 0
 
 

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.skipif(
 )
 PACKAGE = "PS1000B1"
 HRESULT = 0x80070643  # ERROR_INSTALL_FAILURE as an HRESULT: 2147944003, all 32 bits
-INSTALLER = b"@echo off\r\ncd > %1\r\necho %* >> %1\r\nexit /b 3010\r\n"
+INSTALLER = b"@echo off\r\ncd > %1\r\necho %* >> %1\r\necho %PROCESSOR_ARCHITECTURE% >> %1\r\nexit /b 3010\r\n"
+CALLER32 = os.environ.get("P2PDIST_WIN_CALLER32", "")  # a 32-bit stand-in for the SMS client
 
 
 def run(*argv: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
@@ -141,9 +142,19 @@ def test_install_service_wrapper_upgrade_uninstall(site: Site, tmp_path: Path) -
         time.sleep(1.0)
         codes.append(run(*line, timeout=120).returncode)
     assert codes[-1] == 3010, codes
-    ran_in, args = receipt.read_text().splitlines()[:2]
+    ran_in, args, machine = receipt.read_text().splitlines()[:3]
     assert Path(ran_in.strip()).parts[-1] == PACKAGE and "p2pdist" in ran_in, ran_in  # the cached copy, not the DP
     assert args.split() == [str(receipt), "/quiet"]
+    assert machine.strip() == "AMD64"  # a 64-bit caller: the native view
+    if CALLER32:  # the SMS 2003 / SCCM 2007 client is 32-bit: its program line gets the 32-bit view
+        receipt32 = tmp_path / "receipt32.txt"
+        by32 = run(CALLER32, "p2pdist-wrapper.exe", "--pkg", PACKAGE, "--agent", agent, "install.cmd", str(receipt32), "/quiet")
+        assert by32.returncode == 3010, by32.stdout + by32.stderr  # found in %windir% by a 32-bit search
+        ran_in32, args32, machine32 = receipt32.read_text().splitlines()[:3]
+        assert ran_in32 == ran_in and args32.split() == [str(receipt32), "/quiet"]
+        assert machine32.strip() == "x86"  # run by SysWOW64's cmd.exe, as without p2pdist
+    else:
+        say_skipped("a 32-bit SMS client", os.environ.get("P2PDIST_WIN_NO_CALLER32") or "no 32-bit caller built")
     whole = run(str(installed / "p2pdist-wrapper.exe"), "--pkg", PACKAGE, "--agent", agent, "cmd", "/c", "exit", str(HRESULT - 2**32))
     assert whole.returncode == HRESULT, whole.stderr
     wrapper_log = Path(layout.log_dir, "wrapper.log").read_text(encoding="utf-8")

@@ -4,21 +4,19 @@ replaced or deleted. Removal and repair meet such files and must cope, and lose 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lane import AgentProcess, Site, running_agent, wait_for
+from lane import AgentProcess, Site, wait_for
 from p2pdist.agent.pins import hold
 
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def agent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    with running_agent(tmp_path_factory.mktemp("cache-pc"), site, extra="[cache]\ncleanup_interval = 1.0\n") as agent:
-        yield agent
+@pytest.fixture
+def agent(pc: AgentProcess) -> AgentProcess:
+    return pc  # the lane's shared agent: cleanup every second
 
 
 def test_removal_of_a_package_with_an_open_file_finishes_once_it_is_closed(site: Site, agent: AgentProcess) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lane import p2pdist
+from lane import p2pdist_here
 from p2pdist.metainfo import parse_metainfo
 
 
@@ -20,11 +20,11 @@ def test_create_on_a_windows_path_keeps_folders_as_path_lists(tmp_path: Path) ->
     assert str(package)[1:3] == ":\\"  # a drive-letter path with backslashes
     torrent = tmp_path / "out" / "PS100077.torrent"
     torrent.parent.mkdir()
-    p2pdist("create", str(package), "-o", str(torrent), "--pkg", "PS100077", "-t", "http://127.0.0.1:1/announce")
+    p2pdist_here("create", str(package), "-o", str(torrent), "--pkg", "PS100077", "-t", "http://127.0.0.1:1/announce")
     info = parse_metainfo(torrent.read_bytes()).info
     paths = sorted(tuple(entry.path) for entry in info.files if not entry.pad)
     assert paths == [("PS100077", "Sub Dir", "deeper", "a b.cab"), ("PS100077", "setup.exe")]
-    shown = json.loads(p2pdist("show", str(torrent), "--json").stdout)
+    shown = json.loads(p2pdist_here("show", str(torrent), "--json"))
     assert shown["info"]["name"] == "PS100077" if "info" in shown else shown["name"] == "PS100077"
 
 
@@ -35,7 +35,7 @@ def test_create_from_a_dp_share_on_windows(tmp_path: Path) -> None:
         (share / package_id / "install.cmd").write_bytes(b"@exit /b 0\r\n")
     out = tmp_path / "torrents"
     out.mkdir()
-    p2pdist("create", "--dp", str(share), "-O", str(out), "-t", "http://127.0.0.1:1/announce")
+    p2pdist_here("create", "--dp", str(share), "-O", str(out), "-t", "http://127.0.0.1:1/announce")
     assert sorted(path.name for path in out.glob("*.torrent")) == ["PS100078.torrent", "PS100079.torrent"]
 
 

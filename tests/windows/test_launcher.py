@@ -108,16 +108,32 @@ def test_without_python_beside_it_one_line_and_the_internal_code(layout: Path, t
     assert len(result.stderr.strip().splitlines()) == 1 and "python" in result.stderr
 
 
-def test_the_view_option_reaches_the_wrapper(layout: Path) -> None:
-    """What the launcher passes for a 32-bit caller is what bitness.caller_view reads.
+CALLER32 = os.environ.get("P2PDIST_WIN_CALLER32", "")
+needs_caller32 = pytest.mark.skipif(
+    not CALLER32, reason=f"no 32-bit caller: {os.environ.get('P2PDIST_WIN_NO_CALLER32') or 'run by scripts/test-windows-bundle'}"
+)
 
-    (Starting the launcher from a real 32-bit process needs 32-bit Wine, which the lane does
-    not install; the parent check itself is in windows/launcher.c.)"""
+
+@needs_caller32
+def test_a_32bit_caller_gets_the_32bit_view_and_its_exit_code_whole(layout: Path) -> None:
+    """Started by a 32-bit process as the SMS client starts it (tests/windows/caller32.c): the
+    launcher sees a WOW64 parent and tells python so; a 64-bit parent (the tests above) does not."""
+    tail = '--pkg PS100012 msiexec /i "app 1.msi" /qn --exit 3010'
+    result = subprocess.run(f'"{CALLER32}" "{layout / "p2pdist-wrapper.exe"}" {tail}', capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 3010, result.stdout + result.stderr
+    report = json.loads(result.stdout.splitlines()[0])
+    assert report["x"] == {"p2pdist-view": "32"}
+    assert str(report["raw"]).endswith(" -I -X p2pdist-view=32 -m p2pdist.wrapper " + tail)
+
+
+def test_the_view_option_reaches_the_wrapper(layout: Path) -> None:
+    """What the launcher passes for a 32-bit caller is what bitness.caller_view reads."""
     python = layout / "python" / "python.exe"
     code = "import sys; from p2pdist.wrapper.bitness import caller_view; print(caller_view())"
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
-        [str(python), "-I", "-X", "p2pdist-view=32", "-c", f"import sys; sys.path.insert(0, {str(root)!r}); {code}"],
+        # -B: -I ignores the lane's PYTHONPYCACHEPREFIX, and no bytecode may land in the checkout.
+        [str(python), "-I", "-B", "-X", "p2pdist-view=32", "-c", f"import sys; sys.path.insert(0, {str(root)!r}); {code}"],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.stdout.strip() == "32", result.stderr

@@ -9,12 +9,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lane import WINE, AgentProcess, Site, read_json, running_agent
+from lane import WINE, AgentProcess, Site, read_json
 from p2pdist.agent import winacl
 from p2pdist.control.schema import ControlError
 from p2pdist.agent.pins import hold
@@ -36,11 +35,11 @@ DECOY_CMD = b'@echo off\r\necho decoy> "%LANE_RECORD%"\r\nexit /b 1\r\n'
 
 
 @pytest.fixture(scope="module")
-def agent(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+def agent(site: Site, pc: AgentProcess) -> AgentProcess:
+    """The lane's shared agent, with this module's package complete in its cache."""
     site.publish(PKG, {"show.py": SHOW, "exit.py": EXIT, "setup.cmd": SETUP_CMD, "x86/show.py": SHOW, "data.cab": os.urandom(300_000)})
-    with running_agent(tmp_path_factory.mktemp("wrapper-pc"), site) as agent:
-        agent.wait_complete(PKG)
-        yield agent
+    pc.wait_complete(PKG)
+    return pc
 
 
 @pytest.fixture
