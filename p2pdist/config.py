@@ -65,7 +65,7 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "") -> T:
     if not isinstance(mapping, dict):
         raise ConfigError(f"{where or 'config'}: expected a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass type; T is not bound to one
     unknown = set(mapping) - set(fields)
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -96,7 +96,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value")
     if dataclasses.is_dataclass(hint):
-        return from_mapping(hint, value, where)  # type: ignore[arg-type]
+        return from_mapping(hint, value, where)  # type: ignore[arg-type]  # a type hint here, never an instance
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list")

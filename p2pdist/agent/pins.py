@@ -42,7 +42,7 @@ class Pin:
                 kernel32.CloseHandle(handle)
 
 
-def _kernel32():  # type: ignore[no-untyped-def]
+def _kernel32():  # type: ignore[no-untyped-def]  # a ctypes.WinDLL, which exists only on Windows
     import ctypes
     from ctypes import wintypes
 

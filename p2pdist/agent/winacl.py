@@ -24,7 +24,7 @@ PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
 SDDL_REVISION_1 = 1
 
 
-def _advapi32():  # type: ignore[no-untyped-def]
+def _advapi32():  # type: ignore[no-untyped-def]  # a ctypes.WinDLL, which exists only on Windows
     from ctypes import wintypes
 
     advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)

@@ -26,7 +26,7 @@ def stop_event_name(pid: int) -> str:
     return f"p2pdist-agent-stop-{pid}"
 
 
-def _kernel32():  # type: ignore[no-untyped-def]
+def _kernel32():  # type: ignore[no-untyped-def]  # a ctypes.WinDLL, which exists only on Windows
     import ctypes
     from ctypes import wintypes
 

@@ -217,7 +217,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         want = min(missing, _LOWAT_MAX) if missing >= _LOWAT_FROM else 1
         if want != self._lowat:
             try:
-                self._socket.setsockopt(socket.SOL_SOCKET, _LOWAT, want)  # type: ignore[union-attr, arg-type]
+                self._socket.setsockopt(socket.SOL_SOCKET, _LOWAT, want)  # type: ignore[union-attr, arg-type]  # called only where _LOWAT and the socket exist
             except OSError:
                 self._socket = None  # not supported here: read as data comes
                 return
@@ -242,7 +242,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self._writable.set()
 
     def _check_send_buffer(self) -> None:
-        if self.transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[union-attr]
+        if self.transport.get_write_buffer_size() > self.max_send_buffer:  # type: ignore[union-attr]  # called only while connected
             self.close(f"peer does not read: more than {self.max_send_buffer} bytes waiting to be sent")
 
     # -- used by the owner ---------------------------------------------------------------

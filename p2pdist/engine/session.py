@@ -55,7 +55,7 @@ class _Refused(asyncio.Protocol):
     """What an accepted connection over the cap gets: reset at once, nothing allocated."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()  # type: ignore[attr-defined]  # a stream server's transport has abort(); the protocol types it as BaseTransport
 
 
 class Session:

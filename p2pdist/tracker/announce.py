@@ -122,7 +122,7 @@ def _unquote_loop(value: bytes) -> bytes:
 
 def _unquote_c(value: bytes) -> bytes:
     try:
-        return _escape_decode(value.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]  # type: ignore[misc]
+        return _escape_decode(value.replace(b"\\", b"\\\\").replace(b"%", b"\\x"))[0]  # type: ignore[misc]  # codecs.escape_decode is typed as maybe None
     except ValueError:  # "invalid \\x escape": a % without two hex digits after it
         raise AnnounceError(_BAD_ESCAPE) from None
 

@@ -15,7 +15,7 @@ import logging
 try:
     import resource
 except ImportError:  # Windows
-    resource = None  # type: ignore[assignment]
+    resource = None  # type: ignore[assignment]  # Windows has no resource module
 
 log = logging.getLogger("p2pdist.tracker")
 

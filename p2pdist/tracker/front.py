@@ -235,10 +235,10 @@ class FrontProtocol(asyncio.Protocol):
         if not front.admit(self.source):
             # Over the per-address cap: the descriptor goes back now. (A stream server's transport
             # has abort(); the protocol interface types it as the BaseTransport.)
-            transport.abort()  # type: ignore[attr-defined]
+            transport.abort()  # type: ignore[attr-defined]  # see above
             return
         self.counted = True
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's does not subclass asyncio.Transport)
         self.deadline = front.now() + front.head_timeout
         front.connections.add(self)
 

@@ -136,6 +136,10 @@ class Change(NamedTuple):
     sent: tuple[int, int, int]  # bytes to add: from peers, from the web seed, uploaded
 
 
+def _growth(new: int, was: int) -> int:
+    return new - was if new >= was else new
+
+
 def change(old: tuple[str, str, int, int, int] | None, entry: ReportEntry, site: str, labels: str | None = None) -> Change:
     """``old`` = (site, labels, from_peers, from_webseed, uploaded) of the PC's previous row;
     ``labels`` the entry's labels joined by blanks, when the caller has them already."""
@@ -145,15 +149,16 @@ def change(old: tuple[str, str, int, int, int] | None, entry: ReportEntry, site:
     if old is None:
         return Change(Counter({(package, version, site, label): 1 for label in labels.split()}), now_totals)
     before = old[2:]
-    sent = tuple(new - was if new >= was else new for new, was in zip(now_totals, before))
+    # Each counter's growth since the last report; a counter below its last value restarted.
+    sent = (_growth(now_totals[0], before[0]), _growth(now_totals[1], before[1]), _growth(now_totals[2], before[2]))
     if old[0] == site and old[1] == labels:
-        return Change(Counter(), sent)  # type: ignore[arg-type]  # the usual refresh: nothing moves
+        return Change(Counter(), sent)  # the usual refresh: nothing moves
     delta: Counter[tuple[str, int, str, str]] = Counter()
     for label in old[1].split():
         delta[(package, version, old[0], label)] -= 1
     for label in labels.split():
         delta[(package, version, site, label)] += 1
-    return Change(Counter({k: v for k, v in delta.items() if v}), sent)  # type: ignore[arg-type]
+    return Change(Counter({k: v for k, v in delta.items() if v}), sent)
 
 
 SCHEMA = """

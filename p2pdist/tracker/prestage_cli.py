@@ -74,11 +74,12 @@ def run_prestage(args: argparse.Namespace) -> int:
         if not orders:
             print("no pre-staging orders")
         return 0
+    assert package_id is not None  # only --list goes without one (above)
     if args.cancel:
         if args.at:
             raise UsageError("--cancel takes no --at")
         token = client.read_token(args.token_file)
-        result = asyncio.run(client.cancel_prestage(args.server, package_id, args.sites, args.package_version, token))  # type: ignore[arg-type]
+        result = asyncio.run(client.cancel_prestage(args.server, package_id, args.sites, args.package_version, token))
         for order in result.get("cancelled", []):
             print(f"cancelled: {_line(order)}")
         return 0
@@ -86,7 +87,7 @@ def run_prestage(args: argparse.Namespace) -> int:
         raise UsageError("name at least one --site")
     at = utc_time(args.at) if args.at else None
     token = client.read_token(args.token_file)
-    result = asyncio.run(client.prestage(args.server, package_id, args.sites, args.package_version, at, token))  # type: ignore[arg-type]
+    result = asyncio.run(client.prestage(args.server, package_id, args.sites, args.package_version, at, token))
     for order in result.get("orders", []):
         print(f"{'pre-staging' if order.get('created') else 'already ordered'}: {_line(order)}")
     return 0

@@ -33,7 +33,7 @@ from p2pdist.tracker.store import (
 try:
     from redis.exceptions import RedisError
 except ImportError:  # the memory store needs no redis package; from_url says what to install
-    RedisError = OSError  # type: ignore[assignment,misc]
+    RedisError = OSError  # type: ignore[assignment,misc]  # without redis installed: a stand-in nothing raises
 
 ERRORS = (RedisError, OSError)
 

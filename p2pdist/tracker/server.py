@@ -130,7 +130,7 @@ def run(settings: ServerSettings) -> int:
     try:
         import uvloop
     except ImportError:
-        uvloop = None  # type: ignore[assignment]
+        uvloop = None  # type: ignore[assignment]  # Windows has no uvloop
     if uvloop is not None:
         uvloop.run(serve(settings))
     else:

@@ -181,14 +181,14 @@ class Tracker:
             return record
         store = self.store
         try:
-            swarm = store.announce_now(  # type: ignore[attr-defined]
+            swarm = store.announce_now(  # type: ignore[attr-defined]  # synchronous stores only (self.synchronous)
                 request.info_hash, place.site, record, request.event == "stopped", now, self.per_address
             )
         except PeerLimitError as exc:
             raise TrackerRefusal(f"too many registrations from your address ({exc})") from None
         if request.event == "completed":
-            store.add_completed_now(request.info_hash, place.site)  # type: ignore[attr-defined]
-        return self._answer(swarm, record, request, place.site, now)  # type: ignore[arg-type]
+            store.add_completed_now(request.info_hash, place.site)  # type: ignore[attr-defined]  # as above
+        return self._answer(swarm, record, request, place.site, now)  # type: ignore[arg-type]  # _record answered a place without a site
 
     async def announce(self, request: AnnounceRequest, place: Place, now: float) -> Answer:
         if self.synchronous:
@@ -196,7 +196,7 @@ class Tracker:
         record = self._record(request, place, now)
         if isinstance(record, Answer):
             return record
-        site: str = place.site  # type: ignore[assignment]
+        site: str = place.site  # type: ignore[assignment]  # _record answered a place without a site
         try:
             swarm = await self.store.announce(
                 request.info_hash, site, record, request.event == "stopped", now, self.per_address
@@ -334,7 +334,7 @@ class Tracker:
 
     def scrape_now(self, info_hashes: tuple[bytes, ...], place: Place, now: float) -> ScrapeResponse:
         """``scrape`` for a synchronous store."""
-        return self._scrape(info_hashes, place, lambda h: self.store.counts_now(h, now))  # type: ignore[attr-defined]
+        return self._scrape(info_hashes, place, lambda h: self.store.counts_now(h, now))  # type: ignore[attr-defined]  # synchronous stores only
 
     async def scrape(self, info_hashes: tuple[bytes, ...], place: Place, now: float) -> ScrapeResponse:
         """BEP 48 figures for the caller's own site; unpublished torrents are left out."""

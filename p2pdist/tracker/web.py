@@ -85,13 +85,18 @@ def make_store(settings: ServerSettings) -> PeerStore:
 def make_ledger(settings: ServerSettings, store: PeerStore) -> Ledger:
     """The console's ledger beside the peers: in Redis where they are, else SQLite in data_dir."""
     reports = settings.reports
-    limits = dict(seen_days=reports.seen_days, history_days=reports.history_days, unknown_per_address=reports.unknown_per_address)
     client = getattr(store, "client", None)
     if settings.store.backend == "redis" and client is not None:
         from p2pdist.tracker.redis_ledger import RedisLedger
 
-        return RedisLedger(client, settings.store.key_prefix + "console:", **limits)  # type: ignore[arg-type]
-    return SqliteLedger(settings.data_dir / LEDGER_FILE, **limits)  # type: ignore[arg-type]
+        return RedisLedger(
+            client, settings.store.key_prefix + "console:",
+            seen_days=reports.seen_days, history_days=reports.history_days, unknown_per_address=reports.unknown_per_address,
+        )  # fmt: skip
+    return SqliteLedger(
+        settings.data_dir / LEDGER_FILE,
+        seen_days=reports.seen_days, history_days=reports.history_days, unknown_per_address=reports.unknown_per_address,
+    )  # fmt: skip
 
 
 def make_prestage(settings: ServerSettings, store: PeerStore) -> PrestageStore:

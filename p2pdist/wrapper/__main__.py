@@ -81,7 +81,7 @@ class _Logger:
 
     def write(self, outcome: str, code: int, **fields: object) -> int:
         path = self.path or default_log_path(self.env)
-        record = LogRecord(outcome=outcome, exit_code=code, duration=time.monotonic() - self.started, **fields)  # type: ignore[arg-type]
+        record = LogRecord(outcome=outcome, exit_code=code, duration=time.monotonic() - self.started, **fields)  # type: ignore[arg-type]  # fields: LogRecord's optional fields by name
         if problem := write_record(path, record):
             _say(problem)
         return code
