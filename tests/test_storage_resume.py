@@ -99,9 +99,9 @@ async def test_matching_resume_is_trusted_without_rehashing(tmp_path: Path) -> N
 
 async def test_start_identity_is_what_the_start_up_check_judged(tmp_path: Path) -> None:
     """What the agent compares leased files with when it holds them again after a restart."""
-    meta, data = make_torrent(MULTI_FILES)
+    _, meta = make_torrent(MULTI_FILES, piece_length=PIECE)
     resume = tmp_path / "r.resume"
-    await download(meta.info, data, tmp_path / "dl", resume, [0, 1, 5, 6])
+    await download(meta.info, content(MULTI_FILES), tmp_path / "dl", resume, [0, 1, 5, 6])
     storage = FileStorage(meta.info, tmp_path / "dl", resume_path=resume)
     assert storage.start_identity is None
     await storage.start()
