@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -591,10 +592,8 @@ async def sites_view(request: web.Request) -> web.Response:
     return web.json_response(site_list(await snapshot(state), configured_sites(state)))
 
 
-@api
-async def site_detail_view(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    site = request.match_info["site"]
+async def _site_of(state: ServerState, site: str) -> tuple[dict[str, Any] | None, list[PackageRecord]]:
+    """One site's view (None if it is neither configured nor has reported), for the API and the page."""
     today = day_of(state.wall())
     records = state.repository.packages(include_retired=True)
     prestaged = prestage_api.by_version(await state.prestage.orders(site=site), records)
@@ -602,6 +601,13 @@ async def site_detail_view(request: web.Request) -> web.Response:
         await snapshot(state), site, configured_sites(state).get(site), records,
         await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today, prestaged,
     )  # fmt: skip
+    return view, records
+
+
+@api
+async def site_detail_view(request: web.Request) -> web.Response:
+    site = request.match_info["site"]
+    view, _ = await _site_of(request.app[STATE], site)
     if view is None:
         return json_error(f"no site {site!r} is configured or has reported", 404)
     return web.json_response(view)
@@ -673,13 +679,7 @@ async def package_page_view(request: web.Request) -> web.Response:
 async def site_page_view(request: web.Request) -> web.Response:
     state = request.app[STATE]
     site = request.match_info["site"]
-    today = day_of(state.wall())
-    records = state.repository.packages(include_retired=True)
-    prestaged = prestage_api.by_version(await state.prestage.orders(site=site), records)
-    view = site_view(
-        await snapshot(state), site, configured_sites(state).get(site), records,
-        await state.ledger.stuck(site=site), await state.ledger.history(today - 27, today), today, prestaged,
-    )  # fmt: skip
+    view, records = await _site_of(state, site)
     if view is None:
         return missing(request, f"No site {site!r} is configured or has reported.")
     return templating.render(request, "site.html", page_context(state, **site_page(view, records)))
