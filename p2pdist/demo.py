@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from p2pdist.control.client import ControlClient
 from p2pdist.control.schema import AgentUnavailable, PackageStatus
 from p2pdist.engine.runtime import run
 from p2pdist.config import toml_value
+from p2pdist.localports import spare_port
 from p2pdist.metainfo import signing
 from p2pdist.wrapper.smsim import Result, simulate
 
@@ -73,12 +73,6 @@ def _main(args: argparse.Namespace) -> int:
             print(f"demo files kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _say(text: str) -> None:
@@ -163,14 +157,14 @@ class Demo:
         app.router.add_static("/", share, follow_symlinks=False, show_index=False)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        port = _free_port()
+        port = spare_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         url = f"http://127.0.0.1:{port}/"
         _say(f"[dp] distribution point serving the share at {url}")
         return runner, url
 
     async def _start_server(self, key_hex: str) -> str:
-        port = _free_port()
+        port = spare_port()
         config = self.work / "site.toml"
         config.write_text(
             f"data_dir = {toml_value(self.work / 'server')}\n"
@@ -208,7 +202,7 @@ class Demo:
             home.mkdir()
             config = home / "agent.toml"
             if WINDOWS:  # no Unix sockets: loopback TCP, and the token the agent writes at start
-                control, token_file = f"http://127.0.0.1:{_free_port()}", home / "state" / "control.token"
+                control, token_file = f"http://127.0.0.1:{spare_port()}", home / "state" / "control.token"
             else:
                 control, token_file = f"unix:{home / 'control.sock'}", None
             config.write_text(

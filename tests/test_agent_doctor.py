@@ -16,7 +16,7 @@ from p2pdist.engine.settings import EngineSettings
 from p2pdist.config import toml_value
 from p2pdist.metainfo.signing import generate_key, raw_public_key
 from tests.support.agents import PUBLIC_HEX, agent_settings, make_package, publish, running_agent, site_server, socket_dir, write_source
-from tests.support.siteserver import free_port
+from tests.support.ports import free_port
 from tests.support.http import serve_app
 
 

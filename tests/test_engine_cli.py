@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.torrents import make_torrent, random_bytes, read_tree, write_files
 from tests.support.trackers import ANSWER, HANG, REFUSAL, REFUSE, ScriptedTracker, closed_port
 
 FILES = {"setup.msi": random_bytes(600_000, seed=21), "lang/de.mst": random_bytes(50_000, seed=22)}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _p2pdist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -36,7 +31,7 @@ def _torrent(tmp_path: Path, trackers: tuple[tuple[str, ...], ...] = ()) -> tupl
 
 def _start_seed(torrent: Path, folder: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     """A `p2pdist seed` process that listens on 127.0.0.1; returns it and its port."""
-    port = _free_port()
+    port = free_port()
     seeder = subprocess.Popen(
         [sys.executable, "-m", "p2pdist", "seed", str(torrent), str(folder), "--listen", "127.0.0.1", "--port", str(port), "-q", "--duration", "60", *extra],
         stderr=subprocess.PIPE, text=True,

@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "atomicfile": set(),
     "outcomes": set(),
     "records": set(),
+    "localports": set(),
     "metainfo": set(),
     "creator": {"metainfo"},
     "wire": {"metainfo"},

@@ -20,7 +20,8 @@ from p2pdist.storage.verify import piece_matches
 from tests.support.agents import PUBLIC_HEX as AGENT_KEY_HEX
 from tests.support.agents import agent_settings, make_package
 from tests.support.modules import PACKAGE_ROOT
-from tests.support.siteserver import PUBLIC_HEX, free_port, info_hash_of, signed_torrent
+from tests.support.ports import free_port
+from tests.support.siteserver import PUBLIC_HEX, info_hash_of, signed_torrent
 from tests.support.storage import MULTI_FILES, PIECE, piece_of
 from tests.support.torrents import Pad, content, make_torrent
 

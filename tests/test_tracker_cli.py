@@ -12,7 +12,8 @@ from p2pdist.config import ConfigError
 from p2pdist.config import toml_value
 from p2pdist.tracker.settings import load_server_settings
 from tests.support.processes import in_process, run_cli, start_process, stop
-from tests.support.siteserver import PUBLIC_HEX, TOKEN, free_port, info_hash_of, signed_torrent
+from tests.support.ports import free_port
+from tests.support.siteserver import PUBLIC_HEX, TOKEN, info_hash_of, signed_torrent
 from tests.support.tls import self_signed
 
 SITE_TOML = """

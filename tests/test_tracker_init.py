@@ -12,7 +12,8 @@ import pytest
 from p2pdist.metainfo.signing import load_private_key, raw_public_key
 from p2pdist.tracker.settings import default_data_dir, load_server_settings
 from tests.support.processes import run_cli, start_process, stop
-from tests.support.siteserver import free_port, signed_torrent
+from tests.support.ports import free_port
+from tests.support.siteserver import signed_torrent
 
 
 async def test_init_writes_a_server_that_runs_and_accepts_a_publish(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from p2pdist.tracker.announce import parse_announce_response
+from tests.support.ports import free_port
 from tests.support.siteserver import (
     SITES,
     announce_url,
-    free_port,
     info_hash_of,
     make_settings,
     peer_id,

@@ -23,10 +23,10 @@ from p2pdist.tracker.store import (
     pack_endpoint,
     unpack_endpoint,
 )
+from tests.support.ports import free_port
 from tests.support.siteserver import (
     TOKEN,
     announce_url,
-    free_port,
     info_hash_of,
     make_settings,
     peer_id,

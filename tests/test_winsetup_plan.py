@@ -36,17 +36,22 @@ windows_path = st.text(st.characters(blacklist_categories=("Cs",), blacklist_cha
 )
 
 
-@given(data=windows_path, cache=windows_path, port=st.integers(1024, 65535), control=st.none() | st.integers(1, 65535))
-def test_agent_toml_reads_back_as_written(data: str, cache: str, port: int, control: int | None) -> None:
+addresses = st.none() | st.ip_addresses().map(str)
+
+
+@given(
+    data=windows_path, cache=windows_path, port=st.integers(1024, 65535), control=st.none() | st.integers(1, 65535), listen=addresses
+)
+def test_agent_toml_reads_back_as_written(data: str, cache: str, port: int, control: int | None, listen: str | None) -> None:
     layout = plan.Layout(r"C:\Program Files\p2pdist", data, cache, r"C:\Windows")
-    settings = plan.check_settings("http://sms01:6969/", KEY, port, control)
+    settings = plan.check_settings("http://sms01:6969/", KEY, port, control, listen)
     parsed = tomllib.loads(plan.agent_toml(settings, layout))
     assert parsed["repository"] == "http://sms01:6969" and parsed["public_keys"] == [KEY]
     assert parsed["cache_dir"] == cache and parsed["state_dir"] == data
     log_file = parsed["log_file"]  # <data>\logs\agent.log, however data ends ("C:\\/" is C:\)
     assert ntpath.basename(log_file) == "agent.log" and ntpath.basename(ntpath.dirname(log_file)) == "logs"
     assert ntpath.normpath(ntpath.dirname(ntpath.dirname(log_file))) == ntpath.normpath(data)
-    assert parsed["engine"] == {"listen_port": port}
+    assert parsed["engine"] == {"listen_port": port} | ({"listen_host": listen} if listen is not None else {})
     assert ("control" in parsed) == (control is not None)
     if control is not None:
         assert parsed["control"]["address"] == f"http://127.0.0.1:{control}"
@@ -61,11 +66,13 @@ def test_agent_toml_reads_back_as_written(data: str, cache: str, port: int, cont
         ("http://sms 01", KEY, 6881, "not an http"),
         ("http://sms01:6969", "abc", 6881, "public key"),
         ("http://sms01:6969", KEY, 80, "between 1024 and 65535"),
+        ("http://sms01:6969", KEY, 6881, "not an IP address"),
     ],
 )
 def test_bad_arguments_fail_the_install_with_one_line(repository: str, key: str, port: int, says: str) -> None:
+    listen = "pc-42.corp" if says == "not an IP address" else None
     with pytest.raises(plan.PlanError, match=says) as caught:
-        plan.check_settings(repository, key, port)
+        plan.check_settings(repository, key, port, listen_address=listen)
     assert "\n" not in str(caught.value)
 
 

@@ -156,6 +156,11 @@ static void WINAPI service_main(DWORD argc, LPWSTR *argv) {
      * Ctrl-Break handling work as on a console; the stop itself comes through the event. */
     if (!CreateProcessW(python, line, NULL, NULL, TRUE, CREATE_NO_WINDOW | CREATE_SUSPENDED, NULL, folder, &startup, &child)) {
         DWORD error = GetLastError();
+        char text[160];  /* the reason, on disk where install.cmd and an administrator look */
+        int length = wsprintfA(text, "p2pdist-service: cannot start python\\python.exe beside it (Windows error %lu)\r\n", error);
+        DWORD written;
+        WriteFile(log, text, (DWORD)length, &written, NULL);
+        CloseHandle(log);
         report(SERVICE_STOPPED, error, 0, 0);
         return;
     }
@@ -205,8 +210,9 @@ static void WINAPI service_main(DWORD argc, LPWSTR *argv) {
         report(SERVICE_STOPPED, code == 0 ? NO_ERROR : ERROR_SERVICE_SPECIFIC_ERROR, code, 0);
     } else {
         /* The agent ended unasked. Ending without reporting SERVICE_STOPPED is what every
-         * Windows version (and Wine) counts as a failure, so the failure actions restart the
-         * service; the failure-actions flag of Vista and later is not needed for that. */
+         * Windows version counts as a failure, so the failure actions restart the service; the
+         * failure-actions flag of Vista and later is not needed for that. (Wine 8 goes on
+         * saying "running"; p2pdist/winsetup/scm.py checks this host's process itself.) */
         ExitProcess(code ? code : 1);
     }
     if (job != NULL)

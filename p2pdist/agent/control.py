@@ -240,7 +240,7 @@ def unix_listener(path: Path) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise LocalError(f"cannot listen on {path}: {exc.strerror}") from None
+        raise LocalError(f"control API: cannot listen on {path}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 
@@ -279,7 +279,7 @@ class ControlServer:
                 try:
                     await site.start()
                 except OSError as exc:
-                    raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+                    raise LocalError(f"control API: cannot listen on {host}:{port}: {exc.strerror}") from None
                 bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[attr-defined]  # noqa: SLF001  aiohttp types _server as AbstractServer; it is an asyncio.Server
                 shown = f"[{host}]" if ":" in host else host
                 self.address = f"http://{shown}:{bound}"

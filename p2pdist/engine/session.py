@@ -91,7 +91,7 @@ class Session:
         try:
             self._server = await loop.create_server(self.inbound, self.settings.listen_host, self.settings.listen_port, reuse_address=True)
         except OSError as exc:
-            raise LocalError(f"cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}") from None
+            raise LocalError(f"peer port: cannot listen on {self.settings.listen_host}:{self.settings.listen_port}: {exc.strerror}") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
     def inbound(self) -> asyncio.BaseProtocol:

@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install.add_argument("public_key", nargs="?", help="the repository's public key (64 hex digits)")
     install.add_argument("--port", type=int, default=plan.DEFAULT_PORT, help="peer port to listen on and open in the firewall")
     install.add_argument("--control-port", type=int, default=None, help="control API port if 7881 is taken (program lines then need --agent)")
+    install.add_argument("--listen-address", default=None, help="the one IP address peers connect to (default: every address)")
     remove = commands.add_parser("uninstall", help="remove p2pdist (run elevated)")
     remove.add_argument("--keep-data", action="store_true", help="keep the cache, state and agent.toml")
     copy = commands.add_parser("copy-runtime", help=argparse.SUPPRESS)  # uninstall.cmd: python and lib to TARGET
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "install" and (args.repository is not None or args.public_key is not None):
             if args.public_key is None:
                 raise plan.PlanError("give both the site server's URL and the repository's public key")
-            settings = plan.check_settings(args.repository, args.public_key, args.port, args.control_port)
+            settings = plan.check_settings(args.repository, args.public_key, args.port, args.control_port, args.listen_address)
     except plan.PlanError as exc:
         print(f"p2pdist setup: error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ Pure: every path comes in through ``Layout``, so the rules are tested on Linux a
 
 from __future__ import annotations
 
+import ipaddress
 import ntpath
 import re
 from dataclasses import dataclass
@@ -90,12 +91,16 @@ class Settings:
     port: int = DEFAULT_PORT
     # The control API's port; only where 7881 is taken: program lines then need --agent.
     control_port: int | None = None
+    # The one address peers connect to, on a PC with several networks; None: every address.
+    listen_address: str | None = None
 
 
 _URL = re.compile(r"\Ahttps?://[^\s/\"'<>]+(/[^\s\"'<>]*)?\Z")
 
 
-def check_settings(repository: str, public_key: str, port: int = DEFAULT_PORT, control_port: int | None = None) -> Settings:
+def check_settings(
+    repository: str, public_key: str, port: int = DEFAULT_PORT, control_port: int | None = None, listen_address: str | None = None
+) -> Settings:
     """The arguments, validated so that a typo fails the install instead of the agent's start."""
     if not _URL.match(repository):
         raise PlanError(f"repository URL {repository!r} is not an http:// or https:// URL of the site server")
@@ -108,7 +113,12 @@ def check_settings(repository: str, public_key: str, port: int = DEFAULT_PORT, c
         raise PlanError(f"peer port {port} is not between 1024 and 65535 (the site server refuses lower ones)")
     if control_port is not None and not 1 <= control_port <= 65535:
         raise PlanError(f"control port {control_port} is not between 1 and 65535")
-    return Settings(repository.rstrip("/"), key, port, control_port)
+    if listen_address is not None:
+        try:
+            ipaddress.ip_address(listen_address)
+        except ValueError:
+            raise PlanError(f"listen address {listen_address!r} is not an IP address of this PC") from None
+    return Settings(repository.rstrip("/"), key, port, control_port, listen_address)
 
 
 def agent_toml(settings: Settings, layout: Layout) -> str:
@@ -125,6 +135,8 @@ def agent_toml(settings: Settings, layout: Layout) -> str:
         "[engine]",
         f"listen_port = {settings.port}",
     ]
+    if settings.listen_address is not None:
+        lines.append(f"listen_host = {toml_value(settings.listen_address)}")
     if settings.control_port is not None:
         lines += ["", "[control]", f"address = {toml_value(f'http://127.0.0.1:{settings.control_port}')}"]
     lines.append("")

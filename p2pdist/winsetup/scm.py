@@ -20,6 +20,10 @@ SERVICE_AUTO_START = 2
 SERVICE_ERROR_NORMAL = 1
 SERVICE_NO_CHANGE = 0xFFFFFFFF
 SERVICE_CONTROL_STOP = 1
+SC_STATUS_PROCESS_INFO = 0
+WAIT_TIMEOUT = 0x102
+ERROR_PROCESS_ABORTED = 1067
+SYNCHRONIZE = 0x00100000
 SERVICE_CONFIG_DESCRIPTION = 1
 SERVICE_CONFIG_FAILURE_ACTIONS = 2
 SERVICE_CONFIG_FAILURE_ACTIONS_FLAG = 4
@@ -44,6 +48,10 @@ class SERVICE_STATUS(ctypes.Structure):  # noqa: N801 - the Windows name
         ("dwCheckPoint", wintypes.DWORD),
         ("dwWaitHint", wintypes.DWORD),
     ]
+
+
+class SERVICE_STATUS_PROCESS(ctypes.Structure):  # noqa: N801
+    _fields_ = [*SERVICE_STATUS._fields_, ("dwProcessId", wintypes.DWORD), ("dwServiceFlags", wintypes.DWORD)]
 
 
 class SC_ACTION(ctypes.Structure):  # noqa: N801
@@ -87,6 +95,7 @@ class Status:
     state: int
     win32_exit: int
     service_exit: int
+    process_id: int = 0  # the service host's, while it runs
 
     @property
     def name(self) -> str:
@@ -124,6 +133,32 @@ def _check(ok: object, what: str) -> None:
     if not ok:
         error = ctypes.get_last_error()
         raise ctypes.WinError(error, f"{what}: {ctypes.FormatError(error).strip()}")
+
+
+def process_alive(process_id: int) -> bool:
+    """Whether a process still runs. Wine 8's service manager goes on saying "running" after a
+    service host that never reported "stopped" has ended, so a caller checks the host itself."""
+    if sys.platform != "win32":
+        raise OSError(_NOT_WINDOWS)
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
+    handle = kernel32.OpenProcess(SYNCHRONIZE, False, process_id)
+    if not handle:
+        return False
+    try:
+        kernel32.WaitForSingleObject.argtypes = [wintypes.HANDLE, wintypes.DWORD]
+        return bool(kernel32.WaitForSingleObject(handle, 0) == WAIT_TIMEOUT)
+    finally:
+        kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
+        kernel32.CloseHandle(handle)
+
+
+def error_text(code: int) -> str:
+    """Windows' one-line text for an error code (a service's exit code, say)."""
+    if sys.platform != "win32":
+        return f"error {code}"
+    return ctypes.FormatError(code).strip()
 
 
 class Manager:
@@ -226,14 +261,22 @@ class Manager:
         return handle
 
     def status(self, name: str) -> Status | None:
+        """The service's status; None if there is no such service. A host that ended without
+        reporting counts as stopped, as Windows counts it (Wine 8 goes on saying running)."""
         handle = self._open(name)
         if handle is None:
             return None
         try:
-            value = SERVICE_STATUS()
-            self.api.QueryServiceStatus.argtypes = [wintypes.HANDLE, ctypes.POINTER(SERVICE_STATUS)]
-            _check(self.api.QueryServiceStatus(handle, ctypes.byref(value)), f"QueryServiceStatus {name}")
-            return Status(value.dwCurrentState, value.dwWin32ExitCode, value.dwServiceSpecificExitCode)
+            value = SERVICE_STATUS_PROCESS()
+            needed = wintypes.DWORD()
+            self.api.QueryServiceStatusEx.argtypes = [
+                wintypes.HANDLE, ctypes.c_int, ctypes.POINTER(SERVICE_STATUS_PROCESS), wintypes.DWORD, ctypes.POINTER(wintypes.DWORD)
+            ]  # fmt: skip
+            ok = self.api.QueryServiceStatusEx(handle, SC_STATUS_PROCESS_INFO, ctypes.byref(value), ctypes.sizeof(value), ctypes.byref(needed))
+            _check(ok, f"QueryServiceStatusEx {name}")
+            if value.dwCurrentState != STOPPED and value.dwProcessId and not process_alive(value.dwProcessId):
+                return Status(STOPPED, ERROR_PROCESS_ABORTED, 0)  # what Windows itself reports then
+            return Status(value.dwCurrentState, value.dwWin32ExitCode, value.dwServiceSpecificExitCode, value.dwProcessId)
         finally:
             self.api.CloseServiceHandle(handle)
 

@@ -15,14 +15,19 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from p2pdist.control.schema import TOKEN_FILE_NAME
 from p2pdist.errors import LocalError
 from p2pdist.winsetup import plan, scm
 
 STOP_TIMEOUT = 90.0  # the service host ends the agent itself after 60 s
 START_TIMEOUT = 60.0
+RESTART_PAUSE = 2.0
+STOPPED_GRACE = 2.0  # a service manager may still say "stopped" just after StartService returns
+ERROR_SERVICE_SPECIFIC_ERROR = 1066  # the service host's code when the agent exits non-zero
 OLD_SUFFIX = ".p2pdist-old"
 MOVEFILE_DELAY_UNTIL_REBOOT = 0x4
 KEY_WOW64_64KEY = 0x0100
@@ -222,14 +227,72 @@ def register_service(layout: plan.Layout, log: Log) -> None:
         f"restart on failure after {', '.join(f'{d // 1000} s' for d in plan.RESTART_DELAYS_MS)}")
 
 
-def start_service(log: Log) -> None:
-    with scm.Manager() as manager:
-        manager.start(plan.SERVICE)
-        status = manager.wait_until(plan.SERVICE, scm.RUNNING, START_TIMEOUT)
-    if status is None or status.state != scm.RUNNING:
-        state = status.name if status else "gone"
-        raise StepError(f"the service did not start (state {state}); see its log in the logs folder (service.log)")
-    log("service running")
+def start_service(layout: plan.Layout, log: Log) -> None:
+    """Start the service and wait for the agent itself: the service host reports running as
+    soon as it has started python, so an agent that fails at start (a port taken, a bad
+    agent.toml) shows only as the service stopping a moment later, or as its control token
+    never being written. A start that ends at once is tried once more (what the failure
+    actions would do a minute later), its reason logged first."""
+    service_log = Path(layout.log_dir, "service.log")
+    token = Path(layout.data_dir, TOKEN_FILE_NAME)
+    for attempt in (1, 2):
+        before = _mtime(token)
+        with scm.Manager() as manager:
+            manager.start(plan.SERVICE)
+            status = _wait_for_agent(manager, lambda: _mtime(token) not in (None, before))
+        if status is not None and status.state == scm.RUNNING:
+            up = _mtime(token) not in (None, before)
+            log("service running, the agent's control API answering" if up else
+                f"service running; the agent is still starting after {START_TIMEOUT:g} s (see {service_log})")
+            return
+        reason = f"{describe(status)}: {last_line(service_log) or 'it wrote nothing'} (in {service_log})"
+        if attempt == 1 and status is not None and status.state == scm.STOPPED:
+            log(f"the service stopped as it started ({reason}); starting it once more")
+            time.sleep(RESTART_PAUSE)
+            continue
+        break
+    raise StepError(f"the service did not start ({reason})")
+
+
+def _wait_for_agent(manager: scm.Manager, agent_up: Callable[[], bool]) -> scm.Status | None:
+    """Poll until the service runs with its agent up, or stops (or is gone); the last status."""
+    started = time.monotonic()
+    status = manager.status(plan.SERVICE)
+    for _ in range(int(START_TIMEOUT / 0.25) + 1):
+        waited = time.monotonic() - started
+        if status is None or (status.state == scm.STOPPED and waited > STOPPED_GRACE):
+            break
+        if (status.state == scm.RUNNING and agent_up()) or waited > START_TIMEOUT:
+            break
+        time.sleep(0.25)
+        status = manager.status(plan.SERVICE)
+    return status
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def describe(status: scm.Status | None) -> str:
+    """The service's state and, once stopped, the exit codes the service manager holds."""
+    if status is None:
+        return "the service is gone"
+    if status.state != scm.STOPPED:
+        return f"state {status.name}"
+    if status.win32_exit == ERROR_SERVICE_SPECIFIC_ERROR:
+        return f"state stopped, the agent's exit code {status.service_exit}"
+    return f"state stopped, exit code {status.win32_exit}: {scm.error_text(status.win32_exit)}"
+
+
+def last_line(path: Path) -> str:
+    """The last non-blank line of a log (the agent's one-line reason it stopped), or ''."""
+    with contextlib.suppress(OSError):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return ""
 
 
 def delete_service(log: Log) -> None:
@@ -273,7 +336,7 @@ def install(bundle: Path, layout: plan.Layout, settings: plan.Settings | None, v
     run_command(plan.firewall_delete(), log, check=False)  # none yet on a first install
     run_command(plan.firewall_add(layout, port), log)
     register_service(layout, log)
-    start_service(log)
+    start_service(layout, log)
     log("done")
 
 

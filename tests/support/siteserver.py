@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -122,12 +121,6 @@ async def publish(server: RunningServer, torrent: bytes, token: str = TOKEN) -> 
         )
         await response.read()
         return response
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def quoted(data: bytes) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from p2pdist import bencode
+from tests.support.ports import free_port
 
 ANSWER, REFUSE, HTTP_ERROR, HANG = "answer", "refuse", "http-error", "hang"
 REFUSAL = "unregistered torrent, ask your site admin"
@@ -88,9 +89,7 @@ class ScriptedTracker:
 
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (a tracker that is down)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 class OpenTracker:

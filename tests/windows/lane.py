@@ -33,16 +33,11 @@ from p2pdist.control.schema import AgentUnavailable, PackageStatus
 from p2pdist.agent.winstop import request_stop
 from p2pdist.config import toml_value
 from p2pdist.metainfo import signing
+from tests.support.ports import free_port
 
 PYTHON = sys.executable
 WINE = hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
 NO_WINDOW = subprocess.CREATE_NO_WINDOW
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Any, what: str, timeout: float = 60.0, step: float = 0.1) -> Any:

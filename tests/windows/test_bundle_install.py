@@ -9,6 +9,7 @@ printed; docs/windows.md lists it.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import time
@@ -20,7 +21,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lane import WINE, Site, free_port, wait_for
+from lane import WINE, Site, wait_for
+
+from tests.support.ports import free_port
 
 from p2pdist.bencode import decode
 from p2pdist.winsetup import plan, scm
@@ -93,8 +96,11 @@ def test_install_service_wrapper_upgrade_uninstall(site: Site, tmp_path: Path) -
     agent = f"http://127.0.0.1:{control_port}"
 
     # -- install ---------------------------------------------------------------------------
-    done = run("cmd", "/c", str(pkg / "install.cmd"), site.url, site.key_hex, "--port", str(peer_port), "--control-port", str(control_port))
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run("cmd", "/c", str(pkg / "install.cmd"), site.url, site.key_hex, "--port", str(peer_port), "--control-port", str(control_port),
+               "--listen-address", "127.0.0.1")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr + logs(layout)
+    if "once more" in done.stdout:  # passed on the second start: say why the first one ended
+        print(f"\nthe first service start ended at once:\n{done.stdout}{logs(layout)}", flush=True)
     installed = Path(layout.install_dir)
     for name in ("p2pdist-wrapper.exe", "p2pdist.exe", "p2pdist-service.exe", "uninstall.cmd", "python/python.exe"):
         assert (installed / name).is_file(), name
@@ -126,7 +132,7 @@ def test_install_service_wrapper_upgrade_uninstall(site: Site, tmp_path: Path) -
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert wait_for(lambda: (s := service_status()) is not None and s.state == scm.STOPPED, "the service to stop")
     started = run("sc", "start", plan.SERVICE)
-    assert started.returncode == 0, started.stdout + started.stderr
+    assert started.returncode == 0, started.stdout + started.stderr + logs(layout)
     wait_for(lambda: (s := service_status()) is not None and s.state == scm.RUNNING, "the service to run")
     token = Path(layout.data_dir, "control.token")
     wait_for(lambda: agent_up(layout, token), "the agent's control token", timeout=90)
@@ -164,7 +170,7 @@ def test_install_service_wrapper_upgrade_uninstall(site: Site, tmp_path: Path) -
     dp_before = site.dp.bytes_sent
     toml_before = Path(layout.config).read_bytes()
     upgraded = run("cmd", "/c", str(pkg / "install.cmd"))
-    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr + logs(layout)
     assert "upgrading" in upgraded.stdout and Path(layout.config).read_bytes() == toml_before
     wait_for(lambda: agent_up(layout, token), "the upgraded agent's control token", timeout=90)
     again = run(layout.windir_wrapper, "--pkg", PACKAGE, "--agent", agent, "install.cmd", str(receipt), timeout=120)
@@ -196,6 +202,18 @@ def test_install_service_wrapper_upgrade_uninstall(site: Site, tmp_path: Path) -
     finally:
         db.close()
     assert state == "complete"
+
+    # -- an agent that cannot start: install.cmd waits for the agent, not only the host, and says why
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", control_port))
+        squatter.listen()
+        refused = run("cmd", "/c", str(pkg / "install.cmd"))
+    assert refused.returncode == 1, refused.stdout + refused.stderr + logs(layout)
+    assert "starting it once more" in refused.stdout  # the second start, as failure actions would
+    (said,) = refused.stderr.strip().splitlines()
+    assert f"control API: cannot listen on 127.0.0.1:{control_port}" in said and "service.log" in said, said
+    status = wait_for(lambda: (s := service_status()) is not None and s.state == scm.STOPPED and s, "the service to be stopped")
+    assert status.win32_exit == 1067, status  # the host ended unasked: a failure, as Windows counts it
 
     # -- uninstall: nothing left ---------------------------------------------------------------
     removed = run("cmd", "/c", str(installed / "uninstall.cmd"))
