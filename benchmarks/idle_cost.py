@@ -30,6 +30,7 @@ from p2pdist import bencode
 from p2pdist.control.client import ControlClient
 from p2pdist.config import toml_value
 from p2pdist.agent.state import AgentState, PackageRow
+from p2pdist.agent.torrent_source import vouch_for
 from p2pdist.metainfo import PackageIdentity, encode_torrent, parse_metainfo
 from p2pdist.metainfo.signing import generate_key, raw_public_key, sign_torrent
 from _net import free_port, wait_listening
@@ -93,7 +94,8 @@ async def publish_all(url: str, token: str, torrents: list[bytes]) -> None:
 
 
 def lay_out_cache(packages: list[tuple[bytes, bytes, str]], cache: Path, state_dir: Path) -> None:
-    """What a finished download leaves: the data under its final name, the torrent, the row."""
+    """What a finished download leaves: the data under its final name, the torrent (with the
+    record that the agent checked its signature when it stored it), the row."""
     state = AgentState(state_dir)
     now = time.time()
     try:
@@ -104,7 +106,7 @@ def lay_out_cache(packages: list[tuple[bytes, bytes, str]], cache: Path, state_d
             (cache / key / name).write_bytes(payload)
             identity = meta.info.package
             assert identity is not None
-            state.save_torrent(key, torrent)
+            state.save_torrent(key, torrent, vouch_for(torrent, meta))
             state.save_package(
                 PackageRow(key, identity.package_id, 1, name, len(payload), state="complete", added_at=now, last_advertised=now, completed_at=now)
             )

@@ -50,7 +50,7 @@ from p2pdist.agent.prestage import StageOrder
 from p2pdist.agent.reporting import Reporter
 from p2pdist.agent.state import AgentState, LeaseRow, PackageRow, PrestagedRow, secure_folder
 from p2pdist.agent.statuses import fetch_status, package_status
-from p2pdist.agent.torrent_source import TorrentRefused, check_torrent
+from p2pdist.agent.torrent_source import TorrentRefused, check_torrent, recheck_stored, vouch_for
 from p2pdist.control.schema import PackageStatus
 from p2pdist.engine.session import Session
 from p2pdist.errors import P2pdistError
@@ -162,9 +162,13 @@ class Agent:
         try:
             if data is None:
                 raise TorrentRefused("its torrent file is missing")
-            meta = check_torrent(data, self.keys, row.package_id, row.version)
+            vouch = self.state.load_vouch(row.info_hash)
+            meta = recheck_stored(data, self.keys, row.package_id, row.version, vouch)
             if meta.info_hash_hex != row.info_hash:
                 raise TorrentRefused("its torrent file belongs to another info-hash")
+            if vouch != vouch_for(data, meta):  # checked in full now: the next start need not
+                with contextlib.suppress(OSError):
+                    self.state.save_vouch(row.info_hash, vouch_for(data, meta))
         except TorrentRefused as exc:
             log.error("dropping %s v%d (%s): %s", row.package_id, row.version, row.info_hash, exc)
             self.state.delete_package(row.info_hash)

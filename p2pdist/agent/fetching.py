@@ -18,7 +18,7 @@ from p2pdist.agent import running
 from p2pdist.agent.errors import BadRequest
 from p2pdist.agent.packages import CHECKING, ERROR, Fetch, Package, find_package, flush, parse_package_id
 from p2pdist.agent.state import PackageRow
-from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent
+from p2pdist.agent.torrent_source import RepositoryUnavailable, TorrentRefused, check_torrent, download_torrent, vouch_for
 from p2pdist.control.schema import PackageStatus
 from p2pdist.errors import OutputError, one_line
 from p2pdist.metainfo import Metainfo
@@ -149,7 +149,7 @@ def _add(agent: Agent, meta: Metainfo, data: bytes, now: float, advertised: floa
         state=CHECKING, added_at=now, last_advertised=advertised,
     )  # fmt: skip
     try:
-        agent.state.save_torrent(key, data)
+        agent.state.save_torrent(key, data, vouch_for(data, meta))
         agent.state.save_package(row)
     except (OutputError, sqlite3.Error) as exc:
         agent.state.forget_files(key)

@@ -4,7 +4,9 @@ SQLite in WAL mode with ``synchronous=NORMAL``: a crash loses at most the last f
 updates, never the database, and each write is a single small row, cheap enough to run on the
 event loop. The signed ``.torrent`` files and the storage resume data live beside the database
 (``torrents/<info-hash>.torrent``, ``resume/<info-hash>.resume``), written temp -> fsync ->
-rename so a crash leaves the old file or the new one, never half of one.
+rename so a crash leaves the old file or the new one, never half of one. Beside each torrent,
+``<info-hash>.vouched`` records that this agent checked its signature (see
+``torrent_source.recheck_stored``).
 
 A database that SQLite finds damaged (not a database, malformed, failing its quick check) is
 moved aside as ``agent.sqlite3.damaged-<time>`` with its journal files, and a new one is made:
@@ -245,11 +247,25 @@ class AgentState:
     def resume_path(self, info_hash: str) -> Path:
         return self.resume_dir / f"{info_hash}.resume"
 
-    def save_torrent(self, info_hash: str, data: bytes) -> None:
+    def vouch_path(self, info_hash: str) -> Path:
+        return self.torrent_dir / f"{info_hash}.vouched"
+
+    def save_torrent(self, info_hash: str, data: bytes, vouch: str) -> None:
+        """Store a torrent that passed the trust check, and the record that it did."""
         try:
             write_atomically(self.torrent_path(info_hash), data)
+            self.save_vouch(info_hash, vouch)
         except OSError as exc:
             raise OutputError(f"cannot store torrent {info_hash}: {exc.strerror}") from None
+
+    def save_vouch(self, info_hash: str, vouch: str) -> None:
+        write_atomically(self.vouch_path(info_hash), vouch.encode("ascii"))
+
+    def load_vouch(self, info_hash: str) -> str | None:
+        try:
+            return self.vouch_path(info_hash).read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None
 
     def load_torrent(self, info_hash: str) -> bytes | None:
         try:
@@ -258,7 +274,7 @@ class AgentState:
             return None
 
     def forget_files(self, info_hash: str) -> None:
-        for path in (self.torrent_path(info_hash), self.resume_path(info_hash)):
+        for path in (self.torrent_path(info_hash), self.vouch_path(info_hash), self.resume_path(info_hash)):
             _unlink(path)
 
     def forget_resume(self, info_hash: str) -> None:

@@ -4,11 +4,20 @@ A torrent is used only when it parses, carries a valid signature by a configured
 exactly the package (and version) that was asked for, and is private. Anything else is a
 ``TorrentRefused`` with the reason; a repository that cannot answer is ``RepositoryUnavailable``
 (worth retrying later), so the agent can tell an administrator's mistake from a network outage.
+
+At start the agent checks again every torrent it stored. Verifying the Ed25519 signature means
+loading cryptography (7 MiB resident, for the whole life of an idle agent) only to learn what it
+learnt when it stored the file; so the file it stored carries a record beside it, the SHA-256 of
+its bytes and the key that signed it, and an unchanged torrent whose key is still trusted needs
+no new signature check. The record is no secret and needs none: who can rewrite the state
+folder (SYSTEM and Administrators alone) can rewrite agent.toml's keys too; what the record
+must catch, a changed file or a key no longer trusted, it does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import aiohttp
 
@@ -59,14 +68,31 @@ async def download_torrent(
 
 def check_torrent(data: bytes, keys: tuple[bytes, ...], package_id: str, version: int | None) -> Metainfo:
     """Parse and trust-check a torrent for ``package_id`` (and ``version`` if given)."""
+    return recheck_stored(data, keys, package_id, version, vouch=None)
+
+
+def vouch_for(data: bytes, meta: Metainfo) -> str:
+    """The record kept beside a stored torrent that passed ``check_torrent``."""
+    assert meta.signature is not None, "only a checked torrent is vouched for"
+    return f"{hashlib.sha256(data).hexdigest()} {meta.signature.public_key.hex()}"
+
+
+def recheck_stored(data: bytes, keys: tuple[bytes, ...], package_id: str, version: int | None, vouch: str | None) -> Metainfo:
+    """``check_torrent``, minus the Ed25519 check when ``vouch`` (the record stored with the
+    torrent) matches these bytes and names a key still trusted."""
     try:
         meta = parse_metainfo(data)
     except P2pdistError as exc:
         raise TorrentRefused(f"corrupt torrent: {exc}") from None
-    try:
-        require_valid_signature(meta, keys)
-    except SignatureError as exc:
-        raise TorrentRefused(str(exc), Problem.SIGNATURE) from None
+    vouched = (
+        vouch is not None and meta.signature is not None and meta.info.package is not None
+        and meta.signature.public_key in keys and vouch == vouch_for(data, meta)
+    )  # fmt: skip
+    if not vouched:
+        try:
+            require_valid_signature(meta, keys)
+        except SignatureError as exc:
+            raise TorrentRefused(str(exc), Problem.SIGNATURE) from None
     identity = meta.info.package
     if identity is None or identity.package_id != package_id:
         raise TorrentRefused(f"torrent is for {identity or 'no package'}, not {package_id}")
