@@ -6,6 +6,7 @@ The Windows lane loads this file too, so it imports nothing Linux-only at module
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -14,6 +15,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.ports import free_port
+
+# A suite started in the background by a shell without job control inherits SIGINT ignored,
+# and so would every process it starts: the tests that press Ctrl-C on a command (create,
+# status --watch) would wait for an exit that never comes. The suite's children get Ctrl-C as
+# on a terminal whatever started the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
