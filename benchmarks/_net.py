@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 import time
 
+from p2pdist.localports import spare_port
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port below the ephemeral range, so no outgoing connection takes it before the server binds."""
+    return spare_port()
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:

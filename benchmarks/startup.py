@@ -24,7 +24,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,14 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _net import free_port
+
 RESULTS = Path(__file__).resolve().parent / "results" / "startup.json"
 RETRY = 1618 % 256 if os.name == "posix" else 1618  # POSIX keeps the low byte of 1618
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def script(name: str) -> list[str]:
@@ -70,8 +65,8 @@ def start_agent(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
 
     public = raw_public_key(generate_key().public_key()).hex()
     sock = work / "agent.sock"
-    (work / "agent.toml").write_text(
-        f'repository = "http://127.0.0.1:{closed_port()}"\npublic_keys = ["{public}"]\n'
+    (work / "agent.toml").write_text(  # a repository nothing listens on
+        f'repository = "http://127.0.0.1:{free_port()}"\npublic_keys = ["{public}"]\n'
         f'cache_dir = "{work / "cache"}"\nstate_dir = "{work / "state"}"\nlog_file = ""\nlog_level = "error"\n'
         '[engine]\nlisten_host = "127.0.0.1"\nlisten_port = 0\n'
         f'[control]\naddress = "unix:{sock}"\n'

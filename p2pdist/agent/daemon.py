@@ -166,9 +166,10 @@ class Agent:
             meta = recheck_stored(data, self.keys, row.package_id, row.version, vouch)
             if meta.info_hash_hex != row.info_hash:
                 raise TorrentRefused("its torrent file belongs to another info-hash")
-            if vouch != vouch_for(data, meta):  # checked in full now: the next start need not
+            record = vouch_for(data, meta)
+            if vouch != record:  # checked in full now: the next start need not
                 with contextlib.suppress(OSError):
-                    self.state.save_vouch(row.info_hash, vouch_for(data, meta))
+                    self.state.save_vouch(row.info_hash, record)
         except TorrentRefused as exc:
             log.error("dropping %s v%d (%s): %s", row.package_id, row.version, row.info_hash, exc)
             self.state.delete_package(row.info_hash)

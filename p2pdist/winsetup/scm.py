@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import time
+from collections.abc import Callable
 from ctypes import wintypes
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ SERVICE_CONTROL_STOP = 1
 SC_STATUS_PROCESS_INFO = 0
 WAIT_TIMEOUT = 0x102
 ERROR_PROCESS_ABORTED = 1067
+ERROR_SERVICE_SPECIFIC_ERROR = 1066  # the service's own code is then in service_exit
 SYNCHRONIZE = 0x00100000
 SERVICE_CONFIG_DESCRIPTION = 1
 SERVICE_CONFIG_FAILURE_ACTIONS = 2
@@ -132,7 +134,7 @@ def _check(ok: object, what: str) -> None:
         raise OSError(_NOT_WINDOWS)
     if not ok:
         error = ctypes.get_last_error()
-        raise ctypes.WinError(error, f"{what}: {ctypes.FormatError(error).strip()}")
+        raise ctypes.WinError(error, f"{what}: {error_text(error)}")
 
 
 def process_alive(process_id: int) -> bool:
@@ -330,12 +332,12 @@ class Manager:
         finally:
             self.api.CloseServiceHandle(handle)
 
-    def wait_until(self, name: str, state: int, timeout: float) -> Status | None:
-        """Poll until the service reaches ``state`` (or is gone, for STOPPED); the last status seen."""
+    def wait_until(self, name: str, done: Callable[[Status], bool], timeout: float) -> Status | None:
+        """Poll until ``done(status)`` or the service is gone; the last status seen."""
         deadline = time.monotonic() + timeout
         current = self.status(name)
         for _ in range(int(timeout / 0.25) + 1):
-            if current is None or current.state == state or time.monotonic() > deadline:
+            if current is None or done(current) or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
             current = self.status(name)

@@ -26,8 +26,6 @@ from p2pdist.winsetup import plan, scm
 STOP_TIMEOUT = 90.0  # the service host ends the agent itself after 60 s
 START_TIMEOUT = 60.0
 RESTART_PAUSE = 2.0
-STOPPED_GRACE = 2.0  # a service manager may still say "stopped" just after StartService returns
-ERROR_SERVICE_SPECIFIC_ERROR = 1066  # the service host's code when the agent exits non-zero
 OLD_SUFFIX = ".p2pdist-old"
 MOVEFILE_DELAY_UNTIL_REBOOT = 0x4
 KEY_WOW64_64KEY = 0x0100
@@ -208,7 +206,7 @@ def stop_service(log: Log) -> bool:
         if status.state != scm.STOPPED:
             log("stopping the service (the agent announces 'stopped' and saves its resume data)...")
             manager.request_stop(plan.SERVICE)
-            status = manager.wait_until(plan.SERVICE, scm.STOPPED, STOP_TIMEOUT)
+            status = manager.wait_until(plan.SERVICE, lambda s: s.state == scm.STOPPED, STOP_TIMEOUT)
             if status is not None and status.state != scm.STOPPED:
                 raise StepError(f"the service did not stop within {STOP_TIMEOUT:g} s (state {status.name})")
             log("service stopped")
@@ -237,12 +235,17 @@ def start_service(layout: plan.Layout, log: Log) -> None:
     token = Path(layout.data_dir, TOKEN_FILE_NAME)
     for attempt in (1, 2):
         before = _mtime(token)
+
+        def agent_up() -> bool:  # a control token written since this start
+            return _mtime(token) not in (None, before)
+
         with scm.Manager() as manager:
-            manager.start(plan.SERVICE)
-            status = _wait_for_agent(manager, lambda: _mtime(token) not in (None, before))
+            manager.start(plan.SERVICE)  # returns once the service is start-pending or further
+            status = manager.wait_until(
+                plan.SERVICE, lambda s: s.state == scm.STOPPED or (s.state == scm.RUNNING and agent_up()), START_TIMEOUT
+            )
         if status is not None and status.state == scm.RUNNING:
-            up = _mtime(token) not in (None, before)
-            log("service running, the agent's control API answering" if up else
+            log("service running, the agent's control API answering" if agent_up() else
                 f"service running; the agent is still starting after {START_TIMEOUT:g} s (see {service_log})")
             return
         reason = f"{describe(status)}: {last_line(service_log) or 'it wrote nothing'} (in {service_log})"
@@ -252,21 +255,6 @@ def start_service(layout: plan.Layout, log: Log) -> None:
             continue
         break
     raise StepError(f"the service did not start ({reason})")
-
-
-def _wait_for_agent(manager: scm.Manager, agent_up: Callable[[], bool]) -> scm.Status | None:
-    """Poll until the service runs with its agent up, or stops (or is gone); the last status."""
-    started = time.monotonic()
-    status = manager.status(plan.SERVICE)
-    for _ in range(int(START_TIMEOUT / 0.25) + 1):
-        waited = time.monotonic() - started
-        if status is None or (status.state == scm.STOPPED and waited > STOPPED_GRACE):
-            break
-        if (status.state == scm.RUNNING and agent_up()) or waited > START_TIMEOUT:
-            break
-        time.sleep(0.25)
-        status = manager.status(plan.SERVICE)
-    return status
 
 
 def _mtime(path: Path) -> int | None:
@@ -282,7 +270,7 @@ def describe(status: scm.Status | None) -> str:
         return "the service is gone"
     if status.state != scm.STOPPED:
         return f"state {status.name}"
-    if status.win32_exit == ERROR_SERVICE_SPECIFIC_ERROR:
+    if status.win32_exit == scm.ERROR_SERVICE_SPECIFIC_ERROR:
         return f"state stopped, the agent's exit code {status.service_exit}"
     return f"state stopped, exit code {status.win32_exit}: {scm.error_text(status.win32_exit)}"
 
