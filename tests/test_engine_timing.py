@@ -1,5 +1,5 @@
-"""Engine timing over a virtual clock and in-memory streams: dialling back-off and the choke
-round's period (idle parking: test_engine_idle.py). The socket is not the subject here, so no
+"""Engine timing over a virtual clock and in-memory streams: dialling back-off, the choke
+round's period and snubbing a slow seed (idle parking: test_engine_idle.py). The socket is not the subject here, so no
 socket is opened and no test waits on the wall clock: the times asserted are the engine's own,
 exactly."""
 
@@ -98,5 +98,33 @@ def test_choke_rounds_come_every_interval_while_peers_are_there_and_stop_with_th
         assert rounds[-1] <= loop.time() - 100  # none since the peer left
         await leecher.close()
         await seeder.close()
+
+    run_virtual(main)
+
+
+def test_a_lone_seed_slower_than_the_request_timeout_still_completes_the_download() -> None:
+    """A seed limited to 20 kB/s writes its 512 KiB batches 26 s apart, past the 20 s request
+    timeout, so we snub it and cancel its requests. With nobody else to take them, the
+    download used to stop there for good: a snubbed peer was not asked again."""
+    data = random_bytes(20 * 64 * 1024 + 20_000, seed=75)
+    _, meta = make_torrent({"a.bin": data}, name="PS100075", piece_length=64 * 1024)
+
+    async def main(loop: VirtualLoop) -> None:
+        net = MemoryNet()
+        slow = dataclasses.replace(SETTINGS, upload_rate_limit=20_000)
+        seeder = Session(slow, rng=random.Random(5), clock=loop.time, connect=net.connect)
+        leecher = _session(loop, net, 6)
+        net.listen(SEED, seeder.inbound)
+        await seeder.add_torrent(meta, inline_storage(meta.info, data))
+        leech = await leecher.add_torrent(meta, inline_storage(meta.info))
+        leech.add_peer_addresses([SEED])
+        try:
+            async with asyncio.timeout(600):  # virtual seconds: about 70 at 20 kB/s
+                await leech.completed.wait()
+            got = b"".join([await leech.storage.read_block(i, 0, meta.info.piece_size(i)) for i in range(meta.info.num_pieces)])
+        finally:
+            await leecher.close()
+            await seeder.close()
+        assert got == data
 
     run_virtual(main)

@@ -163,12 +163,16 @@ class Requests:
         return bool(conn.wire.requests_out) and now - conn.last_block > self.torrent.settings.request_timeout and not conn.snubbed
 
     def snub(self, conn: PeerConnection) -> None:
-        """A peer that sends nothing for our requests: give its blocks to others."""
+        """A peer that sends nothing for our requests: give its blocks to others first, then
+        ask it again for what is left, at the shortest queue. Nothing else would ask it before
+        something arrives from some peer (a block, an unchoke, a piece verified), so a download
+        whose only peer is that slow would wait for ever."""
         conn.snubbed = True
         self.retarget(conn, self.torrent.settings.min_request_queue)
         conn.writelines(self.withdraw(conn, cancel=True))
         log.info("%s: peer %s snubbed us", self.torrent.info.name, conn.describe())
         self.refill_all(exclude=conn)
+        self.refill(conn)
 
     # -- receiving -------------------------------------------------------------------------
 
