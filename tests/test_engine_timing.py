@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 
 import pytest
@@ -102,29 +103,54 @@ def test_choke_rounds_come_every_interval_while_peers_are_there_and_stop_with_th
     run_virtual(main)
 
 
-def test_a_lone_seed_slower_than_the_request_timeout_still_completes_the_download() -> None:
-    """A seed limited to 20 kB/s writes its 512 KiB batches 26 s apart, past the 20 s request
-    timeout, so we snub it and cancel its requests. With nobody else to take them, the
-    download used to stop there for good: a snubbed peer was not asked again."""
-    data = random_bytes(20 * 64 * 1024 + 20_000, seed=75)
-    _, meta = make_torrent({"a.bin": data}, name="PS100075", piece_length=64 * 1024)
+def _lone_slow_seed(loop: VirtualLoop, leecher_settings: EngineSettings, seed: int) -> tuple[Session, Session]:
+    """A seed limited to 20 kB/s and a leecher with ``leecher_settings``, on one memory net."""
+    net = MemoryNet()
+    seeder = Session(dataclasses.replace(SETTINGS, upload_rate_limit=20_000), rng=random.Random(seed), clock=loop.time, connect=net.connect)
+    leecher = Session(leecher_settings, rng=random.Random(seed + 1), clock=loop.time, connect=net.connect)
+    net.listen(SEED, seeder.inbound)
+    return seeder, leecher
+
+
+async def _download_from_lone_seed(seeder: Session, leecher: Session, data: bytes, name: str) -> bytes:
+    _, meta = make_torrent({"a.bin": data}, name=name, piece_length=64 * 1024)
+    await seeder.add_torrent(meta, inline_storage(meta.info, data))
+    leech = await leecher.add_torrent(meta, inline_storage(meta.info))
+    leech.add_peer_addresses([SEED])
+    try:
+        async with asyncio.timeout(600):  # virtual seconds: about 70 at 20 kB/s
+            await leech.completed.wait()
+        return b"".join([await leech.storage.read_block(i, 0, meta.info.piece_size(i)) for i in range(meta.info.num_pieces)])
+    finally:
+        await leecher.close()
+        await seeder.close()
+
+
+def test_a_rate_limited_seed_sends_a_little_every_second_and_is_never_taken_for_stalled(caplog: pytest.LogCaptureFixture) -> None:
+    """A whole 512 KiB batch at 20 kB/s would leave 26 s between writes, past the 20 s request
+    timeout: the leecher would snub an honest seed. Under a limit a write holds about a second
+    of it."""
+    data = random_bytes(20 * 64 * 1024 + 20_000, seed=76)
 
     async def main(loop: VirtualLoop) -> None:
-        net = MemoryNet()
-        slow = dataclasses.replace(SETTINGS, upload_rate_limit=20_000)
-        seeder = Session(slow, rng=random.Random(5), clock=loop.time, connect=net.connect)
-        leecher = _session(loop, net, 6)
-        net.listen(SEED, seeder.inbound)
-        await seeder.add_torrent(meta, inline_storage(meta.info, data))
-        leech = await leecher.add_torrent(meta, inline_storage(meta.info))
-        leech.add_peer_addresses([SEED])
-        try:
-            async with asyncio.timeout(600):  # virtual seconds: about 70 at 20 kB/s
-                await leech.completed.wait()
-            got = b"".join([await leech.storage.read_block(i, 0, meta.info.piece_size(i)) for i in range(meta.info.num_pieces)])
-        finally:
-            await leecher.close()
-            await seeder.close()
-        assert got == data
+        seeder, leecher = _lone_slow_seed(loop, SETTINGS, 7)
+        assert await _download_from_lone_seed(seeder, leecher, data, "PS100076") == data
 
-    run_virtual(main)
+    with caplog.at_level(logging.INFO, logger="p2pdist.torrent"):
+        run_virtual(main)
+    assert not [r for r in caplog.records if "snubbed us" in r.getMessage()]
+
+
+def test_a_snubbed_lone_seed_is_asked_again_and_the_download_completes(caplog: pytest.LogCaptureFixture) -> None:
+    """A leecher whose request timeout (0.5 s) is shorter than the seed's pace (a 16 KiB block
+    every 0.8 s at 20 kB/s) snubs its only peer and cancels its requests. With nobody else to
+    take them, the download used to stop there for good: a snubbed peer was not asked again."""
+    data = random_bytes(20 * 64 * 1024 + 20_000, seed=75)
+
+    async def main(loop: VirtualLoop) -> None:
+        seeder, leecher = _lone_slow_seed(loop, dataclasses.replace(SETTINGS, request_timeout=0.5), 5)
+        assert await _download_from_lone_seed(seeder, leecher, data, "PS100075") == data
+
+    with caplog.at_level(logging.INFO, logger="p2pdist.torrent"):
+        run_virtual(main)
+    assert [r for r in caplog.records if "snubbed us" in r.getMessage()]  # the path under test was taken

@@ -73,6 +73,15 @@ class Throttle:
     def delay(self) -> float:
         return max(self.shared.delay(), self.own.delay())
 
+    def blocks_per_write(self, most: int, block: int) -> int:
+        """How many ``block``-byte blocks one write may carry: ``most``, or about a second of the
+        tighter limit (at least one block). A slow limit then sends a little every second
+        instead of a whole batch every half minute, which the peer would take for a stall."""
+        rates = [rate for rate in (self.shared.rate, self.own.rate) if rate > 0]
+        if not rates:
+            return most
+        return max(1, min(most, int(min(rates)) // block))
+
 
 class RateMeter:
     """Bytes per second, smoothed over a few seconds (what the choker and the UI read).

@@ -4,6 +4,8 @@ Requests arrive as runs (the codec's ``RequestRun``) and join the peer's queue; 
 uploading peer slices up to ``UPLOAD_BATCH`` blocks from pieces in memory without copying and
 writes them, headers framed by the codec, in one call. A piece that needs a disk read ends the
 batch and is awaited, which brings the whole piece into the cache for the requests that follow.
+Under a rate limit a batch holds about one second of the limit, so the peer sees blocks
+arrive steadily.
 
 What one peer can make us hold is bounded: its requests (the codec's caps), and the queue,
 compacted to the requests still owed when repetitions or cancels pile up in it.
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from p2pdist.engine.peer import PeerConnection
 from p2pdist.engine.ratelimit import Throttle
+from p2pdist.metainfo import BLOCK_SIZE
 from p2pdist.storage.base import StorageError
 from p2pdist.wire import messages as m
 
@@ -87,7 +90,8 @@ class Uploads:
                 keys: list[Key] = []
                 blocks: list[bytes | memoryview] = []
                 current, piece = -1, None
-                while queue and len(keys) < UPLOAD_BATCH:
+                batch = throttle.blocks_per_write(UPLOAD_BATCH, BLOCK_SIZE) if throttle.limited else UPLOAD_BATCH
+                while queue and len(keys) < batch:
                     key = queue.popleft()
                     if key not in requests_in or key in keys:
                         continue  # cancelled, dropped by a choke, or asked twice
