@@ -248,7 +248,9 @@ class PeerConnection(asyncio.BufferedProtocol):
     # -- used by the owner ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
+        # A transport that failed a send is closing before our connection_lost runs; writes in
+        # between would only be counted and logged by asyncio ("socket.send() raised exception").
+        if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.write(data)
         self.last_sent = self.clock()
@@ -256,7 +258,7 @@ class PeerConnection(asyncio.BufferedProtocol):
             self._check_send_buffer()
 
     def writelines(self, chunks: Sequence[bytes | memoryview]) -> None:
-        if self.closed or self.transport is None:
+        if self.closed or self.transport is None or self.transport.is_closing():
             return
         self.transport.writelines(chunks)
         self.last_sent = self.clock()
