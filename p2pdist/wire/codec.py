@@ -14,6 +14,12 @@ dropped, and ``next_event``, ``receive_data`` and ``get_buffer`` keep raising. M
 bounded by one fixed buffer (4 KiB until ``bind``, then two of the largest legal frames, at
 least 256 KiB) whatever the peer sends; our own misuse of ``send`` is a ``LocalError`` that
 records nothing.
+
+The module is long (about 900 lines) on purpose: it is one connection's state machine, and
+its receive loops, decoders and encoders all read and change that one state. Split across
+modules it would become mixins sharing private attributes, and the per-block loops would pay
+an attribute hop for what is now a local; the message layouts are in ``messages`` and the
+phase table in ``state``, which is what splits cleanly.
 """
 
 from __future__ import annotations
