@@ -83,7 +83,7 @@ async def start_locked(agent: Agent, package: Package) -> None:
     if site_trackers and agent.http is not None:
         package.tracker = TrackerClient(
             torrent, agent.http, port=agent.session.port, trackers=site_trackers,
-            on_site_networks=agent.session.set_site_networks, on_problem=agent.report_soon,
+            on_site_networks=agent.session.set_site_networks, on_problem=agent.report_soon, timetable=agent.timetable,
         )  # fmt: skip
         package.tracker.start()
     if agent.http is not None and not torrent.completed.is_set():
