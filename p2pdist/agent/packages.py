@@ -57,7 +57,7 @@ class Fetch:
     kind: Problem | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # a thousand in an idle agent: no per-instance dict
 class Package:
     """One package version in the cache: its row, torrent and running engine parts."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -69,7 +70,7 @@ async def start_locked(agent: Agent, package: Package) -> None:
         raise
     package.starting = False
     package.torrent = torrent
-    torrent.add_listener(lambda event: _on_torrent_event(agent, package, torrent, event))
+    torrent.add_listener(functools.partial(_on_torrent_event, agent, package, torrent))  # smaller than a closure
     if torrent.state is TorrentState.ERROR:
         _failed(agent, package, torrent.error or "storage error", _torrent_problem(torrent))
     elif torrent.completed.is_set():
