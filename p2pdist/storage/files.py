@@ -225,7 +225,7 @@ class FileStorage(Storage):
     """
 
     __slots__ = (
-        "directory", "resume_path", "_fingerprint", "_files", "_data_files", "_handles", "_root", "start_identity",
+        "_directory", "_resume_path", "_fingerprint", "_files", "_data_files", "_handles", "_root", "start_identity",
         "_real_directory", "_state_lock", "_dirty", "_new_dirs", "_save_lock",
     )
 
@@ -242,9 +242,10 @@ class FileStorage(Storage):
         piece_workers: PieceWorkers | None = None,
     ) -> None:
         super().__init__(info, executor=executor, cache_bytes=cache_bytes, piece_workers=piece_workers)
-        # The caller's paths themselves when they are paths: a copy each is 400 bytes a package.
-        self.directory = directory if isinstance(directory, Path) else Path(directory)
-        self.resume_path = resume_path if isinstance(resume_path, Path) or resume_path is None else Path(resume_path)
+        # Kept as text, made into paths when used: a Path holds a list of every component of
+        # it besides, several hundred bytes for each of a thousand held packages.
+        self._directory = os.fspath(directory)
+        self._resume_path = os.fspath(resume_path) if resume_path is not None else None
         self._fingerprint = info_hash if info_hash is not None else layout_fingerprint(info)
         self._files = info.files
         self._data_files = data_files(info)
@@ -262,6 +263,15 @@ class FileStorage(Storage):
         self._save_lock: asyncio.Lock | None = None
 
     # ----------------------------------------------------------------- paths
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._directory)
+
+    @property
+    def resume_path(self) -> Path | None:
+        """Where ``save_resume`` keeps resume data (None: it keeps none)."""
+        return Path(self._resume_path) if self._resume_path is not None else None
 
     @property
     def final_root(self) -> Path:
