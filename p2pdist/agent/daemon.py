@@ -53,6 +53,7 @@ from p2pdist.agent.statuses import fetch_status, package_status
 from p2pdist.agent.torrent_source import TorrentRefused, check_torrent, recheck_stored, vouch_for
 from p2pdist.control.schema import PackageStatus
 from p2pdist.engine.session import Session
+from p2pdist.engine.timetable import Timetable
 from p2pdist.errors import P2pdistError
 from p2pdist.metainfo import parse_metainfo
 from p2pdist.storage.base import StorageError
@@ -93,6 +94,7 @@ class Agent:
         self.startup_slots = asyncio.Semaphore(settings.startup_concurrency)  # packages starting at once
         self.closing = False
         self.reporter: Reporter | None = None
+        self.timetable: Timetable | None = None  # where every tracker client waits for its next announce
         self.prestaged: dict[tuple[str, int], PrestagedRow] = {}  # orders acted on, by (order, version)
         self.staging = asyncio.Lock()  # one round of pre-staging orders at a time
         self.schedule = maintenance.Schedule()  # what the maintenance timer has to visit
@@ -111,6 +113,7 @@ class Agent:
             raise StorageError(f"cannot create cache folder {self.settings.cache_dir}: {exc.strerror}") from None
         self.state = AgentState(self.settings.state_dir)
         await self.session.start()
+        self.timetable = Timetable()
         bind = self.settings.engine.bind_host
         connector = aiohttp.TCPConnector(local_addr=(bind, 0) if bind else None, limit=64)
         self.http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.settings.engine.client_name})
@@ -200,6 +203,8 @@ class Agent:
         if stops:
             await asyncio.gather(*stops, return_exceptions=True)
         self._leases.close()
+        if self.timetable is not None:
+            self.timetable.close()
         await self.session.close()
         for package in packages:
             flush(self.state, package)

@@ -17,9 +17,12 @@ from p2pdist.agent.errors import BadRequest, UnknownPackage
 from p2pdist.agent.state import AgentState, PackageRow
 from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.engine.tracker_client import TrackerClient
-from p2pdist.engine.webseed import WebSeed
 from p2pdist.metainfo import Metainfo, normalize_package_id
 from p2pdist.outcomes import Problem, State
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from p2pdist.engine.webseed import WebSeed  # imported by the first download with a web seed
 
 log = logging.getLogger("p2pdist.agent")
 
@@ -57,7 +60,7 @@ class Fetch:
     kind: Problem | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # a thousand in an idle agent: no per-instance dict
 class Package:
     """One package version in the cache: its row, torrent and running engine parts."""
 

@@ -59,6 +59,13 @@ def entry_of(status: PackageStatus) -> ReportEntry:
     )
 
 
+def taken(entry: ReportEntry) -> tuple[object, ...]:
+    """What the server took of an entry, to tell whether it changed since: the values of its
+    JSON in their fixed order (a tuple of shared values, a third of the dict a thousand held
+    packages would keep each)."""
+    return tuple(entry.to_json().values())
+
+
 def encode(entries: list[ReportEntry], orders_tag: str | None = None) -> bytes:
     body: dict[str, Any] = {"packages": [e.to_json() for e in entries]}
     if orders_tag:
@@ -92,7 +99,7 @@ class Reporter:
         # The tag of the pre-staging orders fully acted on: the server leaves out the lists
         # while they still have this tag (the agent sets it, ``Agent.prestage``).
         self.orders_tag: str | None = None
-        self._taken: dict[Key, dict[str, Any]] = {}  # what the server last took, per package version
+        self._taken: dict[Key, tuple[object, ...]] = {}  # what the server last took, per package version (``taken``)
         self._last_full: float | None = None
         self._lock = asyncio.Lock()
         self._soon: asyncio.Task[None] | None = None
@@ -119,7 +126,7 @@ class Reporter:
             entries = {(e.package_id, e.version): e for e in map(entry_of, self.statuses())}
             for gone in set(self._taken) - set(entries):
                 del self._taken[gone]
-            due = [e for key, e in entries.items() if full or self._taken.get(key) != e.to_json()]
+            due = [e for key, e in entries.items() if full or self._taken.get(key) != taken(e)]
             complete = True
             for start in range(0, max(1, len(due)), MAX_ENTRIES):  # nothing due: an empty check-in
                 complete = await self._send(due[start : start + MAX_ENTRIES]) and complete
@@ -151,7 +158,7 @@ class Reporter:
         # Entries the server refused one by one (a package it never published) are not sent
         # again until they change or the next refresh: resending them would change nothing.
         for entry in entries:
-            self._taken[(entry.package_id, entry.version)] = entry.to_json()
+            self._taken[(entry.package_id, entry.version)] = taken(entry)
         return True
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -18,7 +19,6 @@ from p2pdist.agent.packages import Package, flush
 from p2pdist.aio import stop_tasks
 from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.engine.tracker_client import TrackerClient, same_origin_tiers
-from p2pdist.engine.webseed import WebSeed
 from p2pdist.errors import one_line
 from p2pdist.outcomes import Problem
 from p2pdist.storage.base import StorageError
@@ -69,7 +69,7 @@ async def start_locked(agent: Agent, package: Package) -> None:
         raise
     package.starting = False
     package.torrent = torrent
-    torrent.add_listener(lambda event: _on_torrent_event(agent, package, torrent, event))
+    torrent.add_listener(functools.partial(_on_torrent_event, agent, package, torrent))  # smaller than a closure
     if torrent.state is TorrentState.ERROR:
         _failed(agent, package, torrent.error or "storage error", _torrent_problem(torrent))
     elif torrent.completed.is_set():
@@ -83,10 +83,12 @@ async def start_locked(agent: Agent, package: Package) -> None:
     if site_trackers and agent.http is not None:
         package.tracker = TrackerClient(
             torrent, agent.http, port=agent.session.port, trackers=site_trackers,
-            on_site_networks=agent.session.set_site_networks, on_problem=agent.report_soon,
+            on_site_networks=agent.session.set_site_networks, on_problem=agent.report_soon, timetable=agent.timetable,
         )  # fmt: skip
         package.tracker.start()
-    if agent.http is not None and not torrent.completed.is_set():
+    if agent.http is not None and not torrent.completed.is_set() and meta.web_seeds:
+        from p2pdist.engine.webseed import WebSeed  # only downloads use it: an idle agent never imports it
+
         for url in meta.web_seeds:
             seed = WebSeed(torrent, url, agent.http, grace=agent.settings.web_seed_grace, on_problem=agent.report_soon)
             package.webseeds.append(seed)

@@ -97,7 +97,7 @@ class PrestagedRow:
     added: bool
 
 
-@dataclass
+@dataclass(slots=True)  # one per held package, for the agent's lifetime
 class PackageRow:
     info_hash: str
     package_id: str

@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pdist.aio import Flag, stop_tasks
 from p2pdist.bitfield import Bitfield
@@ -75,18 +75,31 @@ class TorrentState(enum.Enum):
     ERROR = "error"
 
 
+# The parts of a torrent that only a swarm uses: made together on first use (``Torrent._swarm``).
+_PARTS = ("dialler", "requests", "receiver", "uploads", "settlement", "choking", "claims", "events")
+
+
 class Torrent:
     """A torrent being downloaded or seeded by this process."""
 
-    # A thousand held packages are a thousand of these: no per-instance dict.
+    # A thousand held packages are a thousand of these: no per-instance dict, and the swarm's
+    # parts (``_PARTS``) only once a peer, a candidate or a web seed needs them (``__getattr__``).
     __slots__ = (
         "meta", "info", "info_hash", "layout", "storage", "peer_id", "settings", "listen_port", "rng", "clock",
         "state", "error", "disk_full", "picker", "peers", "strikes", "dial_refusal", "can_connect",
         "tracker_answered", "download_meter", "upload_meter", "bytes_from_peers", "bytes_from_webseed",
         "bytes_wasted", "first_block_at", "hash_failures", "completed", "stopped", "_tasks", "_resume_dirty",
-        "_last_resume", "_ticking", "ticks", "_wake_timer", "_listeners", "dialler", "requests", "receiver",
-        "uploads", "settlement", "choking", "claims", "events",
+        "_last_resume", "_ticking", "ticks", "_wake_timer", "_listeners", "_connect", "_upload_bucket",
+        "_download_bucket", "_swarming", *_PARTS,
     )
+    dialler: Dialler
+    requests: Requests
+    receiver: Receiver
+    uploads: Uploads
+    settlement: Settlement
+    choking: Choking
+    claims: WebClaims
+    events: Events
 
     def __init__(
         self,
@@ -133,7 +146,7 @@ class Torrent:
         self.hash_failures = 0
         self.completed = Flag()
         self.stopped = Flag()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None  # made by the first spawn, dropped when empty
         self._resume_dirty = False
         self._last_resume = clock()
         # The tick and choke loops run only while there is work (see ``wake``): an idle torrent
@@ -142,18 +155,36 @@ class Torrent:
         self.ticks = 0  # for tests and diagnostics
         self._wake_timer: asyncio.TimerHandle | None = None  # a download's next candidate due
         self._listeners: list[Callable[[str], None]] = []
-        # The parts, one per job (module docstring).
-        self.dialler = Dialler(self, connect)
-        self.requests = Requests(self)
+        self._connect = connect
+        self._upload_bucket = upload_bucket or TokenBucket(settings.upload_rate_limit, clock=clock)
+        self._download_bucket = download_bucket or TokenBucket(settings.download_rate_limit, clock=clock)
+        self._swarming = False  # the parts exist (``_swarm``)
+
+    if not TYPE_CHECKING:  # checkers see the parts as the plain attributes they become
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for a part not made yet (a slot never set): make the parts, then read it."""
+            if name not in _PARTS or self._swarming:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            self._swarm()
+            return getattr(self, name)
+
+    def _swarm(self) -> None:
+        """Make the parts, one per job (module docstring). A seed nobody visits never needs
+        them; once made they are plain slots, so the hot paths pay nothing for the wait."""
+        clock = self.clock
+        settings = self.settings
         own = functools.partial(TokenBucket.of, clock=clock)
-        download = download_bucket or TokenBucket(settings.download_rate_limit, clock=clock)
-        self.receiver = Receiver(self, Throttle(download, own(settings.torrent_download_rate_limit)))
-        self.uploads = Uploads(
-            self, Throttle(upload_bucket or TokenBucket(settings.upload_rate_limit, clock=clock), own(settings.torrent_upload_rate_limit))
-        )
+        self._swarming = True
+        self.dialler = Dialler(self, self._connect)
+        self.requests = Requests(self)
+        if self.picker is not None:
+            self.requests.bind(self.picker)
+        self.receiver = Receiver(self, Throttle(self._download_bucket, own(settings.torrent_download_rate_limit)))
+        self.uploads = Uploads(self, Throttle(self._upload_bucket, own(settings.torrent_upload_rate_limit)))
         self.settlement = Settlement(self)
         self.choking = Choking(self)
-        self.claims = WebClaims(meta.info.num_pieces, clock)
+        self.claims = WebClaims(self.info.num_pieces, clock)
         self.events = Events(self)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -166,7 +197,8 @@ class Torrent:
             self.set_error(str(exc), disk_full=exc.disk_full)
             raise
         self.picker = PiecePicker(self.layout, rng=self.rng, have=have)
-        self.requests.bind(self.picker)
+        if self._swarming:
+            self.requests.bind(self.picker)
         if self.picker.complete:
             await self._finish_storage()
             self.state = TorrentState.SEEDING
@@ -184,8 +216,10 @@ class Torrent:
             self._wake_timer.cancel()
         for conn in list(self.peers):
             conn.close("torrent stopped")
-        self.receiver.clear()
-        await stop_tasks(self._tasks, owner=self.info.name)
+        if self._swarming:
+            self.receiver.clear()
+        if self._tasks:
+            await stop_tasks(self._tasks, owner=self.info.name)
         try:
             await self.storage.save_resume()
         except StorageError as exc:
@@ -208,11 +242,16 @@ class Torrent:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as one of the torrent's tasks (stopped with it; failures logged)."""
         task = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: background task failed", self.info.name, exc_info=task.exception())
 
@@ -307,7 +346,9 @@ class Torrent:
 
     def add_peer_addresses(self, addresses: Iterable[Address]) -> None:
         """Remember candidates (from the tracker or the command line) and connect soon."""
-        self.dialler.add(addresses)
+        addresses = list(addresses)
+        if addresses or self._swarming:  # a tracker's empty answer gives no part work
+            self.dialler.add(addresses)
 
     def attach_inbound(self, conn: PeerConnection, handshake: m.Handshake) -> bool:
         """Take over an inbound connection whose handshake named this torrent."""
@@ -408,15 +449,16 @@ class Torrent:
             self._ticking = True
             self.spawn(self._tick_loop())
             self._emit("awake")
-        self.choking.start()
+        if self.peers:
+            self.choking.start()
 
     def _idle_for(self) -> float | None:
         """0 while there is something to tick for: a peer, a dial in flight, resume data to
         save, a candidate due. Otherwise the seconds until a download's next candidate is due
         to be dialled again, or None when nothing is (seeds do not dial)."""
-        if self.peers or self.dialler.connecting or self._resume_dirty:
+        if self.peers or self._resume_dirty or (self._swarming and self.dialler.connecting):
             return 0.0
-        due = self.dialler.next_due()
+        due = self.dialler.next_due() if self._swarming else None
         if due is not None and self.downloading:
             return max(0.0, due - self.clock())
         return None
@@ -451,8 +493,11 @@ class Torrent:
         self.download_meter.update()
         self.upload_meter.update()
         settings = self.settings
+        peers = list(self.peers)
+        if not peers and not self._swarming:
+            return  # no part made: nobody to look after and no candidate to dial
         requests = self.requests
-        for conn in list(self.peers):
+        for conn in peers:
             if conn.closed:
                 continue
             wire = conn.wire

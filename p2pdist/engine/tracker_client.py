@@ -33,6 +33,7 @@ from yarl import URL
 
 from p2pdist.aio import stop_tasks, wait_event
 from p2pdist.httpio import read_capped
+from p2pdist.engine.timetable import Due, Timetable
 from p2pdist.engine.torrent import Torrent, TorrentState
 from p2pdist.errors import RemoteError, one_line
 from p2pdist.outcomes import Problem
@@ -108,6 +109,12 @@ class TrackerStatus:
 
 
 class TrackerClient:
+    # One per held package: no per-instance dict.
+    __slots__ = (
+        "on_site_networks", "on_problem", "torrent", "http", "port", "numwant", "timeout", "tiers", "status",
+        "_failures", "_wake", "_timetable", "_timer", "_task", "_again", "_pending_event", "_key",
+    )
+
     def __init__(
         self,
         torrent: Torrent,
@@ -120,10 +127,12 @@ class TrackerClient:
         trackers: tuple[tuple[str, ...], ...] | None = None,
         on_site_networks: Callable[[tuple[str, ...]], None] | None = None,
         on_problem: Callable[[], None] | None = None,
+        timetable: Timetable | None = None,
     ) -> None:
         """``trackers``: the tiers to announce to, when not all those the torrent names;
         ``on_site_networks``: told the subnets of this PC's site when the site server names them;
-        ``on_problem``: called when ``status.problem`` changes."""
+        ``on_problem``: called when ``status.problem`` changes; ``timetable``: where ``start()``
+        waits between announces (shared by the clients of one agent; else one of its own)."""
         self.on_site_networks = on_site_networks
         self.on_problem = on_problem
         self.torrent = torrent
@@ -140,7 +149,8 @@ class TrackerClient:
         self.status = TrackerStatus()
         self._failures = 0
         self._wake: asyncio.Event | None = None  # run(): wakes the loop early
-        self._timer: asyncio.TimerHandle | None = None  # start(): the next announce
+        self._timetable = timetable
+        self._timer: Due | None = None  # start(): the next announce
         self._task: asyncio.Task[None] | None = None  # start(): the announce on the wire
         self._again = False
         self._pending_event = "started"
@@ -157,7 +167,7 @@ class TrackerClient:
         if self._wake is not None:
             self._wake.set()
         if self._timer is not None:
-            self._timer.cancel()
+            self._cancel_timer()
             self._announce_soon()
         elif self._task is not None:
             self._again = True
@@ -237,12 +247,15 @@ class TrackerClient:
 
     async def close(self) -> None:
         """End what ``start()`` began (then ``stop()`` says ``stopped``)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         if self._task is not None:
             await stop_tasks([self._task], owner=self.torrent.info.name)
             self._task = None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timetable is not None:
+            self._timetable.cancel(self._timer)
+        self._timer = None
 
     def _announce_soon(self) -> None:
         self._timer = None
@@ -254,7 +267,9 @@ class TrackerClient:
         if self._again:
             self._again, delay = False, 0.0
         if self.torrent.state is not TorrentState.STOPPED:
-            self._timer = asyncio.get_running_loop().call_later(delay, self._announce_soon)
+            if self._timetable is None:
+                self._timetable = Timetable()
+            self._timer = self._timetable.call_later(delay, self._announce_soon)
 
     async def _announce_step(self) -> float:
         """One announce with its pending event; the seconds until the next one."""

@@ -150,6 +150,12 @@ class _Peer:
 class PiecePicker:
     """Which blocks to request from which peer; see the module docstring."""
 
+    # One per running torrent, seeds included: no per-instance dict.
+    __slots__ = (
+        "_n", "_rng", "_random_first", "_endgame_threshold", "_duplicates", "_piece_length", "_last_size", "_per_piece",
+        "_have", "_state", "_avail", "_pieces", "_open", "_peers", "_remaining",
+    )
+
     def __init__(
         self,
         layout: Layout,

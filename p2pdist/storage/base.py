@@ -19,7 +19,6 @@ import asyncio
 import functools
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar
@@ -63,15 +62,18 @@ def default_executor() -> ThreadPoolExecutor:
 class PieceCache:
     """Whole verified pieces, least recently used first, bounded in bytes."""
 
+    __slots__ = ("capacity", "_pieces", "_size")
+
     def __init__(self, capacity: int) -> None:
         self.capacity = max(0, capacity)
-        self._pieces: OrderedDict[int, bytes] = OrderedDict()
+        # Oldest first: a plain dict keeps insertion order at a third of an OrderedDict's size.
+        self._pieces: dict[int, bytes] = {}
         self._size = 0
 
     def get(self, index: int) -> bytes | None:
-        piece = self._pieces.get(index)
+        piece = self._pieces.pop(index, None)
         if piece is not None:
-            self._pieces.move_to_end(index)
+            self._pieces[index] = piece  # now the most recently used
         return piece
 
     def put(self, index: int, piece: bytes) -> None:
@@ -81,7 +83,7 @@ class PieceCache:
         self._pieces[index] = piece
         self._size += len(piece)
         while self._size > self.capacity:
-            _, oldest = self._pieces.popitem(last=False)
+            oldest = self._pieces.pop(next(iter(self._pieces)))
             self._size -= len(oldest)
 
     def discard(self, index: int) -> None:
@@ -110,6 +112,12 @@ class Storage(abc.ABC):
     piece not in ``have`` raises StorageError.
     """
 
+    # One per held package, a thousand in an idle agent: no per-instance dict.
+    __slots__ = (
+        "info", "layout", "have", "_executor", "_piece_workers", "_cache", "_loading", "_closed", "_pending_lock",
+        "_pending", "_write_lock", "_recheck_lock", "_verified_meanwhile",
+    )
+
     info: Info
     layout: Layout
     have: Bitfield
@@ -136,7 +144,7 @@ class Storage(abc.ABC):
         # Pieces whose write has started but whose bit is not set yet (read by save_resume
         # from a worker thread, hence the lock).
         self._pending_lock = threading.Lock()
-        self._pending: set[int] = set()
+        self._pending: set[int] | None = None  # a set only while a write is in flight
         # One piece written at a time per torrent; hashing stays parallel (see storage.workers).
         self._write_lock = threading.Lock()
         self._recheck_lock: asyncio.Lock | None = None
@@ -230,6 +238,8 @@ class Storage(abc.ABC):
         if already:
             return True
         with self._pending_lock:
+            if self._pending is None:
+                self._pending = set()
             self._pending.add(index)
         with self._write_lock:
             self._store(index, view)
@@ -237,11 +247,14 @@ class Storage(abc.ABC):
 
     def _unpend(self, index: int) -> None:
         with self._pending_lock:
-            self._pending.discard(index)
+            if self._pending is not None:
+                self._pending.discard(index)
+                if not self._pending:
+                    self._pending = None
 
     def _pending_snapshot(self) -> set[int]:
         with self._pending_lock:
-            return set(self._pending)
+            return set(self._pending or ())
 
     def _servable(self, index: int, begin: int, length: int) -> int:
         """Check a block request against the piece and ``have``; returns the piece size."""

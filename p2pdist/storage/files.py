@@ -21,8 +21,7 @@ import errno
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,11 +134,15 @@ class _Handles:
     needs a writable one in place of a read-only one, and around the final rename.
     """
 
+    __slots__ = ("_limit", "_opener", "_lock", "_open", "_closed")
+
     def __init__(self, limit: int, opener: Callable[[int, bool], int]) -> None:
         self._limit = max(1, limit)
         self._opener = opener
         self._lock = threading.Lock()
-        self._open: OrderedDict[int, _Handle] = OrderedDict()
+        # Least recently used first (a plain dict keeps insertion order, and unlike an OrderedDict
+        # gives its table back once emptied: a complete package holds no descriptor).
+        self._open: dict[int, _Handle] = {}
         self._closed = False
 
     def acquire(self, key: int, write: bool) -> _Handle:
@@ -148,7 +151,7 @@ class _Handles:
                 raise StorageError("storage is closed")
             handle = self._open.get(key)
             if handle is not None and (handle.writable or not write):
-                self._open.move_to_end(key)
+                self._open[key] = self._open.pop(key)  # now the most recently used
                 handle.users += 1
                 return handle
             fd = self._opener(key, write)
@@ -182,25 +185,28 @@ class _Handles:
             if len(self._open) <= self._limit:
                 return
 
+    def _retire_open(self) -> None:
+        """Under the lock: retire every open descriptor and drop the emptied table."""
+        for handle in self._open.values():
+            self._retire(handle)
+        self._open = {}
+
     def retire_all(self) -> None:
         """Close every descriptor (those in use once released): the next read opens by path."""
         with self._lock:
-            while self._open:
-                self._retire(self._open.popitem()[1])
+            self._retire_open()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Retire every descriptor and hold off new opens (for the final rename)."""
         with self._lock:
-            while self._open:
-                self._retire(self._open.popitem()[1])
+            self._retire_open()
             yield
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            while self._open:
-                self._retire(self._open.popitem()[1])
+            self._retire_open()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -218,6 +224,11 @@ class FileStorage(Storage):
     list is. Call ``start()`` before anything else.
     """
 
+    __slots__ = (
+        "_directory", "_resume_path", "_fingerprint", "_files", "_data_files", "_handles", "_root", "start_identity",
+        "_real_directory", "_state_lock", "_dirty", "_new_dirs", "_save_lock",
+    )
+
     def __init__(
         self,
         info: Info,
@@ -231,8 +242,10 @@ class FileStorage(Storage):
         piece_workers: PieceWorkers | None = None,
     ) -> None:
         super().__init__(info, executor=executor, cache_bytes=cache_bytes, piece_workers=piece_workers)
-        self.directory = Path(directory)
-        self.resume_path = Path(resume_path) if resume_path is not None else None
+        # Kept as text, made into paths when used: a Path holds a list of every component of
+        # it besides, several hundred bytes for each of a thousand held packages.
+        self._directory = os.fspath(directory)
+        self._resume_path = os.fspath(resume_path) if resume_path is not None else None
         self._fingerprint = info_hash if info_hash is not None else layout_fingerprint(info)
         self._files = info.files
         self._data_files = data_files(info)
@@ -243,11 +256,22 @@ class FileStorage(Storage):
         self.start_identity: tuple[FileState, ...] | None = None
         self._real_directory: str | None = None
         self._state_lock = threading.Lock()
-        self._dirty: set[int] = set()  # files written since their last fsync
-        self._new_dirs: set[Path] = set()  # folders whose entries changed since the last sync
+        # Files written since their last fsync, folders whose entries changed since the last
+        # sync: sets only while there are some (a complete package has none, for months).
+        self._dirty: set[int] | None = None
+        self._new_dirs: set[Path] | None = None
         self._save_lock: asyncio.Lock | None = None
 
     # ----------------------------------------------------------------- paths
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._directory)
+
+    @property
+    def resume_path(self) -> Path | None:
+        """Where ``save_resume`` keeps resume data (None: it keeps none)."""
+        return Path(self._resume_path) if self._resume_path is not None else None
 
     @property
     def final_root(self) -> Path:
@@ -285,7 +309,7 @@ class FileStorage(Storage):
         fd = os.open(path, flags, 0o666)
         if write:
             with self._state_lock:
-                self._new_dirs.add(path.parent)
+                self._mark_new_dirs([path.parent])
         return fd
 
     def _make_parents(self, folder: Path) -> None:
@@ -297,7 +321,7 @@ class FileStorage(Storage):
         if created:
             folder.mkdir(parents=True, exist_ok=True)
             with self._state_lock:
-                self._new_dirs.update(p.parent for p in created)
+                self._mark_new_dirs(p.parent for p in created)
 
     # ----------------------------------------------------------------- readiness
 
@@ -407,7 +431,7 @@ class FileStorage(Storage):
             self._handles.release(handle)
         # Marked only once written, so a save that syncs and clears it meanwhile cannot miss it.
         with self._state_lock:
-            self._dirty.add(file_index)
+            self._mark_dirty([file_index])
 
     def _read(self, offset: int, length: int) -> bytearray | None:
         """Torrent bytes ``[offset, offset+length)``; None if a file is missing or short."""
@@ -457,12 +481,29 @@ class FileStorage(Storage):
 
     # ----------------------------------------------------------------- durability
 
+    def _mark_dirty(self, files: Iterable[int]) -> None:
+        """Under ``_state_lock``: ``files`` were written (or created) since their last fsync."""
+        if self._dirty is None:
+            self._dirty = set()
+        self._dirty.update(files)
+        if not self._dirty:
+            self._dirty = None
+
+    def _mark_new_dirs(self, folders: Iterable[Path]) -> None:
+        """Under ``_state_lock``: entries of ``folders`` changed since their last fsync."""
+        if self._new_dirs is None:
+            self._new_dirs = set()
+        self._new_dirs.update(folders)
+        if not self._new_dirs:
+            self._new_dirs = None
+
     def _sync_dirty(self, files: Sequence[int] | None = None) -> None:
         """fsync files written since their last sync (or ``files``) and changed folders."""
         with self._state_lock:
-            targets = set(self._dirty) if files is None else set(files)
-            self._dirty -= targets
-            folders, self._new_dirs = self._new_dirs, set()
+            dirty = self._dirty or set()
+            targets = set(dirty) if files is None else set(files)
+            self._dirty = (dirty - targets) or None
+            folders, self._new_dirs = self._new_dirs or set(), None
         current: Path = self.directory
         try:
             for index in sorted(targets):
@@ -478,8 +519,8 @@ class FileStorage(Storage):
                     fsync_directory(folder)
         except (OSError, StorageError) as error:
             with self._state_lock:
-                self._dirty |= targets
-                self._new_dirs |= folders
+                self._mark_dirty(targets)
+                self._mark_new_dirs(folders)
             if isinstance(error, StorageError):
                 raise
             raise storage_error("sync", current, error) from error
@@ -548,7 +589,7 @@ class FileStorage(Storage):
                     handle = self._handles.acquire(index, True)
                     self._handles.release(handle)
                     with self._state_lock:
-                        self._dirty.add(index)
+                        self._mark_dirty([index])
                 elif staged and os.path.getsize(path) > entry.length:
                     handle = self._handles.acquire(index, True)
                     try:
@@ -556,7 +597,7 @@ class FileStorage(Storage):
                     finally:
                         self._handles.release(handle)
                     with self._state_lock:
-                        self._dirty.add(index)
+                        self._mark_dirty([index])
             except OSError as error:
                 raise storage_error("complete", path, error) from error
         self._check_lengths()

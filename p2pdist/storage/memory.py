@@ -21,6 +21,7 @@ from p2pdist.storage.workers import PieceWorkers
 class MemoryStorage(Storage):
     """Verified pieces held in memory."""
 
+    __slots__ = ("_pieces",)
     _inline_loads = True
 
     def __init__(self, info: Info, *, executor: Executor | None = None, piece_workers: PieceWorkers | None = None) -> None:
@@ -72,6 +73,7 @@ class NullStorage(Storage):
     A recheck cannot re-read anything, so it keeps ``have`` as verified on arrival.
     """
 
+    __slots__ = ()
     _inline_loads = True
 
     def __init__(self, info: Info, *, executor: Executor | None = None, piece_workers: PieceWorkers | None = None) -> None:

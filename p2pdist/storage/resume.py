@@ -42,7 +42,7 @@ RACY_NS = 50_000_000  # well above Linux's coarse timestamp tick (4-10 ms)
 ROOTS = (b"part", b"final")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # two per held file (start-up check, last verify)
 class FileState:
     """A file's size, mtime, change time and identity; ``size == -1`` when it does not exist."""
 
