@@ -3,9 +3,10 @@
 An agent holds a thousand tracker clients, each waiting up to half an hour for its next
 announce. A loop timer each (uvloop's handle, its libuv timer and a copy of the context) is
 about half a KiB apiece; here each wait is one small heap entry, and only the earliest one has
-a loop timer. Callbacks run in the loop's thread, in the order they are due, exactly as
-``loop.call_at`` would run them: a failing one is reported to the loop's exception handler
-and the others still run.
+a loop timer. Callbacks run in the loop's thread at the loop times ``loop.call_at`` would run
+them, in the order they are due (ties in the order they were scheduled, which asyncio's own
+heap does not promise); a failing one is reported to the loop's exception handler and the
+others still run.
 """
 
 from __future__ import annotations
