@@ -103,6 +103,11 @@ class AuditedTorrent(Torrent):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.audit = LedgerAudit(self)
+
+    def _swarm(self) -> None:
+        """The torrent makes its parts when a swarm first needs them: the audited settlement
+        replaces the plain one right then, before any piece reaches it."""
+        super()._swarm()
         self.settlement = _AuditedSettlement(self)
 
     def on_event(self, conn: PeerConnection, event: object) -> None:
