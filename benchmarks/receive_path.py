@@ -55,6 +55,9 @@ class Responder:
     def write(self, chunk: bytes) -> None:
         self.written.append(chunk)
 
+    def is_closing(self) -> bool:
+        return False
+
     def answer(self) -> None:
         for chunk in self.written:
             self.pending += chunk
