@@ -14,7 +14,7 @@ from tests.support.torrents import content, make_torrent, random_bytes
 
 from p2pdist.metainfo import BLOCK_SIZE, Info
 from p2pdist.storage import FileStorage, StorageError
-from p2pdist.storage.files import read_into, write_at
+from p2pdist.storage.handles import read_into, write_at
 
 
 def write_final(info: Info, data: bytes, directory: Path) -> None:

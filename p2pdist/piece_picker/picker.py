@@ -51,6 +51,11 @@ speed classes and piece affinity (libtorrent prefers sending a slow peer to the 
 slow peers work on; on a LAN the peers are alike), sequential/streaming modes, suggest and
 allowed-fast sets (BEP 6; the engine can express allowed-fast with ``allowed``), and
 time-critical pieces.
+
+The module is long (about 800 lines) because the ledger is one object: picking, receiving,
+giving back and verifying all change the same started pieces' per-block lists, and the
+receive path settles a whole run with one slice operation on them. What splits cleanly is
+split: the pool of untouched pieces (``availability``), the choker and smart ban.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ either absent or complete under its final names. If the final name already exist
 on it and verifies it; it never renames over it.
 
 I/O uses positional reads and writes (``os.pwrite``/``os.preadv``) on file descriptors kept in a
-small LRU, so concurrent workers never share a file offset. Where ``os.pwrite`` is missing
-(Windows) each descriptor has a lock and the code seeks then writes. Files are created only
+small LRU (``handles``), so concurrent workers never share a file offset. Where ``os.pwrite``
+is missing (Windows) each descriptor has a lock and the code seeks then writes. Files are created only
 when a piece touching them is written (sparse is fine), pad files (BEP 47) are never written and
 read as zeros, and every path is checked to resolve inside ``directory`` before it is opened.
 """
@@ -21,15 +21,15 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from pathlib import Path
 
 from p2pdist.atomicfile import fsync_directory, write_atomically
 from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info
 from p2pdist.storage.base import DEFAULT_CACHE_BYTES, Storage, StorageError
+from p2pdist.storage.handles import Handles, read_into, write_at
 from p2pdist.storage.resume import (
     MISSING,
     RACY_NS,
@@ -49,7 +49,6 @@ from p2pdist.storage.verify import Buffer, Progress
 from p2pdist.storage.workers import PieceWorkers
 
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
-HAS_PWRITE = hasattr(os, "pwrite") and hasattr(os, "pread")
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 STAGING_SUFFIX = ".part"
@@ -59,160 +58,6 @@ def storage_error(action: str, path: object, error: OSError) -> StorageError:
     """An OSError as a StorageError naming the file, with ``disk_full`` set for ENOSPC/EDQUOT."""
     reason = error.strerror or str(error)
     return StorageError(f"cannot {action} {path}: {reason}", disk_full=error.errno in DISK_FULL_ERRNOS)
-
-
-# --------------------------------------------------------------------------- positional I/O
-
-
-def write_at(fd: int, data: memoryview, offset: int, lock: threading.Lock, *, positional: bool = HAS_PWRITE) -> None:
-    """Write all of ``data`` at ``offset``; without pwrite, seek+write under ``lock``."""
-    if positional:
-        while data:
-            written = os.pwrite(fd, data, offset)
-            if written <= 0:
-                raise OSError(errno.EIO, "write made no progress")
-            data = data[written:]
-            offset += written
-        return
-    with lock:
-        os.lseek(fd, offset, os.SEEK_SET)
-        while data:
-            written = os.write(fd, data)
-            if written <= 0:
-                raise OSError(errno.EIO, "write made no progress")
-            data = data[written:]
-
-
-def read_into(fd: int, view: memoryview, offset: int, lock: threading.Lock, *, positional: bool = HAS_PWRITE) -> int:
-    """Fill ``view`` from ``offset``; returns the bytes read (fewer only at end of file)."""
-    total = 0
-    wanted = len(view)
-    if positional and hasattr(os, "preadv"):
-        while total < wanted:
-            got = os.preadv(fd, [view[total:]], offset + total)
-            if got == 0:
-                break
-            total += got
-        return total
-    if positional:
-        while total < wanted:
-            chunk = os.pread(fd, wanted - total, offset + total)
-            if not chunk:
-                break
-            view[total : total + len(chunk)] = chunk
-            total += len(chunk)
-        return total
-    with lock:
-        os.lseek(fd, offset, os.SEEK_SET)
-        while total < wanted:
-            chunk = os.read(fd, wanted - total)
-            if not chunk:
-                break
-            view[total : total + len(chunk)] = chunk
-            total += len(chunk)
-    return total
-
-
-# --------------------------------------------------------------------------- descriptor cache
-
-
-class _Handle:
-    __slots__ = ("fd", "writable", "users", "retired", "lock")
-
-    def __init__(self, fd: int, writable: bool) -> None:
-        self.fd = fd
-        self.writable = writable
-        self.users = 0
-        self.retired = False
-        self.lock = threading.Lock()
-
-
-class _Handles:
-    """Open descriptors by file index, LRU-bounded; one in use is never closed under its user.
-
-    A descriptor is retired (closed once its last user releases it) when evicted, when a write
-    needs a writable one in place of a read-only one, and around the final rename.
-    """
-
-    __slots__ = ("_limit", "_opener", "_lock", "_open", "_closed")
-
-    def __init__(self, limit: int, opener: Callable[[int, bool], int]) -> None:
-        self._limit = max(1, limit)
-        self._opener = opener
-        self._lock = threading.Lock()
-        # Least recently used first (a plain dict keeps insertion order, and unlike an OrderedDict
-        # gives its table back once emptied: a complete package holds no descriptor).
-        self._open: dict[int, _Handle] = {}
-        self._closed = False
-
-    def acquire(self, key: int, write: bool) -> _Handle:
-        with self._lock:
-            if self._closed:
-                raise StorageError("storage is closed")
-            handle = self._open.get(key)
-            if handle is not None and (handle.writable or not write):
-                self._open[key] = self._open.pop(key)  # now the most recently used
-                handle.users += 1
-                return handle
-            fd = self._opener(key, write)
-            if handle is not None:
-                self._retire(self._open.pop(key))
-            handle = _Handle(fd, write)
-            handle.users = 1
-            self._open[key] = handle
-            self._trim()
-            return handle
-
-    def release(self, handle: _Handle) -> None:
-        with self._lock:
-            handle.users -= 1
-            if handle.retired:
-                if handle.users == 0:
-                    os.close(handle.fd)
-            elif len(self._open) > self._limit:
-                self._trim()
-
-    def _retire(self, handle: _Handle) -> None:
-        handle.retired = True
-        if handle.users == 0:
-            os.close(handle.fd)
-
-    def _trim(self) -> None:
-        if len(self._open) <= self._limit:
-            return
-        for key in [k for k, h in self._open.items() if h.users == 0]:
-            self._retire(self._open.pop(key))
-            if len(self._open) <= self._limit:
-                return
-
-    def _retire_open(self) -> None:
-        """Under the lock: retire every open descriptor and drop the emptied table."""
-        for handle in self._open.values():
-            self._retire(handle)
-        self._open = {}
-
-    def retire_all(self) -> None:
-        """Close every descriptor (those in use once released): the next read opens by path."""
-        with self._lock:
-            self._retire_open()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Retire every descriptor and hold off new opens (for the final rename)."""
-        with self._lock:
-            self._retire_open()
-            yield
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._retire_open()
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-
-# --------------------------------------------------------------------------- the storage
 
 
 class FileStorage(Storage):
@@ -249,7 +94,7 @@ class FileStorage(Storage):
         self._fingerprint = info_hash if info_hash is not None else layout_fingerprint(info)
         self._files = info.files
         self._data_files = data_files(info)
-        self._handles = _Handles(max_open_files, self._open_fd)
+        self._handles = Handles(max_open_files, self._open_fd)
         self._root: bytes | None = None  # b"part" or b"final" once started
         # The file states the start-up check judged (resume data or hashing): what a caller that
         # pins the files after the start compares them with (agent: leases held again).
