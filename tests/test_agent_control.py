@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -16,10 +17,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from p2pdist.agent import control as control_module
 from p2pdist.agent.config import ControlSettings
 from p2pdist.agent.control import host_allowed
 from p2pdist.control.client import ControlClient
 from p2pdist.control.schema import AgentUnavailable, ControlError, PackageStatus
+from p2pdist.errors import LocalError
 from p2pdist.agent.status_cli import progress_bar, render_table
 from tests.support.agents import (
     agent_settings,
@@ -424,3 +427,38 @@ async def test_status_watch_is_a_live_view_that_ctrl_c_ends(tmp_path: Path) -> N
                     async with asyncio.timeout(30):
                         _, err = await bad.communicate()
                     assert bad.returncode != 0 and b"--interval" in err
+
+
+async def test_an_agent_that_cannot_listen_writes_no_control_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """install.cmd and the wrapper take the token file's arrival for "the API answers": an agent
+    whose control port is taken must not write one, even for a moment, and a crashed agent's
+    stale one goes."""
+    async with site_server(tmp_path / "server") as server:
+        with socket_dir() as sockets, socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            port = squatter.getsockname()[1]
+            token_file = tmp_path / "token9"
+            token_file.write_text("0" * 64 + "\n")  # left by an agent that crashed
+            settings = replace(
+                agent_settings(tmp_path, 9, server.url, sockets),
+                control=ControlSettings(address=f"http://127.0.0.1:{port}", token_file=token_file),
+            )
+            seen: list[bool] = []
+            real_write = control_module.write_token
+
+            def watched(path: Path, token: str) -> None:  # records any write, then does it
+                seen.append(True)
+                real_write(path, token)
+
+            monkeypatch.setattr(control_module, "write_token", watched)
+            with pytest.raises(LocalError, match=f"control API: cannot listen on 127.0.0.1:{port}"):
+                async with running_agent(settings):
+                    pass
+            assert seen == [] and not token_file.exists()
+            # With the port free the token is written once the API listens, and it works.
+            squatter.close()
+            seen.clear()
+            async with running_agent(settings) as (_, client):
+                assert seen == [True] and token_file.exists() and await client.list() == []
+            assert not token_file.exists()

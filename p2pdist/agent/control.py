@@ -194,15 +194,17 @@ def build_control_app(agent: Agent, *, token: str = "", unix: bool = False) -> w
 # ---------------------------------------------------------------------------- listening
 
 
-def write_token(path: Path) -> str:
-    """A fresh random token, in a file only its owner (Administrators/SYSTEM on Windows) reads."""
-    token = secrets.token_hex(32)
+def new_token() -> str:
+    return secrets.token_hex(32)
+
+
+def write_token(path: Path, token: str) -> None:
+    """``token`` in a file only its owner (Administrators/SYSTEM on Windows) reads."""
     secure = restrict_windows_acl if sys.platform == "win32" else None
     try:
         write_atomically(path, token.encode() + b"\n", mode=0o600, secure=secure)
     except OSError as exc:
         raise LocalError(f"cannot write the control token {path}: {exc.strerror}") from None
-    return token
 
 
 def restrict_windows_acl(path: Path) -> None:  # pragma: no cover - Windows only
@@ -258,10 +260,16 @@ class ControlServer:
         self._wrote_token = False
 
     async def start(self) -> None:
+        """Listen, then write the token file: its arrival is what callers (install.cmd, the
+        wrapper) take for "the API answers", so an agent that cannot listen never writes one
+        and a crashed agent's old one is removed first."""
         token = ""
         if not self.settings.is_unix:
-            token = write_token(self.token_file)
-            self._wrote_token = True
+            token = new_token()
+            try:
+                self.token_file.unlink(missing_ok=True)
+            except OSError as exc:
+                raise LocalError(f"cannot replace the control token {self.token_file}: {exc.strerror}") from None
         app = build_control_app(self.agent, token=token, unix=self.settings.is_unix)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
@@ -283,6 +291,8 @@ class ControlServer:
                 bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[attr-defined]  # noqa: SLF001  aiohttp types _server as AbstractServer; it is an asyncio.Server
                 shown = f"[{host}]" if ":" in host else host
                 self.address = f"http://{shown}:{bound}"
+                self._wrote_token = True  # from here on close() removes it, written or half-written
+                write_token(self.token_file, token)
         except BaseException:
             await self.close()
             raise
