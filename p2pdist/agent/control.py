@@ -194,10 +194,6 @@ def build_control_app(agent: Agent, *, token: str = "", unix: bool = False) -> w
 # ---------------------------------------------------------------------------- listening
 
 
-def new_token() -> str:
-    return secrets.token_hex(32)
-
-
 def write_token(path: Path, token: str) -> None:
     """``token`` in a file only its owner (Administrators/SYSTEM on Windows) reads."""
     secure = restrict_windows_acl if sys.platform == "win32" else None
@@ -265,7 +261,7 @@ class ControlServer:
         and a crashed agent's old one is removed first."""
         token = ""
         if not self.settings.is_unix:
-            token = new_token()
+            token = secrets.token_hex(32)
             try:
                 self.token_file.unlink(missing_ok=True)
             except OSError as exc:

@@ -77,10 +77,10 @@ class Throttle:
         """How many ``block``-byte blocks one write may carry: ``most``, or about a second of the
         tighter limit (at least one block). A slow limit then sends a little every second
         instead of a whole batch every half minute, which the peer would take for a stall."""
-        rates = [rate for rate in (self.shared.rate, self.own.rate) if rate > 0]
-        if not rates:
+        if not self.limited:
             return most
-        return max(1, min(most, int(min(rates)) // block))
+        rate = min(rate for rate in (self.shared.rate, self.own.rate) if rate > 0)
+        return max(1, min(most, int(rate) // block))
 
 
 class RateMeter:

@@ -492,12 +492,11 @@ class Torrent:
         self.ticks += 1
         self.download_meter.update()
         self.upload_meter.update()
+        if not self._swarming:
+            return  # no part made: no peer to look after, no candidate to dial
         settings = self.settings
-        peers = list(self.peers)
-        if not peers and not self._swarming:
-            return  # no part made: nobody to look after and no candidate to dial
         requests = self.requests
-        for conn in peers:
+        for conn in list(self.peers):
             if conn.closed:
                 continue
             wire = conn.wire

@@ -90,7 +90,7 @@ class Uploads:
                 keys: list[Key] = []
                 blocks: list[bytes | memoryview] = []
                 current, piece = -1, None
-                batch = throttle.blocks_per_write(UPLOAD_BATCH, BLOCK_SIZE) if throttle.limited else UPLOAD_BATCH
+                batch = throttle.blocks_per_write(UPLOAD_BATCH, BLOCK_SIZE)
                 while queue and len(keys) < batch:
                     key = queue.popleft()
                     if key not in requests_in or key in keys:

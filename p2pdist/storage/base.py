@@ -50,6 +50,22 @@ _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
+def grown(items: set[T] | None, more: Iterable[T]) -> set[T] | None:
+    """``items`` with ``more`` added. Bookkeeping sets of storage are None while empty: a
+    complete package keeps none of them, for months, and an agent holds a thousand."""
+    items = set() if items is None else items
+    items.update(more)
+    return items or None
+
+
+def shrunk(items: set[T] | None, less: Iterable[T]) -> set[T] | None:
+    """``items`` without ``less``, None once empty (see ``grown``)."""
+    if items is None:
+        return None
+    items.difference_update(less)
+    return items or None
+
+
 def default_executor() -> ThreadPoolExecutor:
     """The process-wide hashing and I/O pool: one worker per core, created on first use."""
     global _executor
@@ -238,19 +254,14 @@ class Storage(abc.ABC):
         if already:
             return True
         with self._pending_lock:
-            if self._pending is None:
-                self._pending = set()
-            self._pending.add(index)
+            self._pending = grown(self._pending, (index,))
         with self._write_lock:
             self._store(index, view)
         return True
 
     def _unpend(self, index: int) -> None:
         with self._pending_lock:
-            if self._pending is not None:
-                self._pending.discard(index)
-                if not self._pending:
-                    self._pending = None
+            self._pending = shrunk(self._pending, (index,))
 
     def _pending_snapshot(self) -> set[int]:
         with self._pending_lock:

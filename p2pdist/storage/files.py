@@ -28,7 +28,7 @@ from pathlib import Path
 from p2pdist.atomicfile import fsync_directory, write_atomically
 from p2pdist.bitfield import Bitfield
 from p2pdist.metainfo import Info
-from p2pdist.storage.base import DEFAULT_CACHE_BYTES, Storage, StorageError
+from p2pdist.storage.base import DEFAULT_CACHE_BYTES, Storage, StorageError, grown
 from p2pdist.storage.handles import Handles, read_into, write_at
 from p2pdist.storage.resume import (
     MISSING,
@@ -328,19 +328,11 @@ class FileStorage(Storage):
 
     def _mark_dirty(self, files: Iterable[int]) -> None:
         """Under ``_state_lock``: ``files`` were written (or created) since their last fsync."""
-        if self._dirty is None:
-            self._dirty = set()
-        self._dirty.update(files)
-        if not self._dirty:
-            self._dirty = None
+        self._dirty = grown(self._dirty, files)
 
     def _mark_new_dirs(self, folders: Iterable[Path]) -> None:
         """Under ``_state_lock``: entries of ``folders`` changed since their last fsync."""
-        if self._new_dirs is None:
-            self._new_dirs = set()
-        self._new_dirs.update(folders)
-        if not self._new_dirs:
-            self._new_dirs = None
+        self._new_dirs = grown(self._new_dirs, folders)
 
     def _sync_dirty(self, files: Sequence[int] | None = None) -> None:
         """fsync files written since their last sync (or ``files``) and changed folders."""
