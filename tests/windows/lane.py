@@ -40,6 +40,35 @@ WINE = hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
 NO_WINDOW = subprocess.CREATE_NO_WINDOW
 
 
+# Wine 8's CreateProcess fails now and then with ERROR_INTERNAL_ERROR before any child exists
+# (seen once in many lane runs, starting the wrapper); Windows has no such failure. Starting
+# again is safe because nothing ran: the one place the lane retries it.
+ERROR_INTERNAL_ERROR = 1359
+
+
+def popen(args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen``, started once more when Wine's CreateProcess fails as above."""
+    try:
+        return subprocess.Popen(args, **kwargs)
+    except OSError as exc:
+        if not (WINE and getattr(exc, "winerror", None) == ERROR_INTERNAL_ERROR):
+            raise
+        print(f"lane: Wine's CreateProcess failed ({exc}); starting {args!r} once more", file=sys.stderr)
+        return subprocess.Popen(args, **kwargs)
+
+
+def run(args: Any, *, timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """``subprocess.run`` (output captured, no stdin) through ``popen``."""
+    with popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def wait_for(condition: Any, what: str, timeout: float = 60.0, step: float = 0.1) -> Any:
     """Poll ``condition()`` until it returns something true; a generous ceiling catches hangs."""
     deadline = time.monotonic() + timeout
@@ -163,7 +192,7 @@ class Site:
             '[[sites]]\nname = "HQ"\nsubnets = ["127.0.0.0/8"]\n'
         )
         log = open(self.work / "server.out", "wb")
-        self.process = subprocess.Popen(
+        self.process = popen(
             [PYTHON, "-m", "p2pdist.tracker", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, creationflags=NO_WINDOW,
         )
@@ -246,7 +275,7 @@ class AgentProcess:
     def start(self) -> None:
         config = self.write_config()
         out = open(self.home / "agent.out", "ab")
-        self.process = subprocess.Popen(
+        self.process = popen(
             [PYTHON, "-m", "p2pdist.agent", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, creationflags=NO_WINDOW,
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from lane import WINE, Site, wait_for
+from lane import run as lane_run
 
 from tests.support.ports import free_port
 
@@ -41,7 +42,7 @@ CALLER32 = os.environ.get("P2PDIST_WIN_CALLER32", "")  # a 32-bit stand-in for t
 
 def run(*argv: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     """A Windows program with pipes for its streams (a file handle from Wine's shell kills it)."""
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return lane_run(list(argv), text=True, timeout=timeout)
 
 
 def say_skipped(what: str, reason: str) -> None:

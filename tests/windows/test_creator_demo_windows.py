@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+import lane
 from lane import p2pdist_here
 from p2pdist.metainfo import parse_metainfo
 
@@ -40,9 +40,9 @@ def test_create_from_a_dp_share_on_windows(tmp_path: Path) -> None:
 
 
 def test_demo_installs_on_every_pc_with_one_wan_copy() -> None:
-    result = subprocess.run(
+    result = lane.run(
         [sys.executable, "-m", "p2pdist", "demo", "--size-mib", "6", "--retry-interval", "1", "--timeout", "150"],
-        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+        text=True, timeout=240,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

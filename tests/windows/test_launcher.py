@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
+
+import lane
 
 BUNDLE = os.environ.get("P2PDIST_WIN_BUNDLE", "")
 pytestmark = pytest.mark.skipif(not BUNDLE, reason="needs the bundle: run by scripts/test-windows-bundle")
@@ -52,7 +53,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def launch(exe: Path, tail: str, **kwargs: object) -> tuple[int, dict[str, object]]:
     """Start ``exe`` with ``tail`` after its quoted name, as one command-line string."""
-    result = subprocess.run(f'"{exe}" {tail}', capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    result = lane.run(f'"{exe}" {tail}', text=True, timeout=120, **kwargs)
     report = json.loads(result.stdout.splitlines()[0]) if result.stdout.strip() else {}
     return result.returncode, report
 
@@ -101,7 +102,7 @@ def test_the_working_directory_cannot_put_code_on_sys_path(layout: Path, tmp_pat
 def test_without_python_beside_it_one_line_and_the_internal_code(layout: Path, tmp_path: Path) -> None:
     alone = tmp_path / "p2pdist-wrapper.exe"
     shutil.copyfile(layout / "p2pdist-wrapper.exe", alone)
-    result = subprocess.run([str(alone), "--pkg", "PS100012", "x"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = lane.run([str(alone), "--pkg", "PS100012", "x"], text=True, timeout=60)
     if result.returncode == 0:  # an installed p2pdist answered through the registry
         pytest.skip("p2pdist is installed on this machine: the registry names its python")
     assert result.returncode == 7704
@@ -119,7 +120,7 @@ def test_a_32bit_caller_gets_the_32bit_view_and_its_exit_code_whole(layout: Path
     """Started by a 32-bit process as the SMS client starts it (tests/windows/caller32.c): the
     launcher sees a WOW64 parent and tells python so; a 64-bit parent (the tests above) does not."""
     tail = '--pkg PS100012 msiexec /i "app 1.msi" /qn --exit 3010'
-    result = subprocess.run(f'"{CALLER32}" "{layout / "p2pdist-wrapper.exe"}" {tail}', capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    result = lane.run(f'"{CALLER32}" "{layout / "p2pdist-wrapper.exe"}" {tail}', text=True, timeout=120)
     assert result.returncode == 3010, result.stdout + result.stderr
     report = json.loads(result.stdout.splitlines()[0])
     assert report["x"] == {"p2pdist-view": "32"}
@@ -131,9 +132,9 @@ def test_the_view_option_reaches_the_wrapper(layout: Path) -> None:
     python = layout / "python" / "python.exe"
     code = "import sys; from p2pdist.wrapper.bitness import caller_view; print(caller_view())"
     root = Path(__file__).resolve().parents[2]
-    result = subprocess.run(
+    result = lane.run(
         # -B: -I ignores the lane's PYTHONPYCACHEPREFIX, and no bytecode may land in the checkout.
         [str(python), "-I", "-B", "-X", "p2pdist-view=32", "-c", f"import sys; sys.path.insert(0, {str(root)!r}); {code}"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        text=True, timeout=60,
     )  # fmt: skip
     assert result.stdout.strip() == "32", result.stderr

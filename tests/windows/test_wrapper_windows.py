@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import lane
 from lane import WINE, AgentProcess, Site, read_json
 from p2pdist.agent import winacl
 from p2pdist.control.schema import ControlError
@@ -59,7 +60,7 @@ def wrapper(agent: AgentProcess, tail: str, cwd: Path, record: Path, log: Path) 
         f'--log "{log}" {tail}'
     )
     env = dict(os.environ, LANE_RECORD=str(record), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    return subprocess.run(line, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return lane.run(line, cwd=cwd, env=env, text=True, timeout=120)
 
 
 def test_raw_command_line_passes_through_verbatim(agent: AgentProcess, dp_folder: Path, tmp_path: Path) -> None:
